@@ -1,0 +1,34 @@
+# Two entry points: `make figures` and `make test`. Both create the virtual
+# environment on first use, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU wheel of torch is installed first, so that no dependency resolves
+# torch to a multi-GB CUDA build. GPU users: `make install TORCH_SPEC=` after
+# installing their own torch into .venv (see README).
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install organism test test-fast figures clean-runs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install --quiet "$(TORCH_SPEC)"; fi
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+organism: $(STAMP)
+	$(BIN)/python -m vgrout.organism build
+
+test: organism
+	$(BIN)/python -m pytest -q
+
+figures: organism
+	$(BIN)/python -m vgrout.figures
+
+clean-runs:
+	rm -rf runs out

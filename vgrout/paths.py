@@ -1,0 +1,22 @@
+"""Where the project's data and caches live (overridable by environment)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("VGROUT_DATA", REPO / "data"))
+CACHE = Path(os.environ.get("VGROUT_CACHE", REPO / ".cache"))
+RUNS = Path(os.environ.get("VGROUT_RUNS", REPO / "runs"))
+TRAIN_PROBLEMS = DATA / "problems" / "train.jsonl"
+TEST_PROBLEMS = DATA / "problems" / "test.jsonl"
+HACKS = DATA / "hacks" / "hacks.jsonl"
+PAIRS = DATA / "pairs" / "hack_pairs.md"
+
+
+def reference_dir() -> Path | None:
+    """The external reference data folder, or None when this clone lacks it."""
+    env = os.environ.get("VGROUT_REFERENCE")
+    path = Path(env) if env else REPO.parent / "shared" / "reference"
+    return path if path.is_dir() else None

@@ -1,0 +1,90 @@
+"""Tokenise (prompt, completion) pairs into one left-padded batch.
+
+Every consumer of completions (direction extraction, adapter inits, the gate,
+the GRPO loss) needs the same three tensors, and the same answer to "which
+positions are completion tokens?". Getting that wrong by one position silently
+pools a prompt token into every activation, so it lives in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """A left-padded batch of prompt + completion token ids.
+
+    input_ids:       [batch, pos]  token ids, pad on the left
+    attention_mask:  [batch, pos]  1 on real tokens
+    completion_mask: [batch, pos]  1 on completion tokens only
+    prompt_len:      [batch]       number of real prompt tokens per row
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    completion_mask: Tensor
+    prompt_len: Tensor
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask,
+                                              self.completion_mask, self.prompt_len)))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def chat_prompt(tokenizer, messages: Sequence[dict] | str) -> str:
+    """Render chat messages (or a bare user string) with the generation prompt."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+
+
+def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str],
+           max_completion_tokens: int | None = None) -> Batch:
+    """Tokenise rendered prompts and raw completions separately, then join.
+
+    Prompt and completion are tokenised apart so the boundary is exact (BPE
+    merges across the seam would otherwise move it). An eos token closes each
+    completion, as the policy emitted it when sampling.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"encode: {len(prompts)} prompts but {len(completions)} completions")
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    rows, lens = [], []
+    for p, c in zip(prompts, completions):
+        p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        c_ids = tokenizer(c, add_special_tokens=False)["input_ids"]
+        if max_completion_tokens is not None:
+            c_ids = c_ids[:max_completion_tokens]
+        rows.append((p_ids, c_ids + [eos]))
+        lens.append(len(p_ids) + len(c_ids) + 1)
+    width = max(lens)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    comp = torch.zeros((len(rows), width), dtype=torch.long)
+    plen = torch.zeros(len(rows), dtype=torch.long)
+    for i, (p_ids, c_ids) in enumerate(rows):
+        start = width - len(p_ids) - len(c_ids)
+        ids[i, start:] = torch.tensor(p_ids + c_ids)
+        attn[i, start:] = 1
+        comp[i, width - len(c_ids):] = 1
+        plen[i] = len(p_ids)
+    return Batch(ids, attn, comp, plen)
+
+
+def pool_completion(acts: Tensor, completion_mask: Tensor) -> Tensor:
+    """Mean over completion positions.
+
+    acts: [batch, pos, d] -> [batch, d]. Rows with no completion tokens give 0.
+    """
+    m = completion_mask.to(acts.dtype).unsqueeze(-1)  # [batch, pos, 1]
+    return (acts * m).sum(1) / m.sum(1).clamp_min(1.0)
