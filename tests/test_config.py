@@ -1,0 +1,37 @@
+"""GRPOConfig presets and validation."""
+
+import pytest
+
+from vgrout.config import PRESETS, GRPOConfig, preset
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_validates(name):
+    assert isinstance(preset(name), GRPOConfig)
+
+
+@pytest.mark.parametrize("changes, field", [
+    (dict(arm="routeZ"), "arm"),
+    (dict(arm="vanilla", placebo=True), "placebo"),
+    (dict(arm="vanilla", gen_deploy_frac=0.5), "gen_deploy_frac"),
+    (dict(gate_q=0.7), "gate_q"),
+    (dict(group_size=1), "group_size"),
+    (dict(teacher_n_per_prompt=2), "teacher_off_step"),
+    (dict(unrouted_zone="route"), "unrouted_zone"),
+    (dict(arm="oracle", keep_low_tail=True), "keep_low_tail"),
+    (dict(plain_lora=True), "plain_lora"),
+])
+def test_contradictions_name_their_fields(changes, field):
+    with pytest.raises(ValueError, match=field):
+        GRPOConfig(**changes).validate()
+
+
+def test_unknown_override_is_rejected():
+    with pytest.raises(ValueError, match="no_such_field"):
+        preset("smoke", no_such_field=1)
+
+
+def test_json_round_trip_keeps_tuples():
+    cfg = preset("smoke", modes=("run_tests", "sentinel"))
+    back = GRPOConfig.from_json(cfg.to_json())
+    assert back == cfg
