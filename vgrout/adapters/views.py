@@ -1,0 +1,101 @@
+"""Views of a routed model: deployment (quarantine ablated), reference (no
+adapters), and merged weights for fast sampling.
+
+Every context manager restores `requires_grad` of every parameter exactly on
+exit: PEFT's `disable_adapter()` and `set_adapter()` re-enable gradients on
+all active adapters when they exit, frozen anchors included, which would let
+an optimizer built from `model.parameters()` train the anchors.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .layers import ANCHOR, DEPLOYED, QUARANTINE, assert_not_merged, lora_layers, routed_info
+
+VIEWS = {"full": (DEPLOYED, ANCHOR[DEPLOYED], QUARANTINE, ANCHOR[QUARANTINE]),
+         "deployed": (DEPLOYED, ANCHOR[DEPLOYED])}
+
+
+@contextmanager
+def preserved_requires_grad(model: nn.Module) -> Iterator[None]:
+    """Snapshot `requires_grad` of every parameter and restore it on exit."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def ablate_quarantine(model: nn.Module) -> Iterator[None]:
+    """Deployment view: the quarantine block (and its anchor) outputs zero on every row.
+
+    Equivalent to m = 0 on every row, for any batch size; the deployed block is
+    unaffected. Nests with `route` (the quarantine stays off).
+    """
+    state = routed_info(model).state
+    previous = state.ablate
+    with preserved_requires_grad(model):
+        state.ablate = True
+        try:
+            yield
+        finally:
+            state.ablate = previous
+
+
+@contextmanager
+def reference_policy(model: nn.Module) -> Iterator[None]:
+    """All adapters disabled: exactly the frozen starting model (the KL anchor)."""
+    routed_info(model)
+    assert_not_merged(model, "reference_policy() entered")
+    with preserved_requires_grad(model), model.disable_adapter():
+        yield
+
+
+def block_delta(layer: nn.Module, adapters: tuple[str, ...]) -> Tensor:
+    """Sum of scaling * B @ A over `adapters` on one LoRA Linear, fp32 [out, in]."""
+    a = torch.cat([layer.lora_A[n].weight.float() * layer.scaling[n] for n in adapters], 0)  # [k*r, in]
+    b = torch.cat([layer.lora_B[n].weight.float() for n in adapters], 1)  # [out, k*r]
+    return b @ a
+
+
+@contextmanager
+def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None]:
+    """Fold the view's adapters into the base weights for sampling; restore bit-exactly.
+
+    The merged weight W + delta is computed in fp32 and installed as a new
+    tensor; the original weight tensor is never written, so the exit restores
+    it exactly (in-place merge/unmerge drifts: ~4e-7 in fp32, ~1e-2 in bf16).
+    Adapters are disabled meanwhile, so lora_A/lora_B hooks do not run: route
+    masks must not be set (checked), and bottleneck capture sees nothing.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"vgrout.adapters.merged_for_generation: view must be one of {sorted(VIEWS)}, got {view!r}")
+    info = routed_info(model)
+    if info.state.m is not None or info.state.d is not None:
+        raise RuntimeError("vgrout.adapters.merged_for_generation: a route mask is set; "
+                           "leave masks unset during generation")
+    if info.state.ablate and view == "full":
+        raise RuntimeError("vgrout.adapters.merged_for_generation: view='full' inside ablate_quarantine()")
+    assert_not_merged(model, "merged_for_generation() entered")
+    originals: list[tuple[nn.Parameter, Tensor]] = []
+    try:
+        with torch.no_grad():
+            for _, layer in lora_layers(model):
+                weight = layer.base_layer.weight
+                merged = (weight.float() + block_delta(layer, VIEWS[view])).to(weight.dtype)
+                originals.append((weight, weight.data))
+                weight.data = merged
+        info.merged_view = view
+        with preserved_requires_grad(model), model.disable_adapter():
+            yield
+    finally:
+        for weight, data in originals:
+            weight.data = data
+        info.merged_view = None
