@@ -1,0 +1,163 @@
+"""Capture: pooling over completion tokens, the four sites, and the in-forward hook."""
+
+import pytest
+import torch
+
+from tiny_lm import CharTokenizer, tiny_model
+from vgrout.capture import SITES, _find_lora, capture, capture_in_forward, capture_texts
+from vgrout.tokens import chat_prompt, encode
+
+torch.set_num_threads(1)
+
+PROMPTS = ["add two numbers", "reverse a list of words please", "x"]
+COMPLETIONS = ["return a + b", "return w[::-1]", "def run_tests(): pass  # ok"]
+
+
+def _batch(tok, idx):
+    return encode(tok, [chat_prompt(tok, PROMPTS[i]) for i in idx], [COMPLETIONS[i] for i in idx])
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_model(seed=0), CharTokenizer()
+
+
+def test_left_padded_row_equals_same_row_alone_at_every_site(lm):
+    model, tok = lm
+    together = capture(model, _batch(tok, [0, 1, 2]), SITES)
+    for i in range(3):
+        alone = capture(model, _batch(tok, [i]), SITES)
+        for s in SITES:
+            torch.testing.assert_close(together[s][i], alone[s][0], atol=2e-5, rtol=1e-4,
+                                       msg=f"site {s}, row {i}")
+
+
+def test_batched_gradient_equals_single_rollout_autograd_at_every_module():
+    """Row i of one batched capture = that rollout's own NLL gradient, computed alone."""
+    model, tok = tiny_model(seed=3, dtype=torch.float64), CharTokenizer()
+    grads = capture(model, _batch(tok, [0, 1, 2]), ["grad"])["grad"]  # [3, modules, r]
+    for i in range(3):
+        single = _batch(tok, [i])
+        for k, layer in enumerate(_find_lora(model).values()):
+            expected = _single_row_pooled_grad(model, single, layer)
+            torch.testing.assert_close(grads[i, k], expected, atol=1e-7, rtol=1e-5)
+
+
+def test_gradient_matches_finite_difference_of_the_nll():
+    """pooled grad . v * n_completion = d/de NLL(z + e v on completion tokens)."""
+    model, tok = tiny_model(seed=3, dtype=torch.float64), CharTokenizer()
+    single = _batch(tok, [1])
+    grads = capture(model, single, ["grad"])["grad"]
+    layer = list(_find_lora(model).values())[5]
+    v = torch.randn(layer.lora_A["deployed"].out_features, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    mask = single.completion_mask[..., None].double()  # [1, pos, 1]
+    fd = (_row_nll(model, single, layer, 1e-3 * v * mask)
+          - _row_nll(model, single, layer, -1e-3 * v * mask)) / 2e-3
+    predicted = float(grads[0, 5] @ v) * float(mask.sum())
+    # float32 RoPE/RMSNorm inside the float64 model limit the difference to ~1e-4
+    assert abs(fd - predicted) < 1e-3 * abs(predicted), (fd, predicted)
+
+
+def _row_nll(model, batch, layer, delta):
+    """Mean completion NLL of a 1-row batch with `delta` added to one bottleneck output."""
+    h = layer.lora_A["deployed"].register_forward_hook(lambda m, i, o: o + delta)
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    finally:
+        h.remove()
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+    m = batch.completion_mask[:, 1:].double()
+    return float(-(logp * m).sum() / m.sum())
+
+
+def _single_row_pooled_grad(model, batch, layer):
+    """Gradient of one row's mean completion NLL at layer's bottleneck, pooled: [r]."""
+    width = layer.lora_A["deployed"].out_features
+    delta = torch.zeros(1, batch.input_ids.shape[1], width, dtype=torch.float64, requires_grad=True)
+    h = layer.lora_A["deployed"].register_forward_hook(lambda m, i, o: o + delta)
+    try:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    finally:
+        h.remove()
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+    m = batch.completion_mask[:, 1:].double()
+    (g,) = torch.autograd.grad(-(logp * m).sum() / m.sum(), delta)
+    cm = batch.completion_mask[..., None].double()
+    return ((g * cm).sum(1) / cm.sum(1))[0]
+
+
+def test_bottleneck_and_adapter_out_are_A_x_and_scaled_B_A_x(lm):
+    model, tok = lm
+    batch = _batch(tok, [0, 1])
+    name, layer = next(iter(_find_lora(model).items()))
+    seen = {}
+    h = layer.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0].detach()))
+    try:
+        feats = capture(model, batch, ["bottleneck", "adapter_out"])
+    finally:
+        h.remove()
+    m = batch.completion_mask[..., None].float()
+    x_pooled = (seen["x"] * m).sum(1) / m.sum(1)  # [batch, d_in]
+    a = layer.lora_A["deployed"].weight
+    b = layer.lora_B["deployed"].weight
+    torch.testing.assert_close(feats["bottleneck"][:, 0], x_pooled @ a.T, atol=1e-5, rtol=1e-4)
+    d_out = b.shape[0]
+    torch.testing.assert_close(feats["adapter_out"][:, 0, :d_out],
+                               layer.scaling["deployed"] * x_pooled @ a.T @ b.T, atol=1e-5, rtol=1e-4)
+    assert feats.widths["adapter_out"][0] == d_out
+    assert (feats["adapter_out"][:, 0, d_out:] == 0).all()
+
+
+def test_resid_site_has_one_row_per_layer(lm):
+    model, tok = lm
+    feats = capture(model, _batch(tok, [0, 1]), ["resid"])
+    assert feats["resid"].shape == (2, 2, 64)
+    assert feats.modules["resid"] == ["layer.0", "layer.1"]
+
+
+def test_capture_in_forward_equals_capture_bottleneck(lm):
+    model, tok = lm
+    batch = _batch(tok, [0, 1, 2])
+    with capture_in_forward(model, batch.completion_mask) as held:
+        with torch.no_grad():
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    torch.testing.assert_close(held.features, capture(model, batch, ["bottleneck"])["bottleneck"])
+    assert held.forwards == 1
+
+
+def test_capture_in_forward_without_a_forward_raises(lm):
+    model, tok = lm
+    with capture_in_forward(model, _batch(tok, [0]).completion_mask) as held:
+        pass
+    with pytest.raises(RuntimeError, match="no bottleneck activation"):
+        held.features
+
+
+def test_grad_site_refuses_zero_initialised_B():
+    model = tiny_model(seed=0, nonzero_b=False)
+    with pytest.raises(ValueError, match="nonzero B"):
+        capture(model, _batch(CharTokenizer(), [0]), ["grad"])
+
+
+def test_capture_leaves_parameter_grads_untouched(lm):
+    model, tok = lm
+    capture(model, _batch(tok, [0, 1]), ["grad"])
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_unknown_site_and_missing_block_raise(lm):
+    model, tok = lm
+    with pytest.raises(ValueError, match="unknown sites"):
+        capture(model, _batch(tok, [0]), ["mlp"])
+    with pytest.raises(ValueError, match="quarantine"):
+        capture(model, _batch(tok, [0]), ["bottleneck"], block="quarantine")
+
+
+def test_capture_texts_minibatches_equal_one_batch(lm):
+    model, tok = lm
+    whole = capture_texts(model, tok, PROMPTS, COMPLETIONS, ["bottleneck", "resid"], batch_size=8)
+    parts = capture_texts(model, tok, PROMPTS, COMPLETIONS, ["bottleneck", "resid"], batch_size=2)
+    for s in ("bottleneck", "resid"):
+        torch.testing.assert_close(whole[s], parts[s], atol=2e-5, rtol=1e-4)
