@@ -1,0 +1,364 @@
+"""Run one harness job in a fresh, limited process (forked from a warm worker).
+
+Isolation levels, probed once per worker:
+
+``namespaces`` (running as root, Linux): the forked process unshares mount,
+PID, network, IPC and UTS namespaces; mounts a size-limited tmpfs on its temp
+dir and remounts every other mount read-only; forks a PID-1 reaper that mounts
+a fresh /proc and forks the program, which drops to uid/gid 65534 with
+no_new_privs. When the program exits (or on timeout, when the worker kills the
+namespace's parent and PDEATHSIG takes the reaper), the kernel kills every
+process left in the namespace, setsid daemons included. No network interface
+is up, other processes (the trainer, the worker) are invisible, and only the
+temp dir is writable.
+
+``none`` (fallback, loudly warned): own session/process group, temp cwd and
+rlimits only; a setsid daemon can outlive the run and the filesystem is as
+writable as the user's.
+
+Both: wall timeout (kill), RLIMIT_CPU/AS/FSIZE/NOFILE/CORE (+NPROC as uid
+65534), stdout+stderr and the result channel read through pipes with caps
+(exceeding a cap kills the run), environment cleared.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+
+from . import harness
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
+MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+NOBODY = 65534
+_OPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+              "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
+              "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_s: float = 3.0
+    cpu_s: int = 3
+    address_space: int = 1 << 30
+    file_size: int = 16 << 20
+    open_files: int = 64
+    processes: int = 64
+    tmpfs_bytes: int = 64 << 20
+    stdout_cap: int = 4 << 20
+    result_cap: int = 64 << 20
+
+
+GUARANTEES = {
+    "namespaces": ("fresh process", "own temp cwd", "wall timeout", "rlimits cpu/as/fsize/nofile/nproc",
+                   "output caps", "pid namespace (all descendants die, setsid too)",
+                   "no network", "read-only filesystem except a 64 MiB tmpfs cwd",
+                   "uid 65534 + no_new_privs", "trainer/worker processes invisible"),
+    "none": ("fresh process", "own temp cwd", "wall timeout", "rlimits cpu/as/fsize/nofile",
+             "output caps", "process-group kill"),
+}
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(src, target, fstype, flags, data=None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(_libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+           f"mount {target}")
+
+
+def _writable_mount_points() -> list[tuple[str, int]]:
+    """(mount point, flags to keep) of the rw mounts the program could write to.
+
+    /proc, /sys and /dev/pts are skipped: a fresh /proc is mounted over the
+    first, and uid 65534 without capabilities cannot write the others; each
+    remount costs ~0.2 ms, so only the ones that matter are done.
+    """
+    points = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            parts = line.split()
+            point = parts[4].encode().decode("unicode_escape")
+            opts = parts[5].split(",")
+            if "ro" in opts or any(point == p or point.startswith(p + "/")
+                                   for p in ("/proc", "/sys", "/dev/pts")):
+                continue
+            keep = 0
+            for opt in opts:
+                keep |= _OPT_FLAGS.get(opt, 0)
+            points.append((point, keep))
+    return sorted(points, key=lambda p: p[0].count("/"))
+
+
+def _remount_readonly(skip: str) -> None:
+    """Every writable mount read-only (per mount point, not the superblock) but `skip`."""
+    for point, keep in _writable_mount_points():
+        if point == skip:
+            continue
+        try:
+            _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | keep)
+        except OSError:
+            if point == "/":
+                raise
+
+
+def _set_limits(limits: Limits, nproc: bool) -> None:
+    cpu = max(1, int(limits.cpu_s))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits.address_space, limits.address_space))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if nproc:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+
+
+def _program(job: dict, limits: Limits, tmp: str, out_w: int, res_w: int, drop: bool) -> None:
+    """The untrusted program's process. Never returns."""
+    status = 70
+    try:
+        os.setsid()
+        os.chdir(tmp)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(out_w, 2)
+        os.dup2(res_w, harness.RESULT_FD)
+        os.closerange(harness.RESULT_FD + 1, 1 << 16)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update(PATH="/usr/bin:/bin", HOME=tmp, LANG="C.UTF-8", TMPDIR=tmp)
+        _set_limits(limits, nproc=drop)
+        if drop:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        status = harness.main(job)
+    finally:
+        os._exit(status)
+
+
+def _read_marker_file(name: str) -> str | None:
+    """Up to 4 KiB of a regular file `name` in cwd (no symlinks followed)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        import stat
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 4096).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def _exit_code(st: int) -> int:
+    return os.waitstatus_to_exitcode(st)
+
+
+def _pid1(job, limits, tmp, out_w, res_w, meta_w) -> None:
+    """PID 1 of the new namespace: mount /proc, run the program, reap, report."""
+    try:
+        # getppid() is 0 here (the parent is outside the namespace), so the
+        # usual "parent already gone?" check cannot be made; the program's own
+        # RLIMIT_CPU bounds the tiny window before PDEATHSIG is armed.
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        child = os.fork()
+        if child == 0:
+            os.close(meta_w)
+            _program(job, limits, tmp, out_w, res_w, drop=True)
+        os.close(out_w)
+        os.close(res_w)
+        while True:
+            pid, st = os.wait()
+            if pid == child:
+                break
+        report = {"status": _exit_code(st)}
+        if job.get("file_marker"):
+            os.chdir(tmp)
+            report["file"] = _read_marker_file(job["file_marker"])
+        os.write(meta_w, json.dumps(report).encode())
+    finally:
+        os._exit(0)
+
+
+def _namespace_parent(job, limits, tmp, out_w, res_w, meta_w) -> None:
+    """Forked from the worker: enter new namespaces, set up mounts, fork PID 1."""
+    try:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.setsid()
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC
+                             | CLONE_NEWUTS), "unshare")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={limits.tmpfs_bytes},mode=0700,uid={NOBODY},gid={NOBODY}")
+        _remount_readonly(skip=tmp)
+        pid1 = os.fork()
+        if pid1 == 0:
+            _pid1(job, limits, tmp, out_w, res_w, meta_w)
+        os.close(out_w)
+        os.close(res_w)
+        os.close(meta_w)
+        os.waitpid(pid1, 0)
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 - report why isolation failed
+        try:
+            os.write(meta_w, json.dumps({"ns_error": repr(e)}).encode())
+        finally:
+            os._exit(71)
+
+
+class _Capped:
+    """Bytes read from one pipe, up to `cap` (beyond it: `over` is set)."""
+
+    def __init__(self, fd: int, cap: int):
+        self.fd, self.cap, self.buf, self.over, self.open = fd, cap, bytearray(), False, True
+
+    def read(self) -> None:
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.open = False
+            return
+        if len(self.buf) + len(chunk) > self.cap:
+            self.over = True
+            chunk = chunk[: max(0, self.cap - len(self.buf))]
+        self.buf += chunk
+
+
+def _kill(pid: int, level: str) -> None:
+    try:
+        if level == "namespaces":
+            os.kill(pid, signal.SIGKILL)       # PDEATHSIG takes PID 1, the kernel the rest
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tuple[int, bool, str | None]:
+    """Read pipes until the forked process exits or the deadline; (wait status, timed_out, cap hit)."""
+    pidfd = os.pidfd_open(pid)
+    deadline = time.monotonic() + wall_s
+    timed_out, cap_hit, exited = False, None, False
+    try:
+        while not exited:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                _kill(pid, level)
+                break
+            fds = [p.fd for p in pipes if p.open] + [pidfd]
+            ready, _, _ = select.select(fds, [], [], left)
+            for p in pipes:
+                if p.fd in ready:
+                    p.read()
+                    if p.over and cap_hit is None:
+                        cap_hit = "output cap"
+                        _kill(pid, level)
+            exited = pidfd in ready
+        _, st = os.waitpid(pid, 0)
+    finally:
+        os.close(pidfd)
+    if level == "none":
+        _kill(pid, level)                      # anything left in its process group
+    for p in pipes:                            # drain what is already written
+        os.set_blocking(p.fd, False)
+        while p.open and not p.over:
+            before = len(p.buf)
+            p.read()
+            if len(p.buf) == before:
+                break
+    return st, timed_out, cap_hit
+
+
+def run_job(job: dict, limits: Limits, level: str) -> dict:
+    """Run `job` (a harness job) isolated at `level`; raw outputs for the parent."""
+    t0 = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="vgrout-run-")
+    out_r, out_w = os.pipe()
+    res_r, res_w = os.pipe()
+    meta_r, meta_w = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(out_r), os.close(res_r), os.close(meta_r)
+                if level == "namespaces":
+                    _namespace_parent(job, limits, tmp, out_w, res_w, meta_w)
+                os.close(meta_w)
+                _program(job, limits, tmp, out_w, res_w, drop=False)
+            finally:
+                os._exit(70)
+        for fd in (out_w, res_w, meta_w):
+            os.close(fd)
+        out, res, meta = (_Capped(out_r, limits.stdout_cap), _Capped(res_r, limits.result_cap),
+                          _Capped(meta_r, 1 << 16))
+        st, timed_out, cap_hit = _supervise(pid, level, [out, res, meta], limits.wall_s)
+        report = _meta(meta.buf, level, st, job, tmp)
+    finally:
+        for fd in (out_r, res_r, meta_r):
+            os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"status": None if timed_out or cap_hit else report.get("status"),
+            "timed_out": timed_out, "cap": cap_hit, "ns_error": report.get("ns_error"),
+            "results": res.buf.decode("utf-8", "replace"),
+            "stdout": out.buf.decode("utf-8", "replace"), "file": report.get("file"),
+            "seconds": time.perf_counter() - t0}
+
+
+def _meta(buf: bytes, level: str, st: int, job: dict, tmp: str) -> dict:
+    if level == "namespaces":
+        try:
+            return json.loads(buf.decode() or "{}")
+        except ValueError:
+            return {}
+    report = {"status": _exit_code(st)}
+    if job.get("file_marker"):
+        report["file"] = _read_marker_file(os.path.join(tmp, job["file_marker"]))
+    return report
+
+
+def probe(limits: Limits | None = None) -> tuple[str, str | None]:
+    """The strongest level that really works here, and why a stronger one does not."""
+    job = {"kind": "trusted", "setup": "import os", "calls": ["os.getuid()", "os.getpid()"]}
+    why = None
+    if hasattr(os, "fork"):
+        try:
+            out = run_job(job, limits or Limits(), "namespaces")
+            if out["ns_error"]:
+                why = out["ns_error"]
+            elif '"v":[["i",65534]]' in out["results"] and '"v":[["i",2]]' in out["results"]:
+                return "namespaces", None
+            else:
+                why = f"probe gave {out['results'][:200]!r} status {out['status']}"
+        except OSError as e:
+            why = repr(e)
+    return "none", why or "no fork"
