@@ -82,6 +82,10 @@ def lora_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
 
+    info = model.__dict__.get(INFO_ATTR)
+    if info is not None and info.merged_view is not None:
+        raise RuntimeError("vgrout.adapters: the LoRA layers are swapped out inside "
+                           f"merged_for_generation(view={info.merged_view!r}); leave it first")
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
             if not isinstance(module, LoraLinear) or getattr(module, "fan_in_fan_out", False):
@@ -95,7 +99,7 @@ def assert_not_merged(model: nn.Module, why: str) -> None:
     info = routed_info(model)
     if info.merged_view is not None:
         raise RuntimeError(f"vgrout.adapters: {why} while merged_for_generation(view="
-                           f"{info.merged_view!r}) is active; masks would be ignored")
+                           f"{info.merged_view!r}) is active; merged weights bypass the masks")
     for name, layer in lora_layers(model):
         if layer.merged:
             raise RuntimeError(f"vgrout.adapters: {why} but {name} has PEFT-merged adapters "

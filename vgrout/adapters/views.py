@@ -65,6 +65,11 @@ def block_delta(layer: nn.Module, adapters: tuple[str, ...]) -> Tensor:
     return b @ a
 
 
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent_name, _, child = name.rpartition(".")
+    return model.get_submodule(parent_name), child
+
+
 @contextmanager
 def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None]:
     """Fold the view's adapters into the base weights for sampling; restore bit-exactly.
@@ -72,8 +77,10 @@ def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None
     The merged weight W + delta is computed in fp32 and installed as a new
     tensor; the original weight tensor is never written, so the exit restores
     it exactly (in-place merge/unmerge drifts: ~4e-7 in fp32, ~1e-2 in bf16).
-    Adapters are disabled meanwhile, so lora_A/lora_B hooks do not run: route
-    masks must not be set (checked), and bottleneck capture sees nothing.
+    Meanwhile each LoRA layer is swapped out of its parent for its plain
+    base Linear, so sampling runs at the bare model's speed with no PEFT
+    wrapper or hook in the path: route masks must not be set (checked), and
+    bottleneck capture sees nothing.
     """
     if view not in VIEWS:
         raise ValueError(f"vgrout.adapters.merged_for_generation: view must be one of {sorted(VIEWS)}, got {view!r}")
@@ -84,18 +91,20 @@ def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None
     if info.state.ablate and view == "full":
         raise RuntimeError("vgrout.adapters.merged_for_generation: view='full' inside ablate_quarantine()")
     assert_not_merged(model, "merged_for_generation() entered")
-    originals: list[tuple[nn.Parameter, Tensor]] = []
+    swapped: list[tuple[nn.Module, str, nn.Module, Tensor]] = []
     try:
         with torch.no_grad():
-            for _, layer in lora_layers(model):
+            for name, layer in list(lora_layers(model)):
                 weight = layer.base_layer.weight
                 merged = (weight.float() + block_delta(layer, VIEWS[view])).to(weight.dtype)
-                originals.append((weight, weight.data))
+                parent, child = _parent(model, name)
+                swapped.append((parent, child, layer, weight.data))
                 weight.data = merged
+                setattr(parent, child, layer.base_layer)
         info.merged_view = view
-        with preserved_requires_grad(model), model.disable_adapter():
-            yield
+        yield
     finally:
-        for weight, data in originals:
-            weight.data = data
+        for parent, child, layer, data in swapped:
+            layer.base_layer.weight.data = data
+            setattr(parent, child, layer)
         info.merged_view = None
