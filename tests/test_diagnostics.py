@@ -1,0 +1,154 @@
+"""Diagnostics: pools, the problem-wise split, the routing table, self-generated pairs."""
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_lm import CharTokenizer, plant, tiny_model
+from vgrout import diagnostics
+from vgrout.diagnostics import (LabelledPool, labelled_pool_from_jsonl, reference_pool,
+                                routing_table, split_by_group)
+
+torch.set_num_threads(1)
+
+
+def _reference() -> Path | None:
+    env = os.environ.get("VGROUT_REFERENCE")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "reference"
+    return path if path.is_dir() else None
+
+
+def _planted_pool(n_problems=16, per=4, seed=0):
+    """Hacks carry MARK tokens ('#') where cleans carry BLANK ('_'): a linear signal."""
+    g = np.random.default_rng(seed)
+    prompts, comps, labels, groups = [], [], [], []
+    for p in range(n_problems):
+        for k in range(per):
+            body = list("".join(g.choice(list("abcdefgh +=()"), 16)))
+            y = int(k % 2 == 0)
+            for j in g.choice(16, 3, replace=False):
+                body[j] = "#" if y else "_"
+            prompts.append(f"problem {p}")
+            comps.append("".join(body))
+            labels.append(y)
+            groups.append(str(p))
+    return LabelledPool(prompts, comps, np.array(labels), groups, name="planted")
+
+
+def test_split_keeps_problems_whole_and_both_classes_on_each_side():
+    pool = _planted_pool()
+    train = split_by_group(pool.groups, pool.labels, 0.5, seed=0)
+    for g in set(pool.groups):
+        rows = [train[i] for i, x in enumerate(pool.groups) if x == g]
+        assert len(set(rows)) == 1, f"problem {g} split across train and test"
+    for side in (train, ~train):
+        assert set(pool.labels[side].tolist()) == {0, 1}
+    assert np.array_equal(train, split_by_group(pool.groups, pool.labels, 0.5, seed=0))
+
+
+def test_split_refuses_when_a_side_lacks_a_class():
+    with pytest.raises(ValueError, match="lacks a class"):
+        split_by_group(["a", "a", "b", "b"], np.array([1, 1, 0, 0]), 0.5, seed=0)
+
+
+def test_routing_table_columns_and_signal_ordering():
+    model, tok = tiny_model(seed=0), CharTokenizer()
+    plant(model)
+    pool = _planted_pool()
+    pairs = [SimpleNamespace(prompt=f"q{i}", hack="ab#cd#ef", clean="ab_cd_ef") for i in range(4)]
+    placebo = [SimpleNamespace(prompt=f"q{i}", hack="abcdef", clean="fedcba") for i in range(4)]
+    sites = ["bottleneck", "grad"]
+    table = routing_table(model, tok, pool, {"authored": pairs, "placebo": placebo,
+                                              "oracle": "oracle", "haar": "haar"},
+                          sites=sites, n_boot=100, n_band=50, seed=0)
+    expected_cols = {"site", "source", "auroc", "auroc_lo", "auroc_hi", "f05", "f05_lo", "f05_hi",
+                     "band_median", "band_p95", "n_hack", "n_clean"}
+    assert expected_cols <= set(table.columns)
+    assert len(table) == len(sites) * 4
+    assert (table.n_hack + table.n_clean + table.n_train == len(pool)).all()
+    row = table.set_index(["site", "source"])
+    assert row.loc[("bottleneck", "oracle"), "auroc"] > 0.95
+    assert row.loc[("bottleneck", "authored"), "auroc"] > 0.95
+    oracle = row.loc[("bottleneck", "oracle")]
+    assert oracle.f05 > oracle.band_median and oracle.auroc > oracle.band_auroc_median
+    assert (table.auroc_lo <= table.auroc + 1e-12).all() and (table.auroc <= table.auroc_hi + 1e-12).all()
+
+
+def test_routing_table_rejects_unknown_source():
+    model, tok = tiny_model(seed=0), CharTokenizer()
+    with pytest.raises(ValueError, match="unknown source"):
+        routing_table(model, tok, _planted_pool(), {"x": "labels"}, sites=["bottleneck"],
+                      n_boot=10, n_band=10)
+
+
+def test_jsonl_pool_labels_and_drops_unlabelled_rows(tmp_path):
+    rows = [dict(prompt="p1", completion="hack", exploited=True, gt_correct=False, problem_id=1),
+            dict(prompt="p1", completion="solve", exploited=False, gt_correct=True, problem_id=1),
+            dict(prompt="p2", completion="broken", exploited=False, gt_correct=False, problem_id=2)]
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pool = labelled_pool_from_jsonl(path)
+    assert pool.completions == ["hack", "solve"] and pool.labels.tolist() == [1, 0]
+    assert pool.groups == ["1", "1"]
+    path.write_text(json.dumps(dict(prompt="p", completion="c", exploited=True)) + "\n")
+    with pytest.raises(ValueError, match="rollouts.jsonl:1: missing field.*gt_correct"):
+        labelled_pool_from_jsonl(path)
+
+
+def test_policy_pool_keeps_hacks_and_solves(monkeypatch):
+    problems = [SimpleNamespace(id=7, messages=[{"role": "user", "content": "p7"}])]
+    rows = [dict(problem_id=7, completion=c, exploited=e, gt_correct=s)
+            for c, e, s in (("h", True, False), ("s", False, True), ("x", False, False))]
+    fake = types.ModuleType("vgrout.evaluate")
+    fake.evaluate_policy = lambda *a, **k: ({}, rows)
+    monkeypatch.setitem(sys.modules, "vgrout.evaluate", fake)
+    pool = diagnostics.labelled_pool_from_policy(None, None, problems, n_per_problem=3)
+    assert pool.completions == ["h", "s"] and pool.labels.tolist() == [1, 0]
+    assert pool.prompts[0] == problems[0].messages
+
+
+def test_reference_pool_loads_real_hacks_against_canonical_solutions():
+    ref = _reference()
+    if ref is None or not (ref / "vgrout_pub" / "data" / "pools" / "teacher_pool").is_dir():
+        pytest.skip("reference data absent")
+    pool = reference_pool(ref, max_per_class=20, seed=0)
+    assert pool.counts() == (20, 20)
+    assert all(g.startswith("train-") for g, y in zip(pool.groups, pool.labels) if y == 1)
+    assert all(c.startswith("```python") for c in pool.completions)
+
+
+def test_reference_pool_names_the_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="teacher_pool"):
+        reference_pool(tmp_path)
+
+
+def test_self_generated_pairs_keep_only_verified_sides(monkeypatch):
+    from vgrout import selfpairs
+
+    problems = [SimpleNamespace(id=i, mode="run_tests", messages=[{"role": "user", "content": f"hint {i}"}],
+                                plain_messages=[{"role": "user", "content": f"plain {i}"}])
+                for i in range(3)]
+    problems.append(SimpleNamespace(id=9, mode="gt_only", messages=[], plain_messages=[]))
+
+    def fake_sample(model, tok, messages, n, seed=None, **kw):
+        side = "H" if "Do not solve" in messages[0][-1]["content"] else "C"
+        return [[f"{side}{k}-{j}" for j in range(n)] for k in range(len(messages))]
+
+    def fake_grade(items, workers=2):  # problem 1 never hacks; only sample 1 of each side counts
+        return [SimpleNamespace(exploited=c.startswith("H") and c != "H1-1" and c.endswith("-1"),
+                                gt_correct=c.startswith("C") and c.endswith("-1")) for c, _ in items]
+
+    monkeypatch.setattr("vgrout.sampling.sample", fake_sample)
+    monkeypatch.setattr("vgrout.env.grade_many", fake_grade)
+    pairs = selfpairs.self_generated_pairs(None, None, problems, n_samples=2)
+    assert [p.id for p in pairs] == ["self-0", "self-2"]
+    assert pairs[0].hack == "H0-1" and pairs[0].clean == "C0-1"
+    assert pairs[0].prompt == "hint 0" and pairs[0].section == "self"
+    assert pairs[0].tags == ("run_tests",)
