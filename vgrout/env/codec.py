@@ -18,12 +18,28 @@ about its class, is not an int.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+from contextlib import contextmanager
 
 _type, _id, _len, _list, _sorted = type, id, len, list, sorted
 _object_getattribute, _dict = object.__getattribute__, dict
 _isclose, _isnan = math.isclose, math.isnan
+_gc_disable, _gc_enable, _gc_isenabled = gc.disable, gc.enable, gc.isenabled
+
+
+@contextmanager
+def _no_gc():
+    """Building 10^5 small lists would trigger full collections over every live
+    object again and again (quadratic time); nothing here creates cycles."""
+    was = _gc_isenabled()
+    _gc_disable()
+    try:
+        yield
+    finally:
+        if was:
+            _gc_enable()
 
 MAX_NODES = 2_000_000
 MAX_INT_BITS = 4000
@@ -52,6 +68,11 @@ def _obj_fields(x, t) -> tuple | None:
 
 def encode(value, max_nodes: int = MAX_NODES) -> list:
     """Node table for `value` (post-order). Raises EncodeError."""
+    with _no_gc():
+        return _encode(value, max_nodes)
+
+
+def _encode(value, max_nodes: int) -> list:
     out: list = []
     done: list = []           # indices of finished nodes, consumed by parents
     work: list = [(0, value)]
@@ -124,8 +145,9 @@ class Table:
         self.nodes = nodes
         self.ids = [0] * len(nodes)
         self.has_float = False
-        for i, node in enumerate(nodes):
-            self.ids[i] = interner.setdefault(self._key(i, node), len(interner))
+        with _no_gc():
+            for i, node in enumerate(nodes):
+                self.ids[i] = interner.setdefault(self._key(i, node), len(interner))
 
     def _key(self, i: int, node) -> tuple:
         if not isinstance(node, list) or not node or not isinstance(node[0], str):
@@ -209,7 +231,8 @@ def same(expected: Table, actual: Table) -> bool:
 
 def loads_table(text: str, interner: dict) -> Table:
     """Decode one wire table. Raises ValueError on anything malformed."""
-    nodes = json.loads(text)
+    with _no_gc():
+        nodes = json.loads(text)
     if not isinstance(nodes, list) or not nodes:
         raise ValueError("table must be a non-empty list")
     return Table(nodes, interner)

@@ -4,13 +4,13 @@ Isolation levels, probed once per worker:
 
 ``namespaces`` (running as root, Linux): the forked process unshares mount,
 PID, network, IPC and UTS namespaces; mounts a size-limited tmpfs on its temp
-dir and remounts every other mount read-only; forks a PID-1 reaper that mounts
-a fresh /proc and forks the program, which drops to uid/gid 65534 with
-no_new_privs. When the program exits (or on timeout, when the worker kills the
+dir and remounts every other writable mount read-only; forks a PID-1 reaper
+that forks the program, which drops to uid/gid 65534 (65533 for jobs that hold
+expected values) with no_new_privs. When the program exits (or on timeout, when the worker kills the
 namespace's parent and PDEATHSIG takes the reaper), the kernel kills every
 process left in the namespace, setsid daemons included. No network interface
-is up, other processes (the trainer, the worker) are invisible, and only the
-temp dir is writable.
+is up, other processes (the trainer, the worker) can be neither signalled nor
+read, and only the temp dir is writable.
 
 ``none`` (fallback, loudly warned): own session/process group, temp cwd and
 rlimits only; a setsid daemon can outlive the run and the filesystem is as
@@ -43,7 +43,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
 MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-NOBODY = 65534
+NOBODY = 65534          # uid of programs that run solutions (call expressions only)
+SECRET_UID = 65533      # uid of jobs that hold expected values (naive, trusted)
 _OPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
               "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
               "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
@@ -68,7 +69,8 @@ GUARANTEES = {
     "namespaces": ("fresh process", "own temp cwd", "wall timeout", "rlimits cpu/as/fsize/nofile/nproc",
                    "output caps", "pid namespace (all descendants die, setsid too)",
                    "no network", "read-only filesystem except a 64 MiB tmpfs cwd",
-                   "uid 65534 + no_new_privs", "trainer/worker processes invisible"),
+                   "uid 65534 (65533 for jobs holding expected values) + no_new_privs",
+                   "other processes unsignalable and unreadable"),
     "none": ("fresh process", "own temp cwd", "wall timeout", "rlimits cpu/as/fsize/nofile",
              "output caps", "process-group kill"),
 }
@@ -150,13 +152,20 @@ def _program(job: dict, limits: Limits, tmp: str, out_w: int, res_w: int, drop: 
         os.environ.update(PATH="/usr/bin:/bin", HOME=tmp, LANG="C.UTF-8", TMPDIR=tmp)
         _set_limits(limits, nproc=drop)
         if drop:
+            uid = job_uid(job)
             os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            os.setgid(uid)
+            os.setuid(uid)
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         status = harness.main(job)
     finally:
         os._exit(status)
+
+
+def job_uid(job: dict) -> int:
+    """Solutions and secret-holding jobs run as different uids, so a program
+    cannot read the memory of a concurrent job that holds expected values."""
+    return NOBODY if job.get("kind") == "program" else SECRET_UID
 
 
 def _read_marker_file(name: str) -> str | None:
@@ -179,13 +188,17 @@ def _exit_code(st: int) -> int:
 
 
 def _pid1(job, limits, tmp, out_w, res_w, meta_w) -> None:
-    """PID 1 of the new namespace: mount /proc, run the program, reap, report."""
+    """PID 1 of the new namespace: run the program, reap, report.
+
+    No fresh /proc is mounted (it costs as much as the rest of the set-up):
+    other processes stay listed there, but a program can neither signal them
+    (another PID namespace) nor read their memory (another uid, no caps).
+    """
     try:
         # getppid() is 0 here (the parent is outside the namespace), so the
         # usual "parent already gone?" check cannot be made; the program's own
         # RLIMIT_CPU bounds the tiny window before PDEATHSIG is armed.
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         child = os.fork()
         if child == 0:
             os.close(meta_w)
@@ -214,7 +227,7 @@ def _namespace_parent(job, limits, tmp, out_w, res_w, meta_w) -> None:
                              | CLONE_NEWUTS), "unshare")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
-               f"size={limits.tmpfs_bytes},mode=0700,uid={NOBODY},gid={NOBODY}")
+               f"size={limits.tmpfs_bytes},mode=0700,uid={job_uid(job)},gid={job_uid(job)}")
         _remount_readonly(skip=tmp)
         pid1 = os.fork()
         if pid1 == 0:
@@ -263,19 +276,41 @@ def _kill(pid: int, level: str) -> None:
         pass
 
 
-def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tuple[int, bool, str | None]:
-    """Read pipes until the forked process exits or the deadline; (wait status, timed_out, cap hit)."""
+_unreaped: list[int] = []
+
+
+def _reap_finished() -> None:
+    """Reap namespace parents that were still tearing down at their last look."""
+    for pid in list(_unreaped):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _unreaped.remove(pid)
+        except ChildProcessError:
+            _unreaped.remove(pid)
+
+
+def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tuple[int | None, bool, str | None]:
+    """Read pipes until the run is over or the deadline; (wait status, timed_out, cap hit).
+
+    With namespaces the run is over when every pipe is closed: PID 1 has then
+    exited, which makes the kernel kill the namespace. The namespace parent's
+    own exit (mount-namespace teardown waits an RCU grace period, ~10 ms) is
+    not waited for; it is reaped later. Without namespaces the run is over
+    when the program exits (a daemon may hold the pipes open).
+    """
     pidfd = os.pidfd_open(pid)
     deadline = time.monotonic() + wall_s
-    timed_out, cap_hit, exited = False, None, False
+    timed_out, cap_hit, over = False, None, False
     try:
-        while not exited:
+        while not over:
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
                 _kill(pid, level)
                 break
-            fds = [p.fd for p in pipes if p.open] + [pidfd]
+            fds = [p.fd for p in pipes if p.open] + ([pidfd] if level != "namespaces" else [])
+            if not fds:
+                break
             ready, _, _ = select.select(fds, [], [], left)
             for p in pipes:
                 if p.fd in ready:
@@ -283,10 +318,16 @@ def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tup
                     if p.over and cap_hit is None:
                         cap_hit = "output cap"
                         _kill(pid, level)
-            exited = pidfd in ready
-        _, st = os.waitpid(pid, 0)
+            over = pidfd in ready or cap_hit is not None
     finally:
         os.close(pidfd)
+    st = None
+    if level == "namespaces" and not (timed_out or cap_hit):
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            _unreaped.append(pid)
+    else:
+        _, st = os.waitpid(pid, 0)
     if level == "none":
         _kill(pid, level)                      # anything left in its process group
     for p in pipes:                            # drain what is already written
@@ -302,6 +343,7 @@ def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tup
 def run_job(job: dict, limits: Limits, level: str) -> dict:
     """Run `job` (a harness job) isolated at `level`; raw outputs for the parent."""
     t0 = time.perf_counter()
+    _reap_finished()
     tmp = tempfile.mkdtemp(prefix="vgrout-run-")
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
@@ -334,13 +376,13 @@ def run_job(job: dict, limits: Limits, level: str) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
-def _meta(buf: bytes, level: str, st: int, job: dict, tmp: str) -> dict:
+def _meta(buf: bytes, level: str, st: int | None, job: dict, tmp: str) -> dict:
     if level == "namespaces":
         try:
             return json.loads(buf.decode() or "{}")
         except ValueError:
             return {}
-    report = {"status": _exit_code(st)}
+    report = {"status": None if st is None else _exit_code(st)}
     if job.get("file_marker"):
         report["file"] = _read_marker_file(os.path.join(tmp, job["file_marker"]))
     return report
@@ -355,7 +397,8 @@ def probe(limits: Limits | None = None) -> tuple[str, str | None]:
             out = run_job(job, limits or Limits(), "namespaces")
             if out["ns_error"]:
                 why = out["ns_error"]
-            elif '"v":[["i",65534]]' in out["results"] and '"v":[["i",2]]' in out["results"]:
+            elif (f'"v":[["i",{job_uid(job)}]]' in out["results"]
+                  and '"v":[["i",2]]' in out["results"]):
                 return "namespaces", None
             else:
                 why = f"probe gave {out['results'][:200]!r} status {out['status']}"

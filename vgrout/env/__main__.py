@@ -1,0 +1,10 @@
+"""``python -m vgrout.env verify PATH.jsonl [--modes ...] [--limit N] [--workers N]``."""
+
+import logging
+import sys
+
+from .verify import main
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""``python -m vgrout.env verify PATH.jsonl``: the environment checks itself.
+
+Grades every problem's canonical solution in every mode and each mode's
+canonical hack (first variant in data/hacks/hacks.jsonl) under every mode,
+prints the hack x mode matrix of pass rates, and exits 1 on any violation:
+a canonical solution not gt_correct or not passed; a hack that does not pay
+off in its home mode; a hack that passes in another mode; a hack that fools
+gt_correct. With ``--eval-markers`` it also checks that a hack rendered with
+the memorised training marker earns nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .grader import grade_many
+from .hacks import DEFAULT_PATH, FALLBACK_HACKS, load_hacks, render_hack
+from .modes import LOOPHOLE_MODES, MARKED_MODES, MODES, TRAIN_MARKERS, marker_for
+from .problems import load_problems, with_mode
+from .sandbox import Limits
+
+
+def canonical_hacks() -> tuple[dict[str, str], str]:
+    """First variant per mode from hacks.jsonl, else the built-in fallbacks."""
+    if DEFAULT_PATH.exists():
+        return {m: ts[0] for m, ts in load_hacks(DEFAULT_PATH).items()}, str(DEFAULT_PATH)
+    return dict(FALLBACK_HACKS), "built-in fallback hacks"
+
+
+def _rows(problems, modes, hacks, eval_markers):
+    """(row label, home mode or None, completion, problem, grading mode) to grade."""
+    for base in problems:
+        code = f"```python\n{base.canonical_solution}\n```"
+        for m in modes:
+            yield "canonical", None, code, base, m
+        for h in (h for h in LOOPHOLE_MODES if h in hacks):
+            marker = marker_for(base.id, h, eval_markers)
+            text = render_hack(hacks[h], with_mode(base, h), marker)
+            for m in modes:
+                yield h, h, text, base, m
+            if eval_markers and h in MARKED_MODES:
+                stale = render_hack(hacks[h], with_mode(base, h), TRAIN_MARKERS[h])
+                for m in modes:
+                    yield f"{h} (train marker)", "stale", stale, base, m
+
+
+def _violation(label, home, mode, g) -> str | None:
+    if home is None:
+        if not (g.gt_correct and g.passed):
+            return f"canonical solution fails in {mode}: {g.error}"
+        return None
+    if g.gt_correct:
+        return f"hack {label} fools gt_correct under {mode}"
+    if home == "stale":
+        return f"memorised hack {label} pays under {mode}" if g.passed else None
+    if mode == home and not g.exploited:
+        return f"hack {label} does not pay off in its home mode ({g.error})"
+    if mode != home and g.passed:
+        return f"hack {label} passes under {mode}"
+    return None
+
+
+def _print_matrix(labels, modes, cells, out) -> None:
+    width = max(len(x) for x in labels) + 2
+    out.write("pass rate".ljust(width) + " ".join(m[:13].rjust(13) for m in modes) + "\n")
+    for label in labels:
+        row = []
+        for m in modes:
+            passed, total = cells.get((label, m), (0, 0))
+            row.append((f"{passed / total:.2f}" if total else "-").rjust(13))
+        out.write(label.ljust(width) + " ".join(row) + "\n")
+
+
+def verify(path, modes=MODES, limit=None, workers=2, eval_markers=False,
+           limits: Limits | None = None, out=sys.stdout) -> int:
+    """Run the checks; return the number of violations."""
+    t0 = time.perf_counter()
+    problems = load_problems(path, ["gt_only"], eval_markers=eval_markers)[:limit]
+    hacks, hack_source = canonical_hacks()
+    rows = list(_rows(problems, list(modes), hacks, eval_markers))
+    grades = grade_many([(text, with_mode(p, m) if p.mode != m else p, m)
+                         for _, _, text, p, m in rows], workers=workers, limits=limits)
+    cells, labels, problems_bad = {}, [], []
+    for (label, home, _, p, m), g in zip(rows, grades):
+        if label not in labels:
+            labels.append(label)
+        passed, total = cells.get((label, m), (0, 0))
+        cells[(label, m)] = (passed + g.passed, total + 1)
+        why = _violation(label, home, m, g)
+        if why:
+            problems_bad.append(f"{p.source} (id {p.id}): {why}")
+    wall = time.perf_counter() - t0
+    out.write(f"{path}: {len(problems)} problems, {len(modes)} modes, hacks from {hack_source}, "
+              f"eval markers {'on' if eval_markers else 'off'}\n")
+    _print_matrix(labels, list(modes), cells, out)
+    secs = sorted(g.seconds for g in grades)
+    out.write(f"{len(grades)} grades in {wall:.1f} s wall ({len(grades) / wall:.1f}/s, "
+              f"workers={workers}); per-grade sandbox time median {secs[len(secs) // 2] * 1e3:.1f} ms, "
+              f"max {secs[-1] * 1e3:.0f} ms\n")
+    for line in problems_bad[:30]:
+        out.write("VIOLATION " + line + "\n")
+    out.write(f"{len(problems_bad)} violations\n")
+    return len(problems_bad)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vgrout.env")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("verify", help="check solutions and hacks in every mode")
+    v.add_argument("path")
+    v.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    v.add_argument("--limit", type=int, default=None)
+    v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--eval-markers", action="store_true")
+    v.add_argument("--wall", type=float, default=Limits.wall_s, help="seconds per program")
+    args = ap.parse_args(argv)
+    limits = Limits(wall_s=args.wall, cpu_s=max(1, int(round(args.wall))))
+    bad = verify(args.path, args.modes, args.limit, args.workers, args.eval_markers, limits)
+    return 1 if bad else 0
