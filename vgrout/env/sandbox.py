@@ -123,6 +123,50 @@ def _remount_readonly(skip: str) -> None:
                 raise
 
 
+def _reveal_plan() -> dict[str, list[str]]:
+    """{hidden ancestor: [interpreter dirs under it]} for uid 65534.
+
+    Why: with the interpreter under a private home (e.g. pyenv in /root, mode
+    700) the dropped-privilege program could not import a single stdlib module
+    it had not imported yet. Instead of opening the home, each such ancestor is
+    covered by an empty tmpfs in which only the interpreter dirs reappear.
+    """
+    import sys
+    plan: dict[str, list[str]] = {}
+    for d in sorted({os.path.realpath(x) for x in (sys.base_prefix, sys.prefix,
+                                                    os.path.dirname(os.path.dirname(__file__)))}):
+        parts = d.split(os.sep)
+        for i in range(2, len(parts)):
+            anc = os.sep.join(parts[:i])
+            if not os.stat(anc).st_mode & 0o001:
+                plan.setdefault(anc, []).append(d)
+                break
+    return plan
+
+
+_PLAN: dict[str, list[str]] | None = None
+
+
+def _reveal_interpreter(tmp: str) -> None:
+    """Apply _reveal_plan() inside the new mount namespace (see there)."""
+    global _PLAN
+    if _PLAN is None:
+        _PLAN = _reveal_plan()
+    for anc, dirs in _PLAN.items():
+        stages = []
+        for i, d in enumerate(dirs):
+            stage = os.path.join(tmp, f".stage{i}")
+            os.mkdir(stage)
+            _mount(d, stage, None, MS_BIND | MS_REC)
+            stages.append(stage)
+        _mount("tmpfs", anc, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        for d, stage in zip(dirs, stages):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+            _mount(stage, d, None, MS_BIND | MS_REC)
+            _check(_libc.umount2(stage.encode(), 2), f"umount {stage}")   # MNT_DETACH
+            os.rmdir(stage)
+
+
 def _set_limits(limits: Limits, nproc: bool) -> None:
     cpu = max(1, int(limits.cpu_s))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -226,6 +270,7 @@ def _namespace_parent(job, limits, tmp, out_w, res_w, meta_w) -> None:
         _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC
                              | CLONE_NEWUTS), "unshare")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _reveal_interpreter(tmp)
         _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
                f"size={limits.tmpfs_bytes},mode=0700,uid={job_uid(job)},gid={job_uid(job)}")
         _remount_readonly(skip=tmp)

@@ -22,11 +22,13 @@ from .problems import load_problems, with_mode
 from .sandbox import Limits
 
 
-def canonical_hacks() -> tuple[dict[str, str], str]:
-    """First variant per mode from hacks.jsonl, else the built-in fallbacks."""
-    if DEFAULT_PATH.exists():
-        return {m: ts[0] for m, ts in load_hacks(DEFAULT_PATH).items()}, str(DEFAULT_PATH)
-    return dict(FALLBACK_HACKS), "built-in fallback hacks"
+def canonical_hacks(source: str | None = None) -> tuple[dict[str, str], str]:
+    """First variant per mode from `source` (a hacks jsonl path; default
+    data/hacks/hacks.jsonl when present), or the built-in ones (``builtin``)."""
+    if source == "builtin" or (source is None and not DEFAULT_PATH.exists()):
+        return dict(FALLBACK_HACKS), "built-in canonical hacks"
+    path = DEFAULT_PATH if source is None else source
+    return {m: ts[0] for m, ts in load_hacks(path).items()}, str(path)
 
 
 def _rows(problems, modes, hacks, eval_markers):
@@ -74,11 +76,11 @@ def _print_matrix(labels, modes, cells, out) -> None:
 
 
 def verify(path, modes=MODES, limit=None, workers=2, eval_markers=False,
-           limits: Limits | None = None, out=sys.stdout) -> int:
+           limits: Limits | None = None, out=sys.stdout, hacks: str | None = None) -> int:
     """Run the checks; return the number of violations."""
     t0 = time.perf_counter()
     problems = load_problems(path, ["gt_only"], eval_markers=eval_markers)[:limit]
-    hacks, hack_source = canonical_hacks()
+    hacks, hack_source = canonical_hacks(hacks)
     rows = list(_rows(problems, list(modes), hacks, eval_markers))
     grades = grade_many([(text, with_mode(p, m) if p.mode != m else p, m)
                          for _, _, text, p, m in rows], workers=workers, limits=limits)
@@ -114,8 +116,11 @@ def main(argv=None) -> int:
     v.add_argument("--limit", type=int, default=None)
     v.add_argument("--workers", type=int, default=2)
     v.add_argument("--eval-markers", action="store_true")
+    v.add_argument("--hacks", default=None,
+                   help="hack templates jsonl, or 'builtin' (default: data/hacks/hacks.jsonl)")
     v.add_argument("--wall", type=float, default=Limits.wall_s, help="seconds per program")
     args = ap.parse_args(argv)
     limits = Limits(wall_s=args.wall, cpu_s=max(1, int(round(args.wall))))
-    bad = verify(args.path, args.modes, args.limit, args.workers, args.eval_markers, limits)
+    bad = verify(args.path, args.modes, args.limit, args.workers, args.eval_markers, limits,
+                 hacks=args.hacks)
     return 1 if bad else 0
