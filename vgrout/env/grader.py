@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from .codec import Table, encode, same
 from .modes import check_mode, marker_for
-from .pool import get_pool
+from .pool import Pool, any_pool, get_pool
 from .problems import Problem
 from .sandbox import Limits
 
@@ -66,7 +66,7 @@ def _compiles(code: str) -> bool:
 _expected_cache: dict[tuple[str, str], list | None] = {}
 
 
-def _expected_tables(problems: Iterable[Problem], limits: Limits, workers: int) -> None:
+def _expected_tables(problems: Iterable[Problem], limits: Limits, pool: Pool) -> None:
     """Fill the cache with wire tables of every expected value.
 
     Literals are decoded here; other expressions (``-inf``, ``list_node([1])``)
@@ -86,7 +86,7 @@ def _expected_tables(problems: Iterable[Problem], limits: Limits, workers: int) 
     if not todo:
         return
     jobs = [("secret", {"kind": "trusted", "setup": s, "calls": exprs}) for s, exprs in todo.items()]
-    replies = get_pool(workers).run(jobs, Limits(wall_s=max(limits.wall_s, 10.0), cpu_s=10))
+    replies = pool.run(jobs, Limits(wall_s=max(limits.wall_s, 10.0), cpu_s=10))
     for (setup, exprs), reply in zip(todo.items(), replies):
         records = _records(reply["results"])
         for i, expr in enumerate(exprs):
@@ -212,14 +212,16 @@ def _marker(problem: Problem, mode: str, overrides: dict) -> str | None:
 
 
 def grade_many(items: Sequence, workers: int = 2, limits: Limits | None = None,
-               markers: dict | None = None) -> list[Grade]:
+               markers: dict | None = None, pool: Pool | None = None) -> list[Grade]:
     """Grade (completion, problem[, mode]) items in parallel; Grades in order.
 
-    `markers` ({mode: marker}) overrides the disclosed markers for every item.
+    `markers` ({mode: marker}) overrides the disclosed markers for every item;
+    `pool` replaces the process-wide warm pool of `workers` workers.
     """
+    pool = pool or get_pool(workers)
     limits = limits or Limits()
     unpacked = [_unpack(it) for it in items]
-    _expected_tables({id(p): p for _, p, _ in unpacked}.values(), limits, workers)
+    _expected_tables({id(p): p for _, p, _ in unpacked}.values(), limits, pool)
     jobs, slots = [], []
     for completion, problem, mode in unpacked:
         code = extract_code(completion)
@@ -238,7 +240,7 @@ def grade_many(items: Sequence, workers: int = 2, limits: Limits | None = None,
                                     "code": code, "asserts": list(problem.tests)}))
             naive = len(jobs) - 1
         slots.append((problem, mode, marker, len(jobs) - 1 - (naive is not None), naive, None))
-    replies = get_pool(workers).run(jobs, limits) if jobs else []
+    replies = pool.run(jobs, limits) if jobs else []
     grades = []
     for problem, mode, marker, prog_i, naive_i, why in slots:
         if prog_i is None:
@@ -251,11 +253,12 @@ def grade_many(items: Sequence, workers: int = 2, limits: Limits | None = None,
 
 
 def grade(completion: str, problem: Problem, mode: str | None = None, *,
-          limits: Limits | None = None, **marker_overrides: str) -> Grade:
+          limits: Limits | None = None, pool: Pool | None = None,
+          **marker_overrides: str) -> Grade:
     """Grade one completion under `mode` (default: the problem's own mode).
 
     Keyword arguments named after a mode override its marker, e.g.
     ``grade(c, p, "run_tests", run_tests="check_solution")``.
     """
-    return grade_many([(completion, problem, mode)], workers=1, limits=limits,
-                      markers=marker_overrides)[0]
+    return grade_many([(completion, problem, mode)], limits=limits,
+                      markers=marker_overrides, pool=pool or any_pool())[0]

@@ -42,10 +42,13 @@ def _announce(hello: dict) -> None:
 
 
 class _Worker:
-    def __init__(self):
+    def __init__(self, sandbox: str | None = None):
+        env = dict(os.environ)
+        if sandbox:
+            env["VGROUT_SANDBOX"] = sandbox
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vgrout.env.worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=None, bufsize=0, close_fds=True)
+            stdout=subprocess.PIPE, stderr=None, bufsize=0, close_fds=True, env=env)
         self.buf = b""
         self.hello = json.loads(self._readline_blocking(60.0))
         _announce(self.hello)
@@ -95,10 +98,12 @@ def _dead_reply(why: str) -> dict:
 class Pool:
     """`workers` oracle workers and one secret worker, started lazily."""
 
-    def __init__(self, workers: int = 2):
+    def __init__(self, workers: int = 2, sandbox: str | None = None):
+        """`sandbox="none"` forces the fallback level (tests, or machines where
+        the namespace set-up is unwanted); default: the strongest that works."""
         if workers < 1:
             raise ValueError("workers must be >= 1")
-        self.size = workers
+        self.size, self.sandbox = workers, sandbox
         self.groups: dict[str, list[_Worker]] = {"oracle": [], "secret": []}
 
     @property
@@ -108,7 +113,7 @@ class Pool:
 
     def _ensure(self, group: str, n: int) -> None:
         while len(self.groups[group]) < n:
-            self.groups[group].append(_Worker())
+            self.groups[group].append(_Worker(self.sandbox))
 
     def run(self, jobs: list[tuple[str, dict]], limits: Limits) -> list[dict]:
         """Run (group, job) pairs; replies in order. Never raises on job content."""
@@ -149,7 +154,7 @@ class Pool:
         dead.close()
         for ws in self.groups.values():
             if dead in ws:
-                ws[ws.index(dead)] = fresh = _Worker()
+                ws[ws.index(dead)] = fresh = _Worker(self.sandbox)
                 fresh.job = None
         dead.job = index
 
@@ -168,6 +173,11 @@ def get_pool(workers: int) -> Pool:
     if workers not in _pools:
         _pools[workers] = Pool(workers)
     return _pools[workers]
+
+
+def any_pool() -> Pool:
+    """A warm pool of any size (for one-off grades), else a new one of 1."""
+    return next(iter(_pools.values())) if _pools else get_pool(1)
 
 
 @atexit.register
