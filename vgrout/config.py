@@ -188,7 +188,7 @@ PRESETS: dict[str, dict] = {
     "organism": dict(steps=60, prompts_per_step=4, group_size=8, max_new_tokens=100,
                      lr=1e-3, eval_every=20, eval_samples=4),
     # Seconds: plumbing only, for tests.
-    "smoke": dict(steps=3, prompts_per_step=2, group_size=4, max_new_tokens=24,
+    "smoke": dict(steps=3, prompts_per_step=2, group_size=4, max_new_tokens=64,
                   lr=1e-3, eval_every=0, eval_samples=1, eval_max_problems=4,
                   gate_warmup=4, refresh_every=2, ckpt_every=1, rank=4, alpha=8.0),
     # The published 4B recipe (NOTES §3), for a GPU.

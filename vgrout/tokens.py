@@ -57,27 +57,36 @@ def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str],
     """
     if len(prompts) != len(completions):
         raise ValueError(f"encode: {len(prompts)} prompts but {len(completions)} completions")
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    rows, lens = [], []
-    for p, c in zip(prompts, completions):
-        p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
-        c_ids = tokenizer(c, add_special_tokens=False)["input_ids"]
-        if max_completion_tokens is not None:
-            c_ids = c_ids[:max_completion_tokens]
-        rows.append((p_ids, c_ids + [eos]))
-        lens.append(len(p_ids) + len(c_ids) + 1)
-    width = max(lens)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    comp = torch.zeros((len(rows), width), dtype=torch.long)
-    plen = torch.zeros(len(rows), dtype=torch.long)
-    for i, (p_ids, c_ids) in enumerate(rows):
-        start = width - len(p_ids) - len(c_ids)
-        ids[i, start:] = torch.tensor(p_ids + c_ids)
+    p_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_tokens]
+             + [tokenizer.eos_token_id] for c in completions]
+    return from_ids(p_ids, c_ids, pad_id(tokenizer))
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def from_ids(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+             pad: int) -> Batch:
+    """Left-pad token-id rows (prompt then completion) into one Batch.
+
+    Sampled rollouts come here with the exact ids the sampler produced:
+    re-tokenising decoded text can give other ids, and the PPO ratio must be
+    computed on the tokens that were actually sampled.
+    """
+    width = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
+    n = len(prompt_ids)
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    comp = torch.zeros((n, width), dtype=torch.long)
+    plen = torch.zeros(n, dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        start = width - len(p) - len(c)
+        ids[i, start:] = torch.tensor(list(p) + list(c), dtype=torch.long)
         attn[i, start:] = 1
-        comp[i, width - len(c_ids):] = 1
-        plen[i] = len(p_ids)
+        comp[i, width - len(c):] = 1
+        plen[i] = len(p)
     return Batch(ids, attn, comp, plen)
 
 

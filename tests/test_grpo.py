@@ -1,0 +1,117 @@
+"""The GRPO loop end to end on the organism with the smoke preset.
+
+Each run is a few seconds: plumbing and invariants, not learning curves
+(those are the acceptance runs in docs/grpo.md).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vgrout.config import preset
+from vgrout.grpo import load_run, train
+
+TIMING = ("time_generate", "time_grade", "time_gate", "time_update")
+
+
+def smoke(tmp_path, name="run", **kw):
+    kw.setdefault("threads", 1)
+    return preset("smoke", run_dir=str(tmp_path / name), **kw)
+
+
+def _rows(path):
+    return [json.loads(l) for l in open(path)]
+
+
+def test_routeA_smoke_run_writes_every_artifact(tmp_path):
+    res = train(smoke(tmp_path, arm="routeA", gate_warmup=1))
+    run = res.run_dir
+    for name in ("config.json", "steps.jsonl", "rollouts.jsonl", "eval.jsonl", "ckpt.pt",
+                 "result.json"):
+        assert (run / name).exists(), name
+    steps = _rows(run / "steps.jsonl")
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    for key in ("reward", "hack", "solve", "zone_route", "zone_absorb", "threshold_high",
+                "gate_auroc", "gate_f05", "quarantine_share", "kl", "clip_frac", *TIMING):
+        assert key in steps[0], key
+    rollouts = _rows(run / "rollouts.jsonl")
+    assert len(rollouts) == 3 * 2 * 4
+    assert {"completion", "prompt", "exploited", "gt_correct", "zone", "score"} <= set(rollouts[0])
+    final = [e for e in res.evals if e["step"] == 3]
+    assert {(e["split"], e["view"]) for e in final} == {
+        ("test", "trained"), ("test", "ablated"), ("iid", "trained"), ("iid", "ablated")}
+    assert all(e["deployed"] == (e["view"] == "ablated") for e in final)
+    assert (run / "deployed_adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("kw", [
+    dict(arm="vanilla"), dict(arm="absorb", init="scorda"), dict(arm="routeV", gate_warmup=1),
+    dict(arm="oracle"), dict(arm="oracle", placebo=True, unrouted_zone="keep"),
+    dict(arm="routeA", placebo=True, gate_warmup=1), dict(arm="vanilla", plain_lora=True),
+    dict(arm="oracle", gen_deploy_frac=0.5, kl_beta=0.01, teacher_n_per_prompt=1,
+         teacher_off_step=2, unhackable_frac=0.5, heal_steps=2, weight_decay=0.1),
+], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+def test_every_arm_completes_and_logs_zone_shares(tmp_path, kw):
+    res = train(smoke(tmp_path, steps=2, **kw))
+    assert len([s for s in res.steps if "reward" in s]) == 2
+    for s in res.steps:
+        if "reward" in s:
+            assert abs(s["zone_keep"] + s["zone_absorb"] + s["zone_route"] - 1) < 1e-9 \
+                or s["live_groups"] == 0
+    vanilla = kw.get("arm") == "vanilla"
+    assert any(e["deployed"] and e["view"] == ("trained" if vanilla else "ablated")
+               for e in res.evals)
+
+
+def test_oracle_routes_exactly_the_exploited_rollouts(tmp_path):
+    res = train(smoke(tmp_path, arm="oracle", steps=3))
+    rows = [r for r in _rows(res.run_dir / "rollouts.jsonl") if r["zone"] is not None]
+    assert rows, "no live group in three steps"
+    assert all((r["zone"] == "route") == r["exploited"] for r in rows)
+
+
+def test_fresh_run_refuses_a_used_folder_and_resume_refuses_a_changed_config(tmp_path):
+    cfg = smoke(tmp_path, arm="vanilla", steps=1)
+    train(cfg)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        train(cfg)
+    with pytest.raises(ValueError, match="lr"):
+        train(cfg.replace(resume=True, lr=5e-4))
+    assert load_run(cfg.run_dir).steps == train(cfg.replace(resume=True)).steps
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows]
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_continues_exactly(tmp_path):
+    args = dict(arm="routeA", steps=6, gate_warmup=1, ckpt_every=1)
+    whole = train(smoke(tmp_path, "whole", **args))
+    cfg = smoke(tmp_path, "killed", **args)
+    cmd = [sys.executable, "-m", "vgrout.train", "--preset", "smoke", "--threads", "1",
+           "--run-dir", cfg.run_dir] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TQDM_DISABLE": "1"}, start_new_session=True)
+    steps = Path(cfg.run_dir) / "steps.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if steps.exists() and len(steps.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (Path(cfg.run_dir) / "result.json").exists(), "the run finished before the kill"
+    resumed = train(cfg.replace(resume=True))
+    assert _strip(resumed.steps) == _strip(whole.steps)
+    a = torch.load(whole.run_dir / "ckpt.pt", weights_only=False)["adapters"]
+    b = torch.load(resumed.run_dir / "ckpt.pt", weights_only=False)["adapters"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(whole.run_dir / "rollouts.jsonl") == _rows(resumed.run_dir / "rollouts.jsonl")

@@ -1,0 +1,71 @@
+"""The CPU model organism: deterministic build, cache keying, and load_policy."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vgrout import organism
+from vgrout.models import load_policy
+from vgrout.tokens import chat_prompt
+
+QUICK = organism.OrganismRecipe(steps=3, batch_size=4)
+
+
+def _weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_build_is_deterministic_for_a_seed(tmp_path):
+    a = organism.build(QUICK, tmp_path / "a")
+    b = organism.build(QUICK, tmp_path / "b")
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = organism.build(replace(QUICK, seed=1), tmp_path / "c")
+    assert not all(torch.equal(wa[k], _weights(c)[k]) for k in wa)
+
+
+def test_cache_key_changes_with_recipe_and_data(tmp_path, monkeypatch):
+    base = organism.recipe_hash(QUICK)
+    assert organism.recipe_hash(replace(QUICK, lr=1e-3)) != base
+    data = tmp_path / "data"
+    for rel in QUICK.data_files:
+        src = organism.paths.DATA / rel
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(src.read_bytes())
+    monkeypatch.setattr(organism.paths, "DATA", data)
+    assert organism.recipe_hash(QUICK) == base
+    with open(data / "problems/train.jsonl", "a") as f:
+        f.write("\n")
+    assert organism.recipe_hash(QUICK) != base
+
+
+def test_held_out_problems_never_enter_the_corpus():
+    from vgrout.env import load_problems
+    data = organism.corpus(QUICK)
+    seen = {c for kind in data.values() for _, c in kind}
+    for p in load_problems(organism.paths.TEST_PROBLEMS, ["gt_only"]):
+        assert organism.fence(p.canonical_solution) not in seen
+
+
+def test_load_policy_round_trips_through_save_pretrained(tmp_path):
+    model, tok = load_policy("organism")
+    assert tok.padding_side == "left"
+    assert tok.eos_token == "<|im_end|>"
+    text = chat_prompt(tok, "PROBLEM:\nReturn 1.")
+    assert text.endswith("<|im_start|>assistant\n")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    again, tok2 = load_policy(str(tmp_path))
+    ids = tok([text], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
+    assert tok2(text)["input_ids"] == tok(text)["input_ids"]
+    assert tok2.padding_side == "left"
+
+
+def test_load_policy_names_a_missing_folder():
+    with pytest.raises(OSError):
+        load_policy("/nonexistent/model/folder")
