@@ -2,15 +2,19 @@
 
 Isolation levels, probed once per worker:
 
-``namespaces`` (running as root, Linux): the forked process unshares mount,
-PID, network, IPC and UTS namespaces; mounts a size-limited tmpfs on its temp
-dir and remounts every other writable mount read-only; forks a PID-1 reaper
-that forks the program, which drops to uid/gid 65534 (65533 for jobs that hold
-expected values) with no_new_privs. When the program exits (or on timeout, when the worker kills the
-namespace's parent and PDEATHSIG takes the reaper), the kernel kills every
-process left in the namespace, setsid daemons included. No network interface
-is up, other processes (the trainer, the worker) can be neither signalled nor
-read, and only the temp dir is writable.
+``namespaces`` (running as root, Linux): once per worker, a private mount
+namespace with a 64 MiB tmpfs holding a minimal root (system dirs, the
+interpreter and a few devices, bind-mounted read-only: no project data, no
+home dirs, no /proc) and the run dirs; every other mount read-only. Per run,
+the forked process unshares PID, network, IPC and UTS namespaces and forks a
+PID-1 reaper that forks the program, which chroots into the minimal root,
+drops to uid/gid 65534 (65533 for jobs that hold expected values) with
+no_new_privs and works in its own run dir. When the program exits (or on
+timeout, when the worker kills the namespace's parent and PDEATHSIG takes the
+reaper), the kernel kills every process left in the namespace, setsid daemons
+included. No network interface is up; only the run dir is writable; other
+processes can be neither signalled (other PID namespace) nor read (other uid,
+no capabilities, no /proc).
 
 ``none`` (fallback, loudly warned): own session/process group, temp cwd and
 rlimits only; a setsid daemon can outlive the run and the filesystem is as
@@ -68,7 +72,8 @@ class Limits:
 GUARANTEES = {
     "namespaces": ("fresh process", "own temp cwd", "wall timeout", "rlimits cpu/as/fsize/nofile/nproc",
                    "output caps", "pid namespace (all descendants die, setsid too)",
-                   "no network", "read-only filesystem except a 64 MiB tmpfs cwd",
+                   "no network", "chroot into a minimal read-only root (no project files, no /proc)",
+                   "only the run dir writable (64 MiB tmpfs)",
                    "uid 65534 (65533 for jobs holding expected values) + no_new_privs",
                    "other processes unsignalable and unreadable"),
     "none": ("fresh process", "own temp cwd", "wall timeout", "rlimits cpu/as/fsize/nofile",
@@ -123,48 +128,62 @@ def _remount_readonly(skip: str) -> None:
                 raise
 
 
-def _reveal_plan() -> dict[str, list[str]]:
-    """{hidden ancestor: [interpreter dirs under it]} for uid 65534.
+_BASE: str | None = None   # the worker's writable tmpfs (namespaces level only)
+_ROOT: str | None = None   # the minimal root programs are chrooted into
+_ROOT_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 
-    Why: with the interpreter under a private home (e.g. pyenv in /root, mode
-    700) the dropped-privilege program could not import a single stdlib module
-    it had not imported yet. Instead of opening the home, each such ancestor is
-    covered by an empty tmpfs in which only the interpreter dirs reappear.
-    """
+
+def _bind_into(root: str, path: str) -> None:
+    """Make `path` appear at the same place under `root` (a symlink stays one)."""
+    target = root + path
+    if os.path.islink(path):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.lexists(target):
+            os.symlink(os.readlink(path), target)
+        return
+    if os.path.isdir(path):
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    _mount(path, target, None, MS_BIND | MS_REC)
+
+
+def _build_root(base: str) -> str:
+    """A minimal root inside `base`: system dirs, the interpreter, a few
+    devices, and /run for the run dirs. Nothing else of the host (the
+    project's data files with their expected values, home dirs) is in it."""
     import sys
-    plan: dict[str, list[str]] = {}
-    for d in sorted({os.path.realpath(x) for x in (sys.base_prefix, sys.prefix,
-                                                    os.path.dirname(os.path.dirname(__file__)))}):
-        parts = d.split(os.sep)
-        for i in range(2, len(parts)):
-            anc = os.sep.join(parts[:i])
-            if not os.stat(anc).st_mode & 0o001:
-                plan.setdefault(anc, []).append(d)
-                break
-    return plan
+    root = os.path.join(base, "root")
+    os.makedirs(os.path.join(root, "run"), mode=0o755)
+    os.makedirs(os.path.join(root, "tmp"), mode=0o755)
+    for path in _ROOT_DIRS + _DEVICES:
+        if os.path.lexists(path):
+            _bind_into(root, path)
+    for d in sorted({os.path.realpath(x) for x in (sys.base_prefix, sys.prefix)}):
+        if not any(d == p or d.startswith(p + "/") for p in _ROOT_DIRS):
+            _bind_into(root, d)
+    return root
 
 
-_PLAN: dict[str, list[str]] | None = None
+def enter_worker_namespace(limits: Limits) -> str:
+    """Once per worker: a private mount namespace with a size-limited tmpfs
+    `base` holding a minimal root and the run dirs; every other mount, and
+    every mount in the minimal root, read-only.
 
-
-def _reveal_interpreter(tmp: str) -> None:
-    """Apply _reveal_plan() inside the new mount namespace (see there)."""
-    global _PLAN
-    if _PLAN is None:
-        _PLAN = _reveal_plan()
-    for anc, dirs in _PLAN.items():
-        stages = []
-        for i, d in enumerate(dirs):
-            stage = os.path.join(tmp, f".stage{i}")
-            os.mkdir(stage)
-            _mount(d, stage, None, MS_BIND | MS_REC)
-            stages.append(stage)
-        _mount("tmpfs", anc, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        for d, stage in zip(dirs, stages):
-            os.makedirs(d, mode=0o755, exist_ok=True)
-            _mount(stage, d, None, MS_BIND | MS_REC)
-            _check(_libc.umount2(stage.encode(), 2), f"umount {stage}")   # MNT_DETACH
-            os.rmdir(stage)
+    Done once here rather than per run, because mount calls cost several ms
+    each on a busy machine; every run's namespaces inherit the result.
+    """
+    global _BASE, _ROOT
+    _check(_libc.unshare(CLONE_NEWNS), "unshare mount namespace")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    base = tempfile.mkdtemp(prefix="vgrout-ns-")
+    _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits.tmpfs_bytes},mode=0755")
+    root = _build_root(base)
+    _remount_readonly(skip=base)
+    _BASE, _ROOT = base, root
+    return base
 
 
 def _set_limits(limits: Limits, nproc: bool) -> None:
@@ -183,6 +202,9 @@ def _program(job: dict, limits: Limits, tmp: str, out_w: int, res_w: int, drop: 
     status = 70
     try:
         os.setsid()
+        if drop:
+            os.chroot(_ROOT)
+            tmp = "/run/" + os.path.basename(tmp)
         os.chdir(tmp)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
@@ -267,13 +289,8 @@ def _namespace_parent(job, limits, tmp, out_w, res_w, meta_w) -> None:
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.setsid()
-        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC
-                             | CLONE_NEWUTS), "unshare")
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        _reveal_interpreter(tmp)
-        _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
-               f"size={limits.tmpfs_bytes},mode=0700,uid={job_uid(job)},gid={job_uid(job)}")
-        _remount_readonly(skip=tmp)
+        # The mount namespace is the worker's (see enter_worker_namespace).
+        _check(_libc.unshare(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
         pid1 = os.fork()
         if pid1 == 0:
             _pid1(job, limits, tmp, out_w, res_w, meta_w)
@@ -389,7 +406,12 @@ def run_job(job: dict, limits: Limits, level: str) -> dict:
     """Run `job` (a harness job) isolated at `level`; raw outputs for the parent."""
     t0 = time.perf_counter()
     _reap_finished()
-    tmp = tempfile.mkdtemp(prefix="vgrout-run-")
+    if level == "namespaces" and _BASE is None:
+        raise RuntimeError("namespaces level needs enter_worker_namespace() first")
+    tmp = tempfile.mkdtemp(prefix="vgrout-run-",
+                           dir=os.path.join(_ROOT, "run") if level == "namespaces" else None)
+    if level == "namespaces":
+        os.chown(tmp, job_uid(job), job_uid(job))
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
     meta_r, meta_w = os.pipe()
@@ -439,6 +461,8 @@ def probe(limits: Limits | None = None) -> tuple[str, str | None]:
     why = None
     if hasattr(os, "fork"):
         try:
+            if _BASE is None:
+                enter_worker_namespace(limits or Limits())
             out = run_job(job, limits or Limits(), "namespaces")
             if out["ns_error"]:
                 why = out["ns_error"]

@@ -119,7 +119,16 @@ def main(argv=None) -> int:
     v.add_argument("--hacks", default=None,
                    help="hack templates jsonl, or 'builtin' (default: data/hacks/hacks.jsonl)")
     v.add_argument("--wall", type=float, default=Limits.wall_s, help="seconds per program")
+    b = sub.add_parser("bench", help="grading throughput, 1 worker vs N")
+    b.add_argument("path", nargs="?", default=None)
+    b.add_argument("--n", type=int, default=64)
+    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--sandbox", choices=["none"], default=None)
     args = ap.parse_args(argv)
+    if args.cmd == "bench":
+        from .bench import main as bench
+        bench(args.path, args.n, args.workers, args.sandbox)
+        return 0
     limits = Limits(wall_s=args.wall, cpu_s=max(1, int(round(args.wall))))
     bad = verify(args.path, args.modes, args.limit, args.workers, args.eval_markers, limits,
                  hacks=args.hacks)
