@@ -22,6 +22,9 @@ from .problems import load_problems, with_mode
 from .sandbox import Limits
 
 
+VERIFY_WALL_S = 30.0
+
+
 def canonical_hacks(source: str | None = None) -> tuple[dict[str, str], str]:
     """First variant per mode from `source` (a hacks jsonl path; default
     data/hacks/hacks.jsonl when present), or the built-in ones (``builtin``)."""
@@ -118,7 +121,10 @@ def main(argv=None) -> int:
     v.add_argument("--eval-markers", action="store_true")
     v.add_argument("--hacks", default=None,
                    help="hack templates jsonl, or 'builtin' (default: data/hacks/hacks.jsonl)")
-    v.add_argument("--wall", type=float, default=Limits.wall_s, help="seconds per program")
+    v.add_argument("--wall", type=float, default=VERIFY_WALL_S,
+                   help=f"seconds per program (default {VERIFY_WALL_S:g}: some real canonical "
+                        "solutions need 5-12 s for their ~100 asserts on a busy 2-core machine; "
+                        f"grading itself defaults to {Limits.wall_s:g} s)")
     b = sub.add_parser("bench", help="grading throughput, 1 worker vs N")
     b.add_argument("path", nargs="?", default=None)
     b.add_argument("--n", type=int, default=64)
