@@ -63,10 +63,10 @@ def independent_deltas(base, tokenizer, pairs, module_suffix: str) -> torch.Tens
                if n.endswith(module_suffix) and isinstance(m, torch.nn.Linear)}
     out = {n: [] for n in linears}
     for p in pairs:
-        prompt_ids = tokenizer(chat_prompt(tokenizer, p.prompt))["input_ids"]
+        prompt_ids = tokenizer(chat_prompt(tokenizer, p.prompt), add_special_tokens=False)["input_ids"]
         pooled = {}
         for kind, text in (("hack", p.hack), ("clean", p.clean)):
-            comp = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+            comp = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             ids = torch.tensor([prompt_ids + comp])
             seen = {}
             hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: seen.__setitem__(n, a[0]))

@@ -59,7 +59,7 @@ def _initialise(model: nn.Module, init: str, seed: int, ridge: float, pairs, tok
     gen = torch.Generator().manual_seed(seed)
     for name, layer in lora_layers(model):
         key = short_name(name)
-        factors = block_factors(init, layer.base_layer.weight.detach().float().cpu(), info.r, key, gen,
+        factors = block_factors(init, layer.base_layer.weight.detach().double().cpu(), info.r, key, gen,
                                 None if stats is None else stats[key], ridge)
         for block, f in zip(BLOCKS, factors):
             layer.lora_A[block].weight.copy_(f.A)
@@ -94,11 +94,27 @@ def attach_routed_adapters(model: nn.Module, r: int = 8, init: str = "gaussian",
     peft_model.__dict__[INFO_ATTR] = RoutedInfo(r=r, alpha=alpha, init=init,
                                                 target_modules=tuple(target_modules))
     _freeze_anchors(peft_model)
+    _set_adapter_dtype(peft_model)
     if not any(True for _ in lora_layers(peft_model)):
         raise ValueError(f"vgrout.adapters.attach_routed_adapters: no Linear matched {list(target_modules)}")
     _initialise(peft_model, init, seed, ridge, pairs, tokenizer)
     install_route_hooks(peft_model)
     return peft_model
+
+
+@torch.no_grad()
+def _set_adapter_dtype(model: nn.Module) -> None:
+    """Adapters in fp32, or float64 on a float64 base.
+
+    PEFT creates fp32 adapters and casts the input to their dtype, so on a
+    float64 base the adapter path (and the anchors' cancellation) would be
+    computed in fp32.
+    """
+    for _, layer in lora_layers(model):
+        dtype = torch.promote_types(layer.base_layer.weight.dtype, torch.float32)
+        for adapter in ALL_ADAPTERS:
+            for lin in (layer.lora_A[adapter], layer.lora_B[adapter]):
+                lin.weight.data = lin.weight.data.to(dtype)
 
 
 def _freeze_anchors(model: nn.Module) -> None:

@@ -58,10 +58,16 @@ def reference_policy(model: nn.Module) -> Iterator[None]:
         yield
 
 
+def merge_dtype(layer: nn.Module) -> torch.dtype:
+    """fp32 for half-precision and fp32 bases, float64 for float64 bases."""
+    return torch.promote_types(layer.base_layer.weight.dtype, torch.float32)
+
+
 def block_delta(layer: nn.Module, adapters: tuple[str, ...]) -> Tensor:
-    """Sum of scaling * B @ A over `adapters` on one LoRA Linear, fp32 [out, in]."""
-    a = torch.cat([layer.lora_A[n].weight.float() * layer.scaling[n] for n in adapters], 0)  # [k*r, in]
-    b = torch.cat([layer.lora_B[n].weight.float() for n in adapters], 1)  # [out, k*r]
+    """Sum of scaling * B @ A over `adapters` on one LoRA Linear: [out, in] in merge_dtype."""
+    dtype = merge_dtype(layer)
+    a = torch.cat([layer.lora_A[n].weight.to(dtype) * layer.scaling[n] for n in adapters], 0)  # [k*r, in]
+    b = torch.cat([layer.lora_B[n].weight.to(dtype) for n in adapters], 1)  # [out, k*r]
     return b @ a
 
 
@@ -96,7 +102,7 @@ def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None
         with torch.no_grad():
             for name, layer in list(lora_layers(model)):
                 weight = layer.base_layer.weight
-                merged = (weight.float() + block_delta(layer, VIEWS[view])).to(weight.dtype)
+                merged = (weight.to(merge_dtype(layer)) + block_delta(layer, VIEWS[view])).to(weight.dtype)
                 parent, child = _parent(model, name)
                 swapped.append((parent, child, layer, weight.data))
                 weight.data = merged
