@@ -1,0 +1,150 @@
+"""Notebooks are stored clean and parameterisable; the figures driver runs them in order.
+
+The notebooks themselves are executed by nbval (``pytest --nbval-lax notebooks/``);
+these tests check what nbval cannot: that git holds no outputs (a stale output
+would be mistaken for a result), that papermill has exactly one cell to inject
+parameters after, and that every full-run yaml only sets parameters its notebook
+declares (papermill would otherwise inject an unused variable silently).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vgrout import figures
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+PARAMS = NOTEBOOKS / "params"
+
+
+def _tracked_notebooks() -> list[Path]:
+    """Notebooks in git (every numbered notebook on disk when git is unavailable)."""
+    r = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], cwd=REPO, capture_output=True, text=True)
+    tracked = [REPO / line for line in r.stdout.split()] if r.returncode == 0 else []
+    return sorted(set(tracked) | set(figures.discover(NOTEBOOKS)))
+
+
+ALL = _tracked_notebooks()
+
+
+def test_the_numbered_notebooks_exist():
+    names = [p.name for p in figures.discover(NOTEBOOKS)]
+    for expected in ("00_environment.ipynb", "01_direction_extraction.ipynb",
+                     "02_routing_diagnostics.ipynb"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_notebook_has_no_stored_outputs(path):
+    nb = json.loads(path.read_text())
+    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
+             and (c.get("outputs") or c.get("execution_count") is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_notebook_has_exactly_one_parameters_cell(path):
+    nb = json.loads(path.read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0]["cell_type"] == "code"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_parameters_are_literals_with_a_figures_dir(path):
+    defaults = figures.parameter_defaults(path)
+    assert "figures_dir" in defaults, "the driver injects figures_dir; the notebook must declare it"
+    assert not str(defaults["figures_dir"]).startswith("figures"), \
+        "quick defaults must not overwrite the committed full-run figures"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_params_yaml_keys_are_notebook_parameters(path):
+    yaml_path = PARAMS / f"{path.stem}.yaml"
+    assert yaml_path.is_file(), f"{yaml_path} is missing"
+    keys = set(yaml.safe_load(yaml_path.read_text()) or {})
+    declared = set(figures.parameter_defaults(path))
+    assert keys <= declared, f"{yaml_path.name} sets undeclared {sorted(keys - declared)}"
+    assert "figures_dir" not in keys
+    assert figures.load_params(path, PARAMS).keys() == keys
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_notebook_runs_on_the_python3_kernel(path):
+    assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == figures.KERNEL
+
+
+def _write_notebook(folder: Path, name: str, params: str, body: str) -> Path:
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell(textwrap.dedent(params)), nbformat.v4.new_code_cell(textwrap.dedent(body))]
+    cells[0].metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+def test_parameter_defaults_refuse_computed_values(tmp_path):
+    path = _write_notebook(tmp_path, "00_x.ipynb", "n = 1\nm = n + 1\n", "")
+    with pytest.raises(ValueError, match="'m' is not a Python literal"):
+        figures.parameter_defaults(path)
+
+
+def test_load_params_refuses_unknown_keys(tmp_path):
+    path = _write_notebook(tmp_path, "00_x.ipynb", "n = 1\nfigures_dir = 'x'\n", "")
+    (tmp_path / "00_x.yaml").write_text("n: 2\nsteps: 5\n")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['steps'\]"):
+        figures.load_params(path, tmp_path)
+
+
+def test_discover_orders_by_number_and_refuses_duplicates(tmp_path):
+    for name in ("10_b.ipynb", "02_a.ipynb", "notes.ipynb"):
+        _write_notebook(tmp_path, name, "n = 1\n", "")
+    assert [p.name for p in figures.discover(tmp_path)] == ["02_a.ipynb", "10_b.ipynb"]
+    _write_notebook(tmp_path, "02_c.ipynb", "n = 1\n", "")
+    with pytest.raises(ValueError, match="share the number"):
+        figures.discover(tmp_path)
+
+
+@pytest.mark.slow
+def test_run_all_executes_in_order_and_writes_the_manifest(tmp_path):
+    nbs, params, figs = tmp_path / "nb", tmp_path / "params", tmp_path / "figs"
+    nbs.mkdir(), params.mkdir()
+    body = """
+        from pathlib import Path
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+        (Path(figures_dir) / f"{tag}.csv").write_text(f"n\\n{n}\\n")
+    """
+    _write_notebook(nbs, "00_a.ipynb", "n = 1\ntag = 'a'\nfigures_dir = 'unused'\n", body)
+    _write_notebook(nbs, "01_b.ipynb", "n = 1\ntag = 'b'\nfigures_dir = 'unused'\n", body)
+    (params / "00_a.yaml").write_text("n: 7\n")
+    (params / "01_b.yaml").write_text("")
+    m = figures.run_all(nbs, params, figs, tmp_path / "executed")
+    assert [e["notebook"] for e in m["notebooks"]] == ["00_a.ipynb", "01_b.ipynb"]
+    assert (figs / "a.csv").read_text() == "n\n7\n" and (figs / "b.csv").read_text() == "n\n1\n"
+    saved = json.loads((figs / "manifest.json").read_text())
+    assert saved["status"] == "ok" and saved["notebooks"][0]["parameters"]["n"] == 7
+    assert all(e["wall_s"] > 0 for e in saved["notebooks"]) and "commit" in saved["git"]
+    assert (tmp_path / "executed" / "01_b.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
+    nbs, figs = tmp_path / "nb", tmp_path / "figs"
+    nbs.mkdir()
+    _write_notebook(nbs, "00_bad.ipynb", "figures_dir = 'x'\n", "raise KeyError('no such site')")
+    _write_notebook(nbs, "01_never.ipynb", "figures_dir = 'x'\n",
+                    "open(figures_dir + '/ran', 'w').close()")
+    with pytest.raises(figures.NotebookFailed, match=r"00_bad\.ipynb failed.*KeyError.*no such site"):
+        figures.run_all(nbs, tmp_path, figs, tmp_path / "executed", quick=True)
+    saved = json.loads((figs / "manifest.json").read_text())
+    assert saved["status"] == "failed: 00_bad.ipynb"
+    assert not (figs / "ran").exists()
