@@ -88,6 +88,19 @@ class _Worker:
             self.proc.wait(timeout=5)
         except Exception:  # noqa: BLE001
             pass
+        self._remove_base()
+
+    def _remove_base(self) -> None:
+        """The worker's tmpfs lived in its own mount namespace; on the host its
+        mount point is an empty dir (with empty staging dirs) left to remove."""
+        base = self.hello.get("base") if isinstance(getattr(self, "hello", None), dict) else None
+        if not base or not os.path.basename(base).startswith("vgrout-ns-"):
+            return
+        for dirpath, dirnames, _ in sorted(os.walk(base), key=lambda t: -len(t[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
 
 
 def _dead_reply(why: str) -> dict:

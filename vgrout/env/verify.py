@@ -79,9 +79,11 @@ def _print_matrix(labels, modes, cells, out) -> None:
 
 
 def verify(path, modes=MODES, limit=None, workers=2, eval_markers=False,
-           limits: Limits | None = None, out=sys.stdout, hacks: str | None = None) -> int:
-    """Run the checks; return the number of violations."""
+           limits: Limits | None = None, out=None, hacks: str | None = None) -> int:
+    """Run the checks, report to `out` (default stdout); return the number of violations."""
+    out = out or sys.stdout
     t0 = time.perf_counter()
+    limits = limits or Limits(wall_s=VERIFY_WALL_S, cpu_s=int(VERIFY_WALL_S))
     problems = load_problems(path, ["gt_only"], eval_markers=eval_markers)[:limit]
     hacks, hack_source = canonical_hacks(hacks)
     rows = list(_rows(problems, list(modes), hacks, eval_markers))

@@ -33,7 +33,9 @@ def _serve(inp, out_fd: int) -> None:
         level, why = "none", "VGROUT_SANDBOX=none"
     else:
         level, why = probe()
-    hello = {"hello": 1, "level": level, "why": why, "guarantees": GUARANTEES[level]}
+    from . import sandbox
+    hello = {"hello": 1, "level": level, "why": why, "guarantees": GUARANTEES[level],
+             "base": sandbox._BASE}
     os.write(out_fd, (json.dumps(hello) + "\n").encode())
     for line in inp:
         msg = json.loads(line)
