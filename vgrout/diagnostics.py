@@ -288,12 +288,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--n-band", type=int, default=200)
     ap.add_argument("--max-completion-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", required=True, help="CSV path; a .json with the settings goes beside it")
     args = ap.parse_args(argv)
 
     from vgrout.adapters import ablate_quarantine, attach_routed_adapters
     from vgrout.models import load_policy
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, tokenizer = load_policy(args.policy)
     pool = _pool_for(args, model, tokenizer)
@@ -312,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     meta = dict(command="python -m vgrout.diagnostics " + " ".join(sys.argv[1:] if argv is None else argv),
                 settings=vars(args), n_hack=pool.counts()[0], n_clean=pool.counts()[1],
                 n_pairs={k: len(v) for k, v in sources.items() if not isinstance(v, str)})
+    if args.policy == "organism":
+        from vgrout.organism import organism_dir
+        meta["organism"] = organism_dir().name  # the recipe hash the table was measured on
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, out.with_suffix(".json"))
