@@ -27,8 +27,6 @@ Both: wall timeout (kill), RLIMIT_CPU/AS/FSIZE/NOFILE/CORE (+NPROC as uid
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
 import resource
@@ -39,21 +37,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import harness
+from . import harness, isolation
+from .isolation import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS,
+                        PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, check, libc)
 
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
-MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 NOBODY = 65534          # uid of programs that run solutions (call expressions only)
 SECRET_UID = 65533      # uid of jobs that hold expected values (naive, trusted)
-_OPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-              "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
-              "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -81,111 +70,6 @@ GUARANTEES = {
 }
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(src, target, fstype, flags, data=None) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    _check(_libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {target}")
-
-
-def _writable_mount_points() -> list[tuple[str, int]]:
-    """(mount point, flags to keep) of the rw mounts the program could write to.
-
-    /proc, /sys and /dev/pts are skipped: a fresh /proc is mounted over the
-    first, and uid 65534 without capabilities cannot write the others; each
-    remount costs ~0.2 ms, so only the ones that matter are done.
-    """
-    points = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            parts = line.split()
-            point = parts[4].encode().decode("unicode_escape")
-            opts = parts[5].split(",")
-            if "ro" in opts or any(point == p or point.startswith(p + "/")
-                                   for p in ("/proc", "/sys", "/dev/pts")):
-                continue
-            keep = 0
-            for opt in opts:
-                keep |= _OPT_FLAGS.get(opt, 0)
-            points.append((point, keep))
-    return sorted(points, key=lambda p: p[0].count("/"))
-
-
-def _remount_readonly(skip: str) -> None:
-    """Every writable mount read-only (per mount point, not the superblock) but `skip`."""
-    for point, keep in _writable_mount_points():
-        if point == skip:
-            continue
-        try:
-            _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | keep)
-        except OSError:
-            if point == "/":
-                raise
-
-
-_BASE: str | None = None   # the worker's writable tmpfs (namespaces level only)
-_ROOT: str | None = None   # the minimal root programs are chrooted into
-_ROOT_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
-_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
-
-
-def _bind_into(root: str, path: str) -> None:
-    """Make `path` appear at the same place under `root` (a symlink stays one)."""
-    target = root + path
-    if os.path.islink(path):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if not os.path.lexists(target):
-            os.symlink(os.readlink(path), target)
-        return
-    if os.path.isdir(path):
-        os.makedirs(target, mode=0o755, exist_ok=True)
-    else:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        open(target, "a").close()
-    _mount(path, target, None, MS_BIND | MS_REC)
-
-
-def _build_root(base: str) -> str:
-    """A minimal root inside `base`: system dirs, the interpreter, a few
-    devices, and /run for the run dirs. Nothing else of the host (the
-    project's data files with their expected values, home dirs) is in it."""
-    import sys
-    root = os.path.join(base, "root")
-    os.makedirs(os.path.join(root, "run"), mode=0o755)
-    os.makedirs(os.path.join(root, "tmp"), mode=0o755)
-    for path in _ROOT_DIRS + _DEVICES:
-        if os.path.lexists(path):
-            _bind_into(root, path)
-    for d in sorted({os.path.realpath(x) for x in (sys.base_prefix, sys.prefix)}):
-        if not any(d == p or d.startswith(p + "/") for p in _ROOT_DIRS):
-            _bind_into(root, d)
-    return root
-
-
-def enter_worker_namespace(limits: Limits) -> str:
-    """Once per worker: a private mount namespace with a size-limited tmpfs
-    `base` holding a minimal root and the run dirs; every other mount, and
-    every mount in the minimal root, read-only.
-
-    Done once here rather than per run, because mount calls cost several ms
-    each on a busy machine; every run's namespaces inherit the result.
-    """
-    global _BASE, _ROOT
-    _check(_libc.unshare(CLONE_NEWNS), "unshare mount namespace")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    base = tempfile.mkdtemp(prefix="vgrout-ns-")
-    _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits.tmpfs_bytes},mode=0755")
-    root = _build_root(base)
-    _remount_readonly(skip=base)
-    _BASE, _ROOT = base, root
-    return base
-
-
 def _set_limits(limits: Limits, nproc: bool) -> None:
     cpu = max(1, int(limits.cpu_s))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -203,7 +87,7 @@ def _program(job: dict, limits: Limits, tmp: str, out_w: int, res_w: int, drop: 
     try:
         os.setsid()
         if drop:
-            os.chroot(_ROOT)
+            os.chroot(isolation.ROOT)
             tmp = "/run/" + os.path.basename(tmp)
         os.chdir(tmp)
         null = os.open("/dev/null", os.O_RDONLY)
@@ -222,7 +106,7 @@ def _program(job: dict, limits: Limits, tmp: str, out_w: int, res_w: int, drop: 
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         status = harness.main(job)
     finally:
         os._exit(status)
@@ -264,7 +148,7 @@ def _pid1(job, limits, tmp, out_w, res_w, meta_w) -> None:
         # getppid() is 0 here (the parent is outside the namespace), so the
         # usual "parent already gone?" check cannot be made; the program's own
         # RLIMIT_CPU bounds the tiny window before PDEATHSIG is armed.
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         child = os.fork()
         if child == 0:
             os.close(meta_w)
@@ -287,10 +171,10 @@ def _pid1(job, limits, tmp, out_w, res_w, meta_w) -> None:
 def _namespace_parent(job, limits, tmp, out_w, res_w, meta_w) -> None:
     """Forked from the worker: enter new namespaces, set up mounts, fork PID 1."""
     try:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.setsid()
         # The mount namespace is the worker's (see enter_worker_namespace).
-        _check(_libc.unshare(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+        check(libc.unshare(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
         pid1 = os.fork()
         if pid1 == 0:
             _pid1(job, limits, tmp, out_w, res_w, meta_w)
@@ -406,10 +290,10 @@ def run_job(job: dict, limits: Limits, level: str) -> dict:
     """Run `job` (a harness job) isolated at `level`; raw outputs for the parent."""
     t0 = time.perf_counter()
     _reap_finished()
-    if level == "namespaces" and _BASE is None:
+    if level == "namespaces" and isolation.ROOT is None:
         raise RuntimeError("namespaces level needs enter_worker_namespace() first")
     tmp = tempfile.mkdtemp(prefix="vgrout-run-",
-                           dir=os.path.join(_ROOT, "run") if level == "namespaces" else None)
+                           dir=os.path.join(isolation.ROOT, "run") if level == "namespaces" else None)
     if level == "namespaces":
         os.chown(tmp, job_uid(job), job_uid(job))
     out_r, out_w = os.pipe()
@@ -461,8 +345,8 @@ def probe(limits: Limits | None = None) -> tuple[str, str | None]:
     why = None
     if hasattr(os, "fork"):
         try:
-            if _BASE is None:
-                enter_worker_namespace(limits or Limits())
+            if isolation.ROOT is None:
+                isolation.enter_worker_namespace((limits or Limits()).tmpfs_bytes)
             out = run_job(job, limits or Limits(), "namespaces")
             if out["ns_error"]:
                 why = out["ns_error"]

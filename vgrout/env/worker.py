@@ -33,9 +33,9 @@ def _serve(inp, out_fd: int) -> None:
         level, why = "none", "VGROUT_SANDBOX=none"
     else:
         level, why = probe()
-    from . import sandbox
+    from . import isolation
     hello = {"hello": 1, "level": level, "why": why, "guarantees": GUARANTEES[level],
-             "base": sandbox._BASE}
+             "base": isolation.BASE}
     os.write(out_fd, (json.dumps(hello) + "\n").encode())
     for line in inp:
         msg = json.loads(line)
