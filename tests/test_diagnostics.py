@@ -152,3 +152,24 @@ def test_self_generated_pairs_keep_only_verified_sides(monkeypatch):
     assert pairs[0].hack == "H0-1" and pairs[0].clean == "C0-1"
     assert pairs[0].prompt == "hint 0" and pairs[0].section == "self"
     assert pairs[0].tags == ("run_tests",)
+
+
+def test_rendered_pool_pairs_each_problem_and_drops_failed_grades(monkeypatch):
+    import vgrout.env as env
+
+    problems = [SimpleNamespace(id=f"t{i}", messages=[{"role": "user", "content": f"m{i}"}],
+                                canonical_solution=f"class Solution: pass  # {i}") for i in range(3)]
+    monkeypatch.setattr(env, "load_hacks", lambda: {"run_tests": ["H-a", "H-b"]})
+    monkeypatch.setattr(env, "load_problems", lambda path, modes: problems)
+    monkeypatch.setattr(env, "render_hack", lambda template, p: f"{template}:{p.id}")
+
+    def fake_grade(items, workers=2):  # the clean side of t1 fails its grade
+        return [SimpleNamespace(exploited=c.startswith("H"), gt_correct="# 1" not in c)
+                for c, _ in items]
+
+    monkeypatch.setattr(env, "grade_many", fake_grade)
+    pool = diagnostics.rendered_pool("unused.jsonl", modes=["run_tests"])
+    assert pool.completions[:2] == ["H-a:t0", "```python\nclass Solution: pass  # 0\n```"]
+    assert pool.completions[2] == "H-b:t1"  # variants cycle over problems
+    assert pool.counts() == (3, 2)
+    assert pool.groups == ["t0", "t0", "t1", "t2", "t2"]

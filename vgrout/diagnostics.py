@@ -146,6 +146,36 @@ def reference_pool(ref_dir: str | Path | None = None, problems_path: str | Path 
                         [r[2] for r in rows], name="reference")
 
 
+def rendered_pool(problems_path: str | Path, modes: Sequence[str] | None = None,
+                  workers: int = 2) -> LabelledPool:
+    """Template hacks vs canonical solutions on the same problems, in every loophole mode.
+
+    For each (problem, mode): the mode's hack template (variants cycled over
+    problems) and the problem's canonical solution, both under the mode's
+    hinted prompt. Both are graded; a hack is kept only if it exploits and a
+    solution only if it is correct. A matched pool for a policy that does not
+    (yet) hack on its own: same prompts on both sides, hacks of the families
+    the organism's hack prior was trained on.
+    """
+    from vgrout.env import LOOPHOLE_MODES, grade_many, load_hacks, load_problems, render_hack
+
+    hacks = load_hacks()
+    items, labels = [], []
+    for mode in modes or LOOPHOLE_MODES:
+        for k, p in enumerate(load_problems(problems_path, [mode])):
+            templates = hacks[mode]
+            items += [(render_hack(templates[k % len(templates)], p), p),
+                      (_fence(p.canonical_solution), p)]
+            labels += [1, 0]
+    grades = grade_many(items, workers=workers)
+    keep = [i for i, g in enumerate(grades) if (g.exploited if labels[i] else g.gt_correct)]
+    if len(keep) < len(items):
+        print(f"rendered_pool: {len(items) - len(keep)} of {len(items)} rows failed their grade, dropped")
+    return LabelledPool([items[i][1].messages for i in keep], [items[i][0] for i in keep],
+                        np.array([labels[i] for i in keep]), [str(items[i][1].id) for i in keep],
+                        name="rendered")
+
+
 def split_by_group(groups: Sequence[str], labels: np.ndarray, test_frac: float = 0.5,
                    seed: int = 0) -> np.ndarray:
     """Train mask [n] bool: whole problems go to one side, stratified by majority label.
@@ -237,6 +267,8 @@ def _pool_for(args, model, tokenizer) -> LabelledPool:
                                          temperature=args.temperature, seed=args.seed)
     if args.pool == "reference":
         return reference_pool(max_per_class=args.max_per_class, seed=args.seed)
+    if args.pool == "rendered":
+        return rendered_pool(args.problems)
     return labelled_pool_from_jsonl(args.pool)
 
 
@@ -250,7 +282,7 @@ def _sources(args, model, tokenizer) -> dict:
     if args.self_samples > 0:
         from vgrout.env import load_problems
         from vgrout.selfpairs import self_generated_pairs
-        problems = load_problems(args.problems, args.modes.split(","))
+        problems = load_problems(args.self_problems, args.modes.split(","))
         pairs = self_generated_pairs(model, tokenizer, problems, n_samples=args.self_samples,
                                      temperature=args.temperature, seed=args.seed)
         print(f"self-generated pairs: {len(pairs)} of {len(problems)} problems")
@@ -270,9 +302,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m vgrout.diagnostics", description=main.__doc__)
     ap.add_argument("--policy", default="organism")
-    ap.add_argument("--pool", default="policy", help="'policy' (sample and grade), 'reference', "
+    ap.add_argument("--pool", default="policy", help="'policy' (sample and grade), 'reference', 'rendered', "
                     "or a rollouts.jsonl path")
-    ap.add_argument("--problems", default=str(paths.TRAIN_PROBLEMS))
+    ap.add_argument("--problems", default=str(paths.TRAIN_PROBLEMS), help="the pool's problems")
     ap.add_argument("--modes", default="run_tests")
     ap.add_argument("--n-per-problem", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=1.0)
@@ -280,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--pairs", default=f"{paths.PAIRS}#authored")
     ap.add_argument("--placebo", default=f"{paths.PAIRS}#placebo")
     ap.add_argument("--self-samples", type=int, default=8, help="0: no self-generated pairs")
+    ap.add_argument("--self-problems", default=str(paths.TRAIN_PROBLEMS))
     ap.add_argument("--sites", default=",".join(SITES))
     ap.add_argument("--r", type=int, default=8)
     ap.add_argument("--init", default="gaussian")
