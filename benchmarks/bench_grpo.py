@@ -1,0 +1,74 @@
+"""Median GRPO step time per arm against a plain one-LoRA vanilla step.
+
+Runs every arm in one process on the same config (the organism preset unless
+told otherwise), one after another, and prints a table of median seconds per
+step split into generate / grade / gate / update, and each arm's ratio to the
+plain-LoRA vanilla baseline. Not a test: timings on a shared machine are noisy,
+so compare ratios from one invocation only.
+
+    python benchmarks/bench_grpo.py --steps 8 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+
+from vgrout.config import preset
+from vgrout.grpo import train
+
+ARMS = {
+    "vanilla (plain LoRA)": dict(arm="vanilla", plain_lora=True),
+    "vanilla (routed pair)": dict(arm="vanilla"),
+    "absorb": dict(arm="absorb"),
+    "routeA": dict(arm="routeA"),
+    "routeA gen_deploy 0.25": dict(arm="routeA", gen_deploy_frac=0.25),
+    "routeV": dict(arm="routeV"),
+    "oracle": dict(arm="oracle"),
+}
+PARTS = ("generate", "grade", "gate", "update")
+
+
+def bench(name: str, kw: dict, args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = preset(args.preset, steps=args.steps, eval_every=0, eval_samples=1,
+                     eval_max_problems=1, ckpt_every=10_000, threads=args.threads,
+                     seed=args.seed, run_dir=f"{tmp}/run", **kw)
+        t0 = time.perf_counter()
+        res = train(cfg)
+        wall = time.perf_counter() - t0
+    rows = [r for r in res.steps if "reward" in r][1:]  # the first step pays warm-up costs
+    out = {p: statistics.median(r[f"time_{p}"] for r in rows) for p in PARTS}
+    out["step"] = statistics.median(sum(r[f"time_{p}"] for p in PARTS) for r in rows)
+    out["wall"] = wall
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--preset", default="organism")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arms", nargs="*", default=list(ARMS))
+    ap.add_argument("--json", help="also write the table here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    table = {name: bench(name, ARMS[name], args) for name in args.arms}
+    base = table.get("vanilla (plain LoRA)", next(iter(table.values())))["step"]
+    print(f"{'arm':26s} " + " ".join(f"{p:>9s}" for p in (*PARTS, "step")) + "   x plain")
+    for name, t in table.items():
+        print(f"{name:26s} " + " ".join(f"{t[p]:9.3f}" for p in (*PARTS, "step"))
+              + f"   {t['step'] / base:6.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(table, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
