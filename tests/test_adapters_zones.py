@@ -213,6 +213,14 @@ def test_masks_refused_while_merged_and_merge_refused_while_masked():
         with pytest.raises(RuntimeError, match="mask"):
             with merged_for_generation(model):
                 pass
+    with reference_policy(model):
+        with pytest.raises(RuntimeError, match="disabled"):
+            with merged_for_generation(model):
+                pass
+    with pytest.raises(RuntimeError, match="exited"):
+        with route(model, torch.ones(4), torch.zeros(4)):
+            model.merge_adapter()  # a PEFT merge inside the block bypasses the masks
+    model.unmerge_adapter()
 
 
 def test_route_rejects_bad_masks():

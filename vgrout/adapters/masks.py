@@ -93,8 +93,10 @@ def route(model: nn.Module, m, d) -> Iterator[None]:
     if info.state.m is not None or info.state.d is not None:
         raise RuntimeError("vgrout.adapters.route: a route mask is already set; nested route() is not supported")
     assert_not_merged(model, "route() called")
-    info.state.m, info.state.d = m_t.to(torch.float32), d_t.to(torch.bool)
+    device = next(layer.lora_B[DEPLOYED].weight.device for _, layer in lora_layers(model))
+    info.state.m, info.state.d = m_t.to(device, torch.float32), d_t.to(device, torch.bool)
     try:
         yield
     finally:
         info.state.m, info.state.d = None, None
+    assert_not_merged(model, "route() exited")  # merged inside the block: masks were bypassed

@@ -97,6 +97,9 @@ def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None
     if info.state.ablate and view == "full":
         raise RuntimeError("vgrout.adapters.merged_for_generation: view='full' inside ablate_quarantine()")
     assert_not_merged(model, "merged_for_generation() entered")
+    if getattr(model, "_adapters_disabled", False):
+        raise RuntimeError("vgrout.adapters.merged_for_generation: adapters are disabled "
+                           "(inside reference_policy?); the merged view would not be the reference")
     swapped: list[tuple[nn.Module, str, nn.Module, Tensor]] = []
     try:
         with torch.no_grad():
