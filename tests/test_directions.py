@@ -59,7 +59,7 @@ def test_extraction_through_the_model_recovers_a_planted_direction():
         pairs.append(SimpleNamespace(prompt=f"problem {i}", hack=hack, clean=clean))
     dirs = extract_directions(model, tok, pairs, ["bottleneck", "resid"], batch_size=5)
     q0 = _find_lora(model)["layers.0.self_attn.q_proj"]
-    norm_w = q0.base_layer.weight.new_tensor(w)  # RMSNorm(10 w) is parallel to w (unit gain)
+    norm_w = w.to(q0.base_layer.weight.dtype)  # RMSNorm(10 w) is parallel to w (unit gain)
     planted = (q0.lora_A["deployed"].weight @ norm_w).detach()  # [r]
     cos = float(_row_cos(dirs["bottleneck"][0], planted))
     assert cos > 0.9, cos

@@ -122,7 +122,8 @@ def _layer_output(out) -> Tensor:
 
 def _completion_nll(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> Tensor:
     """Per-row mean NLL of completion tokens: [batch]. Logits at t predict token t+1."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, pos-1, vocab]
+    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
+    logp = torch.log_softmax(logits, dim=-1)  # [batch, pos-1, vocab]
     tok = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # [batch, pos-1]
     m = completion_mask[:, 1:].to(tok.dtype)
     return -(tok * m).sum(1) / m.sum(1).clamp_min(1.0)
@@ -149,7 +150,7 @@ def capture(model: nn.Module, batch: Batch, sites: Sequence[str] = SITES,
     batch = batch.to(device)
     mask = batch.completion_mask
     pooled: dict[str, dict[str, Tensor]] = {s: {} for s in sites}  # site -> row name -> [batch, w]
-    leaves: dict[str, Tensor] = {}  # module -> detached bottleneck output [batch, pos, r]
+    leaves: dict[str, Tensor] = {}  # module -> zero leaf added to A·x [batch, pos, r]
     hooks = []
     names: dict[str, list[str]] = {}
     try:
@@ -167,7 +168,8 @@ def capture(model: nn.Module, batch: Batch, sites: Sequence[str] = SITES,
             for name, layer in loras.items():
                 hooks += _hook_lora(name, layer, block, sites, mask, pooled, leaves)
         with torch.set_grad_enabled(want_grad):
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        use_cache=False)
             if want_grad:
                 loss = _completion_nll(out.logits, batch.input_ids, mask).sum()
                 grads = torch.autograd.grad(loss, list(leaves.values()))
