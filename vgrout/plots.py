@@ -303,9 +303,10 @@ def routing_figure(table: pd.DataFrame, title: str = ""):
             ax.set_ylabel(label)
     handles = [plt.Line2D([], [], marker="o", ls="", color=colors[s], label=s) for s in sources]
     handles.append(Patch(color="0.85", label="Haar band (median to p95)"))
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False,
-               bbox_to_anchor=(0.5, 1.0 + 0.02 / len(pools)))
     if title:
-        fig.suptitle(title, y=1.04 + 0.02 / len(pools))
-    fig.tight_layout()
+        fig.suptitle(title)
+    legend_h = 0.35 / fig.get_figheight()  # a fixed band of figure height for the legend
+    fig.tight_layout(rect=(0, legend_h, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
+               bbox_to_anchor=(0.5, 0))
     return fig
