@@ -15,10 +15,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from vgrout import figures
 
+torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 PARAMS = NOTEBOOKS / "params"
@@ -148,3 +150,73 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
     saved = json.loads((figs / "manifest.json").read_text())
     assert saved["status"] == "failed: 00_bad.ipynb"
     assert not (figs / "ran").exists()
+
+
+# --- figure helpers the notebooks call (vgrout.plots) ---------------------------
+
+def test_crossfit_scores_each_pair_with_a_direction_fit_without_it():
+    from vgrout import plots
+    from vgrout.directions import mean_diff_direction, score
+
+    g = torch.Generator().manual_seed(0)
+    hack, clean = torch.randn(6, 3, 4, generator=g), torch.randn(6, 3, 4, generator=g)  # [pairs, rows, width]
+    ids = [f"p{i}" for i in range(6)]
+    df = plots.crossfit_pair_scores({"resid": hack}, {"resid": clean}, ids, "authored", folds=3)
+    others = [i for i in range(6) if i % 3 != 0]  # pair 0 is in fold 0 with pair 3
+    d = mean_diff_direction(hack[others], clean[others])
+    got = df[(df["pair"] == "p0") & (df["side"] == "hack")]["score"].item()
+    assert got == pytest.approx(score(hack[:1], d).item(), rel=1e-6)
+    assert len(df) == 6 * 2
+
+
+def test_separation_summary_counts_pairs_whose_hack_side_scores_higher():
+    import pandas as pd
+
+    from vgrout import plots
+
+    rows = [dict(source="s", site="resid", pair=p, side=side, score=v)
+            for p, h, c in (("a", 2.0, 1.0), ("b", 3.0, 1.0), ("c", 0.0, 1.0))
+            for side, v in (("hack", h), ("clean", c))]
+    out = plots.separation_summary(pd.DataFrame(rows)).iloc[0]
+    assert out["n_pairs"] == 3 and out["hack_above_clean"] == pytest.approx(2 / 3)
+
+
+def test_direction_cosines_are_one_with_itself_and_minus_one_with_its_negation():
+    from vgrout import plots
+
+    v = torch.nn.functional.normalize(torch.randn(3, 5), dim=-1)
+    df = plots.direction_cosines({"a": {"resid": v}, "b": {"resid": -v}})
+    cos = df.set_index(["source_a", "source_b"])["cosine"]
+    assert cos[("a", "a")] == pytest.approx(1.0) and cos[("a", "b")] == pytest.approx(-1.0)
+
+
+def test_load_directions_refuses_directions_from_other_settings(tmp_path):
+    from vgrout import plots
+
+    path = plots.save_directions(tmp_path / "d.pt", {"authored": {"resid": torch.ones(2, 3)}},
+                                 dict(model="organism", rank=8, init="gaussian", seed=0))
+    assert torch.equal(plots.load_directions(path, rank=8)["authored"]["resid"], torch.ones(2, 3))
+    with pytest.raises(ValueError, match="rank"):
+        plots.load_directions(path, rank=32)
+    with pytest.raises(FileNotFoundError, match="run 01_direction_extraction"):
+        plots.load_directions(tmp_path / "missing.pt")
+
+
+def test_save_figure_writes_png_and_csv_and_refuses_low_dpi(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from vgrout import plots
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    plots.save_figure(fig, "line", tmp_path, data=pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
+    assert (tmp_path / "line.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "line.csv").read_text().splitlines()[0] == "x,y"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
+    with pytest.raises(ValueError, match="dpi"):
+        plots.save_figure(fig, "low", tmp_path, dpi=72)
+    with pytest.raises(ValueError, match="empty"):
+        plots.save_table(pd.DataFrame(), "nothing", tmp_path)
