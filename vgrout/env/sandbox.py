@@ -2,17 +2,18 @@
 
 Isolation levels, probed once per worker:
 
-``namespaces`` (running as root, Linux): once per worker, a private mount
-namespace with a 64 MiB tmpfs holding a minimal root (system dirs, the
+``namespaces`` (running as root, Linux): once per worker, private mount and
+network namespaces, with a 64 MiB tmpfs holding a minimal root (system dirs, the
 interpreter and a few devices, bind-mounted read-only: no project data, no
 home dirs, no /proc) and the run dirs; every other mount read-only. Per run,
-the forked process unshares PID, network, IPC and UTS namespaces and forks a
-PID-1 reaper that forks the program, which chroots into the minimal root,
+the worker forks the program with clone() into fresh PID, IPC and UTS
+namespaces, where it is PID 1; which chroots into the minimal root,
 drops to uid/gid 65534 (65533 for jobs that hold expected values) with
 no_new_privs and works in its own run dir. When the program exits (or on
-timeout, when the worker kills the namespace's parent and PDEATHSIG takes the
-reaper), the kernel kills every process left in the namespace, setsid daemons
-included. No network interface is up; only the run dir is writable; other
+timeout, when the worker SIGKILLs it, or when the worker dies and PDEATHSIG
+fires), the kernel kills every process left in its namespace, setsid daemons
+included. (As PID 1 it ignores signals it sends itself, and RLIMIT_CPU acts
+through the hard limit's SIGKILL.) No network interface is up; only the run dir is writable; other
 processes can be neither signalled (other PID namespace) nor read (other uid,
 no capabilities, no /proc).
 
@@ -27,7 +28,6 @@ Both: wall timeout (kill), RLIMIT_CPU/AS/FSIZE/NOFILE/CORE (+NPROC as uid
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import select
@@ -38,8 +38,7 @@ import time
 from dataclasses import dataclass
 
 from . import harness, isolation
-from .isolation import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS,
-                        PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, check, libc)
+from .isolation import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, check, libc
 
 NOBODY = 65534          # uid of programs that run solutions (call expressions only)
 SECRET_UID = 65533      # uid of jobs that hold expected values (naive, trusted)
@@ -137,59 +136,6 @@ def _exit_code(st: int) -> int:
     return os.waitstatus_to_exitcode(st)
 
 
-def _pid1(job, limits, tmp, out_w, res_w, meta_w) -> None:
-    """PID 1 of the new namespace: run the program, reap, report.
-
-    No fresh /proc is mounted (it costs as much as the rest of the set-up):
-    other processes stay listed there, but a program can neither signal them
-    (another PID namespace) nor read their memory (another uid, no caps).
-    """
-    try:
-        # getppid() is 0 here (the parent is outside the namespace), so the
-        # usual "parent already gone?" check cannot be made; the program's own
-        # RLIMIT_CPU bounds the tiny window before PDEATHSIG is armed.
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        child = os.fork()
-        if child == 0:
-            os.close(meta_w)
-            _program(job, limits, tmp, out_w, res_w, drop=True)
-        os.close(out_w)
-        os.close(res_w)
-        while True:
-            pid, st = os.wait()
-            if pid == child:
-                break
-        report = {"status": _exit_code(st)}
-        if job.get("file_marker"):
-            os.chdir(tmp)
-            report["file"] = _read_marker_file(job["file_marker"])
-        os.write(meta_w, json.dumps(report).encode())
-    finally:
-        os._exit(0)
-
-
-def _namespace_parent(job, limits, tmp, out_w, res_w, meta_w) -> None:
-    """Forked from the worker: enter new namespaces, set up mounts, fork PID 1."""
-    try:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        os.setsid()
-        # The mount namespace is the worker's (see enter_worker_namespace).
-        check(libc.unshare(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
-        pid1 = os.fork()
-        if pid1 == 0:
-            _pid1(job, limits, tmp, out_w, res_w, meta_w)
-        os.close(out_w)
-        os.close(res_w)
-        os.close(meta_w)
-        os.waitpid(pid1, 0)
-        os._exit(0)
-    except BaseException as e:  # noqa: BLE001 - report why isolation failed
-        try:
-            os.write(meta_w, json.dumps({"ns_error": repr(e)}).encode())
-        finally:
-            os._exit(71)
-
-
 class _Capped:
     """Bytes read from one pipe, up to `cap` (beyond it: `over` is set)."""
 
@@ -222,58 +168,34 @@ def _kill(pid: int, level: str) -> None:
         pass
 
 
-_unreaped: list[int] = []
+def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tuple[int, bool, str | None]:
+    """Read pipes until the program exits or the deadline; (wait status, timed_out, cap hit).
 
-
-def _reap_finished() -> None:
-    """Reap namespace parents that were still tearing down at their last look."""
-    for pid in list(_unreaped):
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                _unreaped.remove(pid)
-        except ChildProcessError:
-            _unreaped.remove(pid)
-
-
-def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tuple[int | None, bool, str | None]:
-    """Read pipes until the run is over or the deadline; (wait status, timed_out, cap hit).
-
-    With namespaces the run is over when every pipe is closed: PID 1 has then
-    exited, which makes the kernel kill the namespace. The namespace parent's
-    own exit (mount-namespace teardown waits an RCU grace period, ~10 ms) is
-    not waited for; it is reaped later. Without namespaces the run is over
-    when the program exits (a daemon may hold the pipes open).
+    With namespaces the program is PID 1 of its namespace: by the time its
+    exit is visible, the kernel has killed every other process in it. Without,
+    its process group is killed afterwards (a setsid daemon escapes).
     """
     pidfd = os.pidfd_open(pid)
     deadline = time.monotonic() + wall_s
-    timed_out, cap_hit, over = False, None, False
+    timed_out, cap_hit, exited = False, None, False
     try:
-        while not over:
+        while not exited:
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
                 _kill(pid, level)
                 break
-            fds = [p.fd for p in pipes if p.open] + ([pidfd] if level != "namespaces" else [])
-            if not fds:
-                break
-            ready, _, _ = select.select(fds, [], [], left)
+            ready, _, _ = select.select([p.fd for p in pipes if p.open] + [pidfd], [], [], left)
             for p in pipes:
                 if p.fd in ready:
                     p.read()
                     if p.over and cap_hit is None:
                         cap_hit = "output cap"
                         _kill(pid, level)
-            over = pidfd in ready or cap_hit is not None
+            exited = pidfd in ready
     finally:
         os.close(pidfd)
-    st = None
-    if level == "namespaces" and not (timed_out or cap_hit):
-        done, st = os.waitpid(pid, os.WNOHANG)
-        if not done:
-            _unreaped.append(pid)
-    else:
-        _, st = os.waitpid(pid, 0)
+    _, st = os.waitpid(pid, 0)
     if level == "none":
         _kill(pid, level)                      # anything left in its process group
     for p in pipes:                            # drain what is already written
@@ -289,54 +211,41 @@ def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tup
 def run_job(job: dict, limits: Limits, level: str) -> dict:
     """Run `job` (a harness job) isolated at `level`; raw outputs for the parent."""
     t0 = time.perf_counter()
-    _reap_finished()
     if level == "namespaces" and isolation.ROOT is None:
         raise RuntimeError("namespaces level needs enter_worker_namespace() first")
     tmp = tempfile.mkdtemp(prefix="vgrout-run-",
                            dir=os.path.join(isolation.ROOT, "run") if level == "namespaces" else None)
-    if level == "namespaces":
-        os.chown(tmp, job_uid(job), job_uid(job))
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
-    meta_r, meta_w = os.pipe()
     try:
-        pid = os.fork()
+        if level == "namespaces":
+            os.chown(tmp, job_uid(job), job_uid(job))
+        # With namespaces the child is PID 1 of a fresh PID namespace: one fork per run.
+        pid = isolation.fork_new_pid_namespace() if level == "namespaces" else os.fork()
         if pid == 0:
             try:
-                os.close(out_r), os.close(res_r), os.close(meta_r)
+                os.close(out_r)
+                os.close(res_r)
                 if level == "namespaces":
-                    _namespace_parent(job, limits, tmp, out_w, res_w, meta_w)
-                os.close(meta_w)
-                _program(job, limits, tmp, out_w, res_w, drop=False)
+                    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                _program(job, limits, tmp, out_w, res_w, drop=level == "namespaces")
             finally:
                 os._exit(70)
-        for fd in (out_w, res_w, meta_w):
-            os.close(fd)
-        out, res, meta = (_Capped(out_r, limits.stdout_cap), _Capped(res_r, limits.result_cap),
-                          _Capped(meta_r, 1 << 16))
-        st, timed_out, cap_hit = _supervise(pid, level, [out, res, meta], limits.wall_s)
-        report = _meta(meta.buf, level, st, job, tmp)
+        os.close(out_w)
+        os.close(res_w)
+        out, res = _Capped(out_r, limits.stdout_cap), _Capped(res_r, limits.result_cap)
+        st, timed_out, cap_hit = _supervise(pid, level, [out, res], limits.wall_s)
+        marker = job.get("file_marker")
+        file = _read_marker_file(os.path.join(tmp, marker)) if marker else None
     finally:
-        for fd in (out_r, res_r, meta_r):
-            os.close(fd)
+        os.close(out_r)
+        os.close(res_r)
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"status": None if timed_out or cap_hit else report.get("status"),
-            "timed_out": timed_out, "cap": cap_hit, "ns_error": report.get("ns_error"),
+    return {"status": None if timed_out or cap_hit else _exit_code(st),
+            "timed_out": timed_out, "cap": cap_hit, "ns_error": None,
             "results": res.buf.decode("utf-8", "replace"),
-            "stdout": out.buf.decode("utf-8", "replace"), "file": report.get("file"),
+            "stdout": out.buf.decode("utf-8", "replace"), "file": file,
             "seconds": time.perf_counter() - t0}
-
-
-def _meta(buf: bytes, level: str, st: int | None, job: dict, tmp: str) -> dict:
-    if level == "namespaces":
-        try:
-            return json.loads(buf.decode() or "{}")
-        except ValueError:
-            return {}
-    report = {"status": None if st is None else _exit_code(st)}
-    if job.get("file_marker"):
-        report["file"] = _read_marker_file(os.path.join(tmp, job["file_marker"]))
-    return report
 
 
 def probe(limits: Limits | None = None) -> tuple[str, str | None]:
@@ -348,10 +257,8 @@ def probe(limits: Limits | None = None) -> tuple[str, str | None]:
             if isolation.ROOT is None:
                 isolation.enter_worker_namespace((limits or Limits()).tmpfs_bytes)
             out = run_job(job, limits or Limits(), "namespaces")
-            if out["ns_error"]:
-                why = out["ns_error"]
-            elif (f'"v":[["i",{job_uid(job)}]]' in out["results"]
-                  and '"v":[["i",2]]' in out["results"]):
+            if (f'"v":[["i",{job_uid(job)}]]' in out["results"]
+                    and '"v":[["i",1]]' in out["results"]):
                 return "namespaces", None
             else:
                 why = f"probe gave {out['results'][:200]!r} status {out['status']}"
