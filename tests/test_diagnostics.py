@@ -65,17 +65,21 @@ def test_routing_table_columns_and_signal_ordering():
     pairs = [SimpleNamespace(prompt=f"q{i}", hack="ab#cd#ef", clean="ab_cd_ef") for i in range(4)]
     placebo = [SimpleNamespace(prompt=f"q{i}", hack="abcdef", clean="fedcba") for i in range(4)]
     sites = ["bottleneck", "grad"]
+    noisy = [SimpleNamespace(prompt=f"q{i}", hack=f"ab#c{'xyz'[i % 3]}d#ef", clean=f"ab_cd_e{i}f")
+             for i in range(6)]
     table = routing_table(model, tok, pool, {"authored": pairs, "placebo": placebo,
+                                              "authored_t": ("t", noisy),
                                               "oracle": "oracle", "haar": "haar"},
                           sites=sites, n_boot=100, n_band=50, seed=0)
     expected_cols = {"site", "source", "auroc", "auroc_lo", "auroc_hi", "f05", "f05_lo", "f05_hi",
                      "band_median", "band_p95", "n_hack", "n_clean"}
     assert expected_cols <= set(table.columns)
-    assert len(table) == len(sites) * 4
+    assert len(table) == len(sites) * 5
     assert (table.n_hack + table.n_clean + table.n_train == len(pool)).all()
     row = table.set_index(["site", "source"])
     assert row.loc[("bottleneck", "oracle"), "auroc"] > 0.95
     assert row.loc[("bottleneck", "authored"), "auroc"] > 0.95
+    assert row.loc[("bottleneck", "authored_t"), "auroc"] > 0.9
     oracle = row.loc[("bottleneck", "oracle")]
     assert oracle.f05 > oracle.band_median and oracle.auroc > oracle.band_auroc_median
     assert (table.auroc_lo <= table.auroc + 1e-12).all() and (table.auroc <= table.auroc_hi + 1e-12).all()

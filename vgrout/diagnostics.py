@@ -202,7 +202,11 @@ def split_by_group(groups: Sequence[str], labels: np.ndarray, test_frac: float =
 
 def _directions_for(source, feats, train_mask: np.ndarray, labels: np.ndarray, sites,
                     model, tokenizer, seed: int, **capture_kw) -> dict[str, torch.Tensor]:
-    """One source -> direction per site: "oracle", "haar", a pair list, or a ready dict."""
+    """One source -> direction per site.
+
+    "oracle", "haar", a pair list (mean paired difference), ("t", pairs) for
+    the t-statistic variant, or a ready {site: direction} dict.
+    """
     if isinstance(source, str) and source == "oracle":
         hidden = np.where(train_mask, labels, -1)  # test labels never leave this function
         return {s: oracle_direction(feats[s], hidden, train_mask) for s in sites}
@@ -215,8 +219,11 @@ def _directions_for(source, feats, train_mask: np.ndarray, labels: np.ndarray, s
         return {s: torch.as_tensor(source[s]) for s in sites}
     if isinstance(source, str):
         raise ValueError(f"routing_table: unknown source {source!r} (use 'oracle', 'haar', "
-                         "pairs or a dict of directions)")
-    return extract_directions(model, tokenizer, list(source), sites, **capture_kw)
+                         "pairs, ('t', pairs) or a dict of directions)")
+    method = "mean"
+    if isinstance(source, tuple) and len(source) == 2 and source[0] == "t":
+        method, source = "t", source[1]
+    return extract_directions(model, tokenizer, list(source), sites, method=method, **capture_kw)
 
 
 def routing_table(model, tokenizer, pool: LabelledPool, direction_sources: Mapping[str, object],
@@ -279,6 +286,8 @@ def _sources(args, model, tokenizer) -> dict:
     for name, spec in (("authored", args.pairs), ("placebo", args.placebo)):
         if spec:
             sources[name] = load_pairs(spec)
+    if args.pairs and args.t_stat:
+        sources["authored_t"] = ("t", sources["authored"])
     if args.self_samples > 0:
         from vgrout.env import load_problems
         from vgrout.selfpairs import self_generated_pairs
@@ -313,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--placebo", default=f"{paths.PAIRS}#placebo")
     ap.add_argument("--self-samples", type=int, default=8, help="0: no self-generated pairs")
     ap.add_argument("--self-problems", default=str(paths.TRAIN_PROBLEMS))
+    ap.add_argument("--t-stat", action="store_true", help="add the authored t-statistic direction")
     ap.add_argument("--sites", default=",".join(SITES))
     ap.add_argument("--r", type=int, default=8)
     ap.add_argument("--init", default="gaussian")
@@ -347,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.replace(tmp, out)
     meta = dict(command="python -m vgrout.diagnostics " + " ".join(sys.argv[1:] if argv is None else argv),
                 settings=vars(args), n_hack=pool.counts()[0], n_clean=pool.counts()[1],
-                n_pairs={k: len(v) for k, v in sources.items() if not isinstance(v, str)})
+                n_pairs={k: len(v) for k, v in sources.items() if isinstance(v, list)})
     if args.policy == "organism":
         from vgrout.organism import organism_dir
         meta["organism"] = organism_dir().name  # the recipe hash the table was measured on
