@@ -301,18 +301,15 @@ def _sources(args, model, tokenizer) -> dict:
     return sources
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Build the site x source table for a policy and a labelled pool; write CSV + JSON."""
+def _parser():
     import argparse
-    import os
-    import sys
 
     from vgrout import paths
 
     ap = argparse.ArgumentParser(prog="python -m vgrout.diagnostics", description=main.__doc__)
     ap.add_argument("--policy", default="organism")
-    ap.add_argument("--pool", default="policy", help="'policy' (sample and grade), 'reference', 'rendered', "
-                    "or a rollouts.jsonl path")
+    ap.add_argument("--pool", default="policy", help="'policy' (sample and grade), 'reference', "
+                    "'rendered', or a rollouts.jsonl path")
     ap.add_argument("--problems", default=str(paths.TRAIN_PROBLEMS), help="the pool's problems")
     ap.add_argument("--modes", default="run_tests")
     ap.add_argument("--n-per-problem", type=int, default=16)
@@ -333,8 +330,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", required=True, help="CSV path; a .json with the settings goes beside it")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Build the site x source table for a policy and a labelled pool; write CSV + JSON."""
+    import os
+    import sys
+
+    args = _parser().parse_args(argv)
     from vgrout.adapters import ablate_quarantine, attach_routed_adapters
     from vgrout.models import load_policy
 
