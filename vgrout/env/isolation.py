@@ -126,9 +126,10 @@ def enter_worker_namespace(tmpfs_bytes: int) -> str:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     base = tempfile.mkdtemp(prefix="vgrout-ns-")
     mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0755")
+    BASE = base
     root = _build_root(base)
     _remount_readonly(skip=base)
-    BASE, ROOT = base, root
+    ROOT = root
     return base
 
 

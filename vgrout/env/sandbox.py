@@ -213,8 +213,11 @@ def run_job(job: dict, limits: Limits, level: str) -> dict:
     t0 = time.perf_counter()
     if level == "namespaces" and isolation.ROOT is None:
         raise RuntimeError("namespaces level needs enter_worker_namespace() first")
+    # (A worker whose namespace set-up half worked has a read-only /tmp: its
+    # fallback runs then live in the writable BASE.)
     tmp = tempfile.mkdtemp(prefix="vgrout-run-",
-                           dir=os.path.join(isolation.ROOT, "run") if level == "namespaces" else None)
+                           dir=os.path.join(isolation.ROOT, "run") if level == "namespaces"
+                           else isolation.BASE)
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
     try:
