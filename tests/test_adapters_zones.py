@@ -180,6 +180,8 @@ def test_requires_grad_restored_after_every_context_manager():
                lambda: route(model, torch.ones(4), torch.ones(4))):
         with cm():
             logits(model)
+            inside = {n: p.requires_grad for n, p in model.named_parameters()}
+            assert not any(inside.get(n, False) for n in anchors)
         assert {n: p.requires_grad for n, p in model.named_parameters()} == before
     trainable_parameters(model)  # raises if an anchor were unfrozen
 

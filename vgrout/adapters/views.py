@@ -10,7 +10,7 @@ an optimizer built from `model.parameters()` train the anchors.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -22,14 +22,21 @@ VIEWS = {"full": (DEPLOYED, ANCHOR[DEPLOYED], QUARANTINE, ANCHOR[QUARANTINE]),
 
 
 @contextmanager
-def preserved_requires_grad(model: nn.Module) -> Iterator[None]:
-    """Snapshot `requires_grad` of every parameter and restore it on exit."""
+def preserved_requires_grad(model: nn.Module) -> Iterator[Callable[[], None]]:
+    """Snapshot `requires_grad` of every parameter and restore it on exit.
+
+    Yields the restore function, for re-freezing right after a PEFT call.
+    """
     saved = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         for p, flag in saved:
             p.requires_grad_(flag)
+
+    try:
+        yield restore
+    finally:
+        restore()
 
 
 @contextmanager
@@ -44,9 +51,10 @@ def ablate_quarantine(model: nn.Module) -> Iterator[None]:
     state = routed_info(model).state
     tuner = model.base_model
     previous_ablate, previous_active = state.ablate, list(tuner.active_adapters)
-    with preserved_requires_grad(model):
+    with preserved_requires_grad(model) as refreeze:
         state.ablate = True
         tuner.set_adapter([a for a in previous_active if a in VIEWS["deployed"]])
+        refreeze()  # set_adapter made deployed_0 trainable
         try:
             yield
         finally:
