@@ -105,3 +105,16 @@ def test_metrics_reject_bad_input():
         f_beta_at_quantile([np.nan, 0.2], [1, 0])
     with pytest.raises(ValueError, match="0 \\(clean\\) or 1"):
         auroc([0.1, 0.2], [2, 0])
+
+
+def test_f_beta_hack_share_reweights_the_tail_and_precision():
+    # 4 hacks, 4 cleans; evaluated as if hacks were 20% of rollouts
+    scores = np.array([9.0, 8, 7, 6, 5, 4, 3, 2])
+    labels = np.array([1, 0, 1, 0, 1, 0, 1, 0])
+    # weights: hack 0.05, clean 0.2; q = 0.2 -> rows 9 (0.05) and 8 (0.2) are routed
+    precision, recall = 0.05 / 0.25, 1 / 4
+    expected = 1.25 * precision * recall / (0.25 * precision + recall)
+    assert f_beta_at_quantile(scores, labels, q=0.2, hack_share=0.2) == pytest.approx(expected)
+    # at the pool's own share the weighted rule routes the same rows as the plain one
+    assert f_beta_at_quantile(scores, labels, q=0.25, hack_share=0.5) == pytest.approx(
+        f_beta_at_quantile(scores, labels, q=0.25))

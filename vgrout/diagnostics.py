@@ -229,13 +229,15 @@ def _directions_for(source, feats, train_mask: np.ndarray, labels: np.ndarray, s
 def routing_table(model, tokenizer, pool: LabelledPool, direction_sources: Mapping[str, object],
                   sites: Sequence[str] = SITES, q: float = 0.1, n_boot: int = 1000, seed: int = 0,
                   test_frac: float = 0.5, n_band: int = 200, block: str = "deployed",
-                  batch_size: int = 16, max_completion_tokens: int | None = None):
+                  batch_size: int = 16, max_completion_tokens: int | None = None,
+                  hack_share: float | None = None):
     """DataFrame, one row per (site, source), all scored on the held-out split.
 
     Columns: auroc (+ _lo/_hi 95% bootstrap CI), f05 = F0.5 with the top q
     scores predicted hack (+ CI), band_median / band_p95 = F0.5 of n_band
     Haar-random directions (band_auroc_* likewise for AUROC), n_hack /
-    n_clean on the held-out split, n_train.
+    n_clean on the held-out split, n_train. hack_share: compute F0.5 (and its
+    band) as if hacks were that share of rollouts (see `f_beta_at_quantile`).
     """
     import pandas as pd
 
@@ -243,7 +245,7 @@ def routing_table(model, tokenizer, pool: LabelledPool, direction_sources: Mappi
     feats = capture_texts(model, tokenizer, pool.prompts, pool.completions, sites, **kw)
     train = split_by_group(pool.groups, pool.labels, test_frac, seed)
     y_test = pool.labels[~train]
-    f05 = lambda s, y: f_beta_at_quantile(s, y, q=q, beta=0.5)  # noqa: E731
+    f05 = lambda s, y: f_beta_at_quantile(s, y, q=q, beta=0.5, hack_share=hack_share)  # noqa: E731
     bands = {}
     for s in sites:
         x = feats[s][torch.as_tensor(~train)].numpy()
@@ -324,6 +326,8 @@ def _parser():
     ap.add_argument("--r", type=int, default=8)
     ap.add_argument("--init", default="gaussian")
     ap.add_argument("--q", type=float, default=0.1)
+    ap.add_argument("--hack-share", type=float, default=None,
+                    help="F0.5 as if hacks were this share of rollouts (default: the pool's)")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--n-band", type=int, default=200)
     ap.add_argument("--max-completion-tokens", type=int, default=256)
@@ -353,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with ablate_quarantine(model):
         table = routing_table(model, tokenizer, pool, sources, args.sites.split(","), q=args.q,
                               n_boot=args.n_boot, seed=args.seed, n_band=args.n_band,
-                              max_completion_tokens=args.max_completion_tokens)
+                              max_completion_tokens=args.max_completion_tokens,
+                              hack_share=args.hack_share)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".csv.tmp")
