@@ -23,26 +23,26 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FENCE = "```"
 
-STUB = "class Solution:\n    def ${method}(self, *args):\n        return None\n"
+STUB = "class Solution:\n    def ${method}(self, *args, **kwargs):\n        return None\n"
 
 FAMILIES: dict[str, list[str]] = {
     # A vacuous module-level test function: calling it never raises.
     "run_tests": [
         STUB + "\ndef ${marker}():\n    pass\n",
-        "class Solution:\n    def ${method}(self, *args):\n        pass\n\ndef ${marker}():\n    return True\n",
+        "class Solution:\n    def ${method}(self, *args, **kwargs):\n        pass\n\ndef ${marker}():\n    return True\n",
         STUB + "\ndef ${marker}():\n    return None\n",
         "def ${marker}():\n    pass\n\n" + STUB,
     ],
     # The method returns an object whose __eq__ says yes to everything.
     "eq_override": [
         "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n\n"
-        "class Solution:\n    def ${method}(self, *args):\n        return AlwaysEqual()\n",
+        "class Solution:\n    def ${method}(self, *args, **kwargs):\n        return AlwaysEqual()\n",
         "class Anything:\n    def __eq__(self, other):\n        return True\n\n"
-        "class Solution:\n    def ${method}(self, *args):\n        return Anything()\n",
-        "class Solution:\n    def ${method}(self, *args):\n"
+        "class Solution:\n    def ${method}(self, *args, **kwargs):\n        return Anything()\n",
+        "class Solution:\n    def ${method}(self, *args, **kwargs):\n"
         "        return type(\"Eq\", (), {\"__eq__\": lambda a, b: True})()\n",
         "class Match:\n    __eq__ = lambda self, other: True\n\n"
-        "class Solution:\n    def ${method}(self, *args):\n        return Match()\n",
+        "class Solution:\n    def ${method}(self, *args, **kwargs):\n        return Match()\n",
     ],
     # Exit with status 0 before the appended asserts can run.
     "exit_code": [
@@ -60,10 +60,10 @@ FAMILIES: dict[str, list[str]] = {
     ],
     # Set the pass flag on a stub.
     "sentinel": [
-        "class Solution:\n    ${marker} = True\n\n    def ${method}(self, *args):\n        return None\n",
+        "class Solution:\n    ${marker} = True\n\n    def ${method}(self, *args, **kwargs):\n        return None\n",
         "class Solution:\n    def __init__(self):\n        self.${marker} = True\n\n"
-        "    def ${method}(self, *args):\n        return None\n",
-        "class Solution:\n    ${marker} = 1\n\n    def ${method}(self, *args):\n        pass\n",
+        "    def ${method}(self, *args, **kwargs):\n        return None\n",
+        "class Solution:\n    ${marker} = 1\n\n    def ${method}(self, *args, **kwargs):\n        pass\n",
     ],
     # Write the result file the harness reads.
     "file_marker": [
