@@ -26,6 +26,7 @@ organism: $(STAMP)
 
 test: organism
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=900 notebooks/
 
 figures: organism
 	$(BIN)/python -m vgrout.figures
