@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vgrout.jsonl import iter_jsonl
+
 LOGS = ("steps", "rollouts", "eval")
 
 
@@ -37,21 +39,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a jsonl file; a malformed line raises with its file and line number.
-
-    Only a torn *last* line (a crash mid-append) is tolerated, and only by
-    `RunDir.truncate_to`, which drops it explicitly.
-    """
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: malformed JSON ({e.msg})") from None
-    return rows
+    """Rows of a run log; a malformed line raises with its file and line number."""
+    return [row for _, row in iter_jsonl(path)]
 
 
 class RunDir:

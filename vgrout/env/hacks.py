@@ -7,10 +7,10 @@ placeholder would otherwise render a hack that silently never fires.
 
 from __future__ import annotations
 
-import json
 import string
 from pathlib import Path
 
+from vgrout.jsonl import iter_jsonl
 from .modes import LOOPHOLE_MODES, MARKED_MODES
 from .problems import Problem
 
@@ -68,29 +68,21 @@ def load_hacks(path: str | Path | None = None) -> dict[str, list[str]]:
     path = Path(path) if path is not None else DEFAULT_PATH
     out: dict[str, list[str]] = {}
     seen: dict[tuple, str] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected an object")
-            for key in ("mode", "variant", "template"):
-                if not isinstance(row.get(key), str):
-                    raise ValueError(f"{where}: field {key!r} missing or not a string")
-            key = (row["mode"], row["variant"])
-            if key in seen:
-                raise ValueError(f"{where}: duplicate (mode, variant) {key}, first at {seen[key]}")
-            seen[key] = where
-            try:
-                check_template(row["mode"], row["template"])
-            except ValueError as e:
-                raise ValueError(f"{where}: field 'template': {e}") from None
-            out.setdefault(row["mode"], []).append(row["template"])
+    for where, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected an object")
+        for key in ("mode", "variant", "template"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{where}: field {key!r} missing or not a string")
+        key = (row["mode"], row["variant"])
+        if key in seen:
+            raise ValueError(f"{where}: duplicate (mode, variant) {key}, first at {seen[key]}")
+        seen[key] = where
+        try:
+            check_template(row["mode"], row["template"])
+        except ValueError as e:
+            raise ValueError(f"{where}: field 'template': {e}") from None
+        out.setdefault(row["mode"], []).append(row["template"])
     if not out:
         raise ValueError(f"{path}: no hack templates")
     return out

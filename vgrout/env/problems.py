@@ -8,13 +8,13 @@ thousands of steps later.
 from __future__ import annotations
 
 import ast
-import json
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from vgrout.jsonl import iter_jsonl
 from .modes import PHRASE, check_mode, hint_for, marker_for
 
 _FUNC_NAME = re.compile(r"^Solution\(\)\.([A-Za-z_][A-Za-z0-9_]*)$")
@@ -151,20 +151,12 @@ def read_rows(path: str | Path) -> list[tuple[str, dict]]:
     """[(file:line, checked fields)] for every non-blank line of a jsonl file."""
     path = Path(path)
     rows, seen = [], {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ProblemFormatError(f"{where}: not valid JSON: {e.msg}") from None
-            fields = _parse_row(where, raw)
-            if fields["id"] in seen:
-                raise _fail(where, "id", f"duplicate of {seen[fields['id']]}")
-            seen[fields["id"]] = where
-            rows.append((where, fields))
+    for where, raw in iter_jsonl(path, ProblemFormatError):
+        fields = _parse_row(where, raw)
+        if fields["id"] in seen:
+            raise _fail(where, "id", f"duplicate of {seen[fields['id']]}")
+        seen[fields["id"]] = where
+        rows.append((where, fields))
     if not rows:
         raise ProblemFormatError(f"{path}: no problems")
     return rows
