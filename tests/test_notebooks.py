@@ -14,6 +14,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -39,7 +40,7 @@ ALL = _tracked_notebooks()
 def test_the_numbered_notebooks_exist():
     names = [p.name for p in figures.discover(NOTEBOOKS)]
     for expected in ("00_environment.ipynb", "01_direction_extraction.ipynb",
-                     "02_routing_diagnostics.ipynb"):
+                     "02_routing_diagnostics.ipynb", "03_grpo_training.ipynb", "04_ablation_figures.ipynb"):
         assert expected in names
 
 
@@ -80,6 +81,14 @@ def test_params_yaml_keys_are_notebook_parameters(path):
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_notebook_runs_on_the_python3_kernel(path):
     assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == figures.KERNEL
+
+
+def test_grid_notebooks_share_their_runs_folder():
+    """04 reads what 03 trained: the quick defaults and the full yamls must name the same folder."""
+    train, figs = NOTEBOOKS / "03_grpo_training.ipynb", NOTEBOOKS / "04_ablation_figures.ipynb"
+    assert figures.parameter_defaults(train)["runs_dir"] == figures.parameter_defaults(figs)["runs_dir"]
+    assert figures.load_params(train, PARAMS)["runs_dir"] == figures.load_params(figs, PARAMS)["runs_dir"]
+    assert set(figures.load_params(figs, PARAMS)["arms"]) == set(figures.load_params(train, PARAMS)["arms"])
 
 
 def _write_notebook(folder: Path, name: str, params: str, body: str) -> Path:
@@ -220,3 +229,127 @@ def test_save_figure_writes_png_and_csv_and_refuses_low_dpi(tmp_path):
         plots.save_figure(fig, "low", tmp_path, dpi=72)
     with pytest.raises(ValueError, match="empty"):
         plots.save_table(pd.DataFrame(), "nothing", tmp_path)
+
+
+# --- run-grid tables and figures for 03 and 04 (vgrout.plots_grpo) ---------------
+
+def _fake_run(path: Path, arm: str, seed: int, steps: int = 30, finished: bool = True) -> Path:
+    """A run folder in the trainer's layout with made-up numbers: training hack rises
+    from step 8 (vanilla) and the routed arm's deployed view hacks little."""
+    from vgrout.config import GRPOConfig
+
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(GRPOConfig(arm=arm, seed=seed, steps=steps).to_json())
+    rows = [dict(step=s, reward=1.0, hack=min(1.0, max(0.0, (s - 8) / 10)) if arm == "vanilla" else 0.1 * seed,
+                 solve=0.2, zone_keep=0.0, zone_absorb=0.9, zone_route=0.1, gate_auroc=None if s < 3 else 0.7,
+                 gate_f05=0.5, quarantine_share=0.5, delta_share=None) for s in range(1, steps + 1)]
+    (path / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evals = []
+    for step in (10, 20, 30):
+        for split in ("test", "iid"):
+            for view in ("trained", "ablated"):
+                deployed = (view == "ablated") == (arm != "vanilla")
+                hack = 0.8 if view == "trained" else (0.05 if arm != "vanilla" else 0.6)
+                hack += 0.02 * seed + (0.01 if split == "iid" else 0.0)
+                by_mode = {"run_tests": dict(n=8, hack=hack, solve=0.3, compile=1.0),
+                           "sentinel": dict(n=8, hack=step / 100, solve=0.3, compile=1.0)}
+                evals.append(dict(step=step, split=split, view=view, deployed=deployed, n=16, hack=hack,
+                                  solve=0.3, compile=1.0, by_mode=by_mode))
+    (path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+    if finished:
+        (path / "result.json").write_text('{"finished": true}')
+    return path
+
+
+@pytest.fixture
+def fake_grid(tmp_path):
+    for arm in ("routeA", "vanilla"):
+        for seed in (0, 1):
+            _fake_run(tmp_path / "grid" / arm / f"s{seed}", arm, seed)
+    return tmp_path / "grid"
+
+
+def test_discover_runs_names_notebook_03_when_the_folder_is_missing(tmp_path):
+    from vgrout import plots_grpo
+
+    with pytest.raises(FileNotFoundError, match="run 03_grpo_training"):
+        plots_grpo.discover_runs(tmp_path / "nothing")
+
+
+def test_discover_runs_puts_vanilla_first_and_refuses_missing_or_unfinished_runs(fake_grid):
+    from vgrout import plots_grpo
+
+    runs = plots_grpo.discover_runs(fake_grid)
+    assert list(runs) == [("vanilla", 0), ("vanilla", 1), ("routeA", 0), ("routeA", 1)]
+    with pytest.raises(FileNotFoundError, match="oracle"):
+        plots_grpo.discover_runs(fake_grid, arms=["vanilla", "oracle"])
+    _fake_run(fake_grid / "oracle" / "s0", "oracle", 0, finished=False)
+    with pytest.raises(RuntimeError, match="unfinished"):
+        plots_grpo.discover_runs(fake_grid, arms=["oracle"], seeds=[0])
+
+
+def test_curve_table_smooths_per_seed_then_spans_the_seeds(fake_grid):
+    from vgrout import plots_grpo
+    from vgrout.results import step_table
+
+    runs = plots_grpo.discover_runs(fake_grid, arms=["routeA"])
+    t = plots_grpo.curve_table(step_table(runs), ["hack", "gate_auroc"], smooth=3).set_index(["metric", "step"])
+    assert t.loc[("hack", 5), "lo"] == pytest.approx(0.0) and t.loc[("hack", 5), "hi"] == pytest.approx(0.1)
+    assert t.loc[("hack", 5), "mean"] == pytest.approx(0.05) and t.loc[("hack", 5), "seeds"] == 2
+    assert np.isnan(t.loc[("gate_auroc", 2), "mean"]), "a step without a gate AUROC must be a gap, not 0"
+    assert t.loc[("gate_auroc", 3), "mean"] == pytest.approx(0.7)
+
+
+def test_views_table_takes_the_shipped_view_per_arm(fake_grid):
+    from vgrout import plots_grpo
+    from vgrout.results import final_summary
+
+    runs = plots_grpo.discover_runs(fake_grid)
+    head = plots_grpo.headline_table(plots_grpo.views_table(final_summary(runs))).set_index(["arm", "split"])
+    assert head.loc[("vanilla", "test"), "deployed_hack"] == head.loc[("vanilla", "test"), "trained_hack"]
+    assert head.loc[("routeA", "test"), "trained_hack"] == pytest.approx(0.81)  # mean of 0.80, 0.82
+    assert head.loc[("routeA", "test"), "deployed_hack"] == pytest.approx(0.06)
+    assert head.loc[("routeA", "test"), "deployed_hack_ci"] > 0 and head.loc[("routeA", "test"), "step"] == 30
+
+
+def test_first_hack_table_averages_seeds_that_got_there_and_leaves_the_rest_unmarked(fake_grid):
+    from vgrout import plots_grpo
+    from vgrout.results import step_table
+
+    first = plots_grpo.first_hack_table(step_table(plots_grpo.discover_runs(fake_grid)), 0.5, 1).set_index("arm")
+    assert first.loc["vanilla", "first_step"] == 13 and first.loc["vanilla", "seeds_reached"] == 2
+    assert np.isnan(first.loc["routeA", "first_step"]) and first.loc["routeA", "seeds_reached"] == 0
+
+
+def test_deployed_tables_use_deployed_rows_and_the_last_evaluation(fake_grid):
+    from vgrout import plots_grpo
+    from vgrout.results import eval_table, mode_table
+
+    runs = plots_grpo.discover_runs(fake_grid)
+    curves = plots_grpo.deployed_curves(eval_table(runs)).set_index(["arm", "split", "metric", "step"])
+    assert curves.loc[("routeA", "test", "hack", 20), "rate"] == pytest.approx(0.06)
+    assert curves.loc[("vanilla", "test", "hack", 20), "rate"] == pytest.approx(0.81)
+    modes = plots_grpo.deployed_mode_table(mode_table(runs)).set_index(["arm", "split", "mode"])
+    assert modes.loc[("routeA", "iid", "sentinel"), "hack"] == pytest.approx(0.30)
+    assert modes.loc[("routeA", "iid", "sentinel"), "n"] == 16
+
+
+def test_grid_figures_render_and_save(fake_grid, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from vgrout import plots, plots_grpo
+    from vgrout.results import eval_table, final_summary, mode_table, step_table
+
+    runs = plots_grpo.discover_runs(fake_grid)
+    steps = step_table(runs)
+    figs = {
+        "curves": plots_grpo.curves_figure(plots_grpo.curve_table(steps, ["reward", "hack"], 5),
+                                           {"reward": "reward", "hack": "hack rate"}, "t", free_y=["reward"]),
+        "views": plots_grpo.views_figure(plots_grpo.views_table(final_summary(runs)), "t"),
+        "worked": plots_grpo.worked_figure(plots_grpo.deployed_curves(eval_table(runs)),
+                                           plots_grpo.first_hack_table(steps), "t"),
+        "modes": plots_grpo.mode_figure(plots_grpo.deployed_mode_table(mode_table(runs)), "t"),
+    }
+    for name, fig in figs.items():
+        assert (plots.save_figure(fig, name, tmp_path / "out")).read_bytes()[:4] == b"\x89PNG"
