@@ -240,9 +240,10 @@ def _fake_run(path: Path, arm: str, seed: int, steps: int = 30, finished: bool =
 
     path.mkdir(parents=True)
     (path / "config.json").write_text(GRPOConfig(arm=arm, seed=seed, steps=steps).to_json())
-    rows = [dict(step=s, reward=1.0, hack=min(1.0, max(0.0, (s - 8) / 10)) if arm == "vanilla" else 0.1 * seed,
-                 solve=0.2, zone_keep=0.0, zone_absorb=0.9, zone_route=0.1, gate_auroc=None if s < 3 else 0.7,
-                 gate_f05=0.5, quarantine_share=0.5, delta_share=None) for s in range(1, steps + 1)]
+    hack = (lambda s: min(1.0, max(0.0, (s - 8) / 10))) if arm == "vanilla" else (lambda s: 0.1 * seed)
+    rows = [dict(step=s, reward=1.0, hack=hack(s), solve=0.2, zone_keep=0.0, zone_absorb=0.9, zone_route=0.1,
+                 gate_auroc=None if s < 3 else 0.7, gate_f05=0.5, quarantine_share=0.5, delta_share=None)
+            for s in range(1, steps + 1)]
     (path / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     evals = []
     for step in (10, 20, 30):
@@ -293,7 +294,8 @@ def test_curve_table_smooths_per_seed_then_spans_the_seeds(fake_grid):
     from vgrout.results import step_table
 
     runs = plots_grpo.discover_runs(fake_grid, arms=["routeA"])
-    t = plots_grpo.curve_table(step_table(runs), ["hack", "gate_auroc"], smooth=3).set_index(["metric", "step"])
+    t = plots_grpo.curve_table(step_table(runs), ["hack", "gate_auroc"], smooth=3)
+    t = t.set_index(["metric", "step"])
     assert t.loc[("hack", 5), "lo"] == pytest.approx(0.0) and t.loc[("hack", 5), "hi"] == pytest.approx(0.1)
     assert t.loc[("hack", 5), "mean"] == pytest.approx(0.05) and t.loc[("hack", 5), "seeds"] == 2
     assert np.isnan(t.loc[("gate_auroc", 2), "mean"]), "a step without a gate AUROC must be a gap, not 0"
@@ -316,7 +318,8 @@ def test_first_hack_table_averages_seeds_that_got_there_and_leaves_the_rest_unma
     from vgrout import plots_grpo
     from vgrout.results import step_table
 
-    first = plots_grpo.first_hack_table(step_table(plots_grpo.discover_runs(fake_grid)), 0.5, 1).set_index("arm")
+    steps = step_table(plots_grpo.discover_runs(fake_grid))
+    first = plots_grpo.first_hack_table(steps, 0.5, 1).set_index("arm")
     assert first.loc["vanilla", "first_step"] == 13 and first.loc["vanilla", "seeds_reached"] == 2
     assert np.isnan(first.loc["routeA", "first_step"]) and first.loc["routeA", "seeds_reached"] == 0
 

@@ -292,7 +292,9 @@ def worked_figure(curves: pd.DataFrame, first: pd.DataFrame, title: str, arms: S
     handles.append(plt.Line2D([], [], color="0.3", ls="--", lw=1))
     names.append(f"first step with training hack rate >= {thr:g} ({win}-step mean)")
     never = [a for a in arms if a not in marks]
-    fig.suptitle(title + (f"\nnever reached hack rate {thr:g} in training: {', '.join(never)}" if never else ""))
+    if never:
+        title += f"\nnever reached hack rate {thr:g} in training: {', '.join(never)}"
+    fig.suptitle(title)
     _legend_below(fig, handles, names, ncol=min(len(names), 4))
     return fig
 
@@ -324,8 +326,8 @@ def mode_figure(table: pd.DataFrame, title: str, arms: Sequence[str] = ()):
     arms = list(arms) or list(dict.fromkeys(table["arm"]))
     splits = [s for s in ("iid", "test") if s in set(table["split"])]
     modes = list(dict.fromkeys(table.sort_values("mode")["mode"]))
-    fig, axes = plt.subplots(1, len(splits), figsize=(1.1 * len(modes) * len(splits) + 4, 0.5 * len(arms) + 2.2),
-                             squeeze=False)
+    size = (1.1 * len(modes) * len(splits) + 4, 0.5 * len(arms) + 2.2)
+    fig, axes = plt.subplots(1, len(splits), figsize=size, squeeze=False)
     for ax, split in zip(axes[0], splits):
         wide = table[table["split"] == split].pivot(index="arm", columns="mode", values="hack")
         wide = wide.reindex(index=[a for a in arms if a in wide.index], columns=modes)
@@ -335,7 +337,8 @@ def mode_figure(table: pd.DataFrame, title: str, arms: Sequence[str] = ()):
         ax.set_yticks(ax.get_yticks(), ax.get_yticklabels(), rotation=0)
         ax.set(xlabel="grading mode", ylabel="arm" if split == splits[0] else "", title=SPLIT_TITLES[split])
         ax.title.set_fontsize(10)
-    fig.suptitle(title + "\n(blank: mode not in that arm's problems)" if table["hack"].isna().any() or
-                 len(table) < len(arms) * len(modes) * len(splits) else title)
+    if len(table) < len(arms) * len(modes) * len(splits):  # e.g. a gt_only control: one mode only
+        title += "\n(blank: mode not in that arm's problems)"
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
