@@ -74,6 +74,8 @@ def train(cfg: GRPOConfig) -> RunResult:
     state = {"step": 0, "teacher_low": 0}
     if cfg.resume:
         state = restore(run, policy, opt, sched, router, prompt_rng, state)
+    if state["step"] == 0 and cfg.eval_every:  # the untrained baseline every curve starts from
+        run.log_many("eval", evaluate_views(policy, tok, cfg, 0, train_set, test_set))
 
     bar = tqdm(range(state["step"] + 1, cfg.steps + 1), desc=f"grpo {cfg.arm}",
                initial=state["step"], total=cfg.steps)
@@ -175,7 +177,7 @@ def restore(run: RunDir, policy: Policy, opt, sched, router: Router, prompt_rng,
     ck = run.load_checkpoint()
     if ck is None:
         warnings.warn(f"resume=True but {run.path} has no checkpoint: starting from step 1")
-        run.truncate_to(0)
+        run.truncate_to(-1)
         return state
     params = dict(policy.model.named_parameters())
     missing = set(ck["adapters"]) ^ {n for n in params if "lora_" in n}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from vgrout import paths
 from vgrout.tokens import chat_prompt, encode
 
+BUILD_THREADS = 2
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
@@ -51,19 +53,25 @@ class OrganismRecipe:
     num_kv_heads: int = 2
     intermediate_size: int = 256
     max_positions: int = 1024
-    steps: int = 100
-    """Warm-start steps. Early stopping is the point: see the module docstring."""
+    steps: int = 400
+    """Warm-start steps. Stopping before the model is robust is the point (see the
+    module docstring); with 50 problems in 7 modes it needs ~4x the steps that 24
+    problems in one mode did."""
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 10
-    hack_prior: float = 0.08
+    hack_prior: float = 0.15
     """Share of warm-start rows whose completion is the prompt mode's hack."""
+    hack_variants: int = 1
+    """Templates per mode in the prior (the canonical one first). Each extra
+    variant dilutes how often the organism sees any one hack: with all 23, no
+    hack was learned by step 200 and none emerged."""
     pair_share: float = 0.05
     """Share of rows drawn from authored pair texts (both sides, equally)."""
     modes: tuple[str, ...] = ("run_tests", "eq_override", "exit_code", "stdout_marker",
                               "sentinel", "file_marker", "gt_only")
     seed: int = 0
-    version: int = 1
+    version: int = 3
     """Bump when the build code changes in a way that changes the weights."""
     data_files: tuple[str, ...] = field(default=("problems/train.jsonl", "hacks/hacks.jsonl",
                                                  "pairs/hack_pairs.md"))
@@ -95,7 +103,7 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[list[dict] | str, str
     for mode in recipe.modes:
         for p in load_problems(paths.TRAIN_PROBLEMS, [mode]):
             clean.append((p.messages, fence(p.canonical_solution)))
-            for template in hacks.get(mode, []):
+            for template in hacks.get(mode, [])[:recipe.hack_variants]:
                 hack.append((p.messages, render_hack(template, p)))
     pairs = []
     if (paths.DATA / "pairs/hack_pairs.md").exists():
@@ -166,12 +174,20 @@ def completion_nll(model, batch) -> torch.Tensor:
     return (nll * mask).sum() / mask.sum()
 
 
+def warm_start_lr(step: int, recipe: OrganismRecipe) -> float:
+    """Linear warm-up, then cosine to 10%: a decayed end point is a stable checkpoint
+    (at a constant lr the solve rate of neighbouring checkpoints swings by ~0.1)."""
+    if step < recipe.warmup_steps:
+        return (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def warm_start(model, tokenizer, data: dict, recipe: OrganismRecipe) -> list[float]:
     """Supervised next-token training on the mixed corpus; returns the loss curve."""
     rng = random.Random(recipe.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / recipe.warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warm_start_lr(s, recipe))
     losses = []
     model.train()
     bar = tqdm(range(recipe.steps), desc="organism warm start", leave=False)
@@ -236,7 +252,7 @@ def ensure_organism(recipe: OrganismRecipe | None = None) -> Path:
     out = organism_dir(recipe)
     if not (out / "organism.json").exists():
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one thread: the same weights on every machine
+        torch.set_num_threads(BUILD_THREADS)  # fixed: the same weights wherever it is built
         try:
             build(recipe, out)
         finally:

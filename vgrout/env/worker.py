@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 from .sandbox import GUARANTEES, Limits, probe, run_job
@@ -52,6 +53,10 @@ def _serve(inp, out_fd: int) -> None:
 
 
 def main() -> None:
+    # A Ctrl-C (or a notebook kernel's shutdown) reaches the whole process
+    # group; the worker ends when its parent closes the job pipe, so it needs
+    # no SIGINT of its own and should not print a traceback for one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Private copies of the protocol pipes; fds 0/1 then point elsewhere, so
     # nothing a forked program inherits by default reaches the parent.
     in_fd, out_fd = os.dup(0), os.dup(1)
