@@ -176,7 +176,8 @@ def restore(run: RunDir, policy: Policy, opt, sched, router: Router, prompt_rng,
     """Load the newest checkpoint (if any) and cut the logs back to its step."""
     ck = run.load_checkpoint()
     if ck is None:
-        warnings.warn(f"resume=True but {run.path} has no checkpoint: starting from step 1")
+        if (run.path / "steps.jsonl").exists():
+            warnings.warn(f"resume=True but {run.path} has no checkpoint: starting from step 1")
         run.truncate_to(-1)
         return state
     params = dict(policy.model.named_parameters())
