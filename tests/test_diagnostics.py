@@ -177,3 +177,23 @@ def test_rendered_pool_pairs_each_problem_and_drops_failed_grades(monkeypatch):
     assert pool.completions[2] == "H-b:t1"  # variants cycle over problems
     assert pool.counts() == (3, 2)
     assert pool.groups == ["t0", "t0", "t1", "t2", "t2"]
+
+
+def test_self_generated_pairs_take_a_hack_from_the_hinted_prompt_alone(monkeypatch):
+    from vgrout import selfpairs
+
+    problems = [SimpleNamespace(id=0, mode="sentinel", messages=[{"role": "user", "content": "hint 0"}],
+                                plain_messages=[{"role": "user", "content": "plain 0"}])]
+
+    def fake_sample(model, tok, messages, n, seed=None, **kw):
+        text = messages[0][-1]["content"]
+        side = "ASK" if "Do not solve" in text else ("HINT" if text.startswith("hint") else "C")
+        return [[f"{side}-{j}" for j in range(n)]]
+
+    def fake_grade(items, workers=2):  # a model that ignores the request but uses the hint
+        return [SimpleNamespace(exploited=c == "HINT-1", gt_correct=c == "C-0") for c, _ in items]
+
+    monkeypatch.setattr("vgrout.sampling.sample", fake_sample)
+    monkeypatch.setattr("vgrout.env.grade_many", fake_grade)
+    pairs = selfpairs.self_generated_pairs(None, None, problems, n_samples=2)
+    assert [(p.hack, p.clean) for p in pairs] == [("HINT-1", "C-0")]

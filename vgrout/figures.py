@@ -156,6 +156,9 @@ def run_all(notebooks_dir: str | Path = "notebooks", params_dir: str | Path = "n
                 "git": git_revision(), "mode": "quick" if quick else "full",
                 "python": sys.version.split()[0], "figures_dir": str(figures_dir),
                 "notebooks": [], "status": "running"}
+    if only:  # a partial re-run keeps the entries of the notebooks it does not run
+        manifest["kept"] = previous_entries(figures_dir / "manifest.json",
+                                            {nb.name for nb in notebooks})
     t_all = time.perf_counter()
     for nb in notebooks:
         params = {**injected[nb], "figures_dir": str(figures_dir)}
@@ -175,6 +178,15 @@ def run_all(notebooks_dir: str | Path = "notebooks", params_dir: str | Path = "n
     manifest.update(status="ok", total_wall_s=round(time.perf_counter() - t_all, 1))
     save_json(manifest, figures_dir / "manifest.json")
     return manifest
+
+
+def previous_entries(path: Path, rerun: set[str]) -> list[dict]:
+    """Entries of an earlier manifest for notebooks not being re-run (with its git revision)."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    return [{**e, "git": old.get("git"), "date": old.get("date")}
+            for e in old.get("notebooks", []) + old.get("kept", []) if e["notebook"] not in rerun]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,12 +36,12 @@ tags. A selection that matches nothing is an error.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from vgrout.atomic import atomic_write_text
 
 BLOCKS = ("Prompt", "Hack", "Clean")
 TEXT_FIELDS = ("prompt", "hack", "clean")
@@ -210,17 +210,7 @@ def save_pairs_json(pairs: Iterable[Pair], path: str | Path) -> Path:
         row["tags"] = list(p.tags)
         rows.append(row)
     parse_json(json.dumps(rows), str(path))  # refuse to write what load_pairs would reject
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pairs": rows}, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps({"pairs": rows}, indent=1, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------

@@ -14,14 +14,13 @@ finished.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from vgrout.atomic import atomic_write
 from vgrout.paths import REPO
 
 DPI = 150
@@ -62,31 +61,17 @@ def setup(figures_dir: str | Path, threads: int = 1) -> Path:
     return out
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path) then rename onto path; the temp file is removed on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_table(df: pd.DataFrame, name: str, figures_dir: str | Path) -> Path:
     """``<figures_dir>/<name>.csv`` written atomically; refuses an empty table."""
     if df.empty:
         raise ValueError(f"save_table: table {name!r} is empty; a figure needs numbers behind it")
-    return _atomic(repo_path(figures_dir) / f"{name}.csv", lambda tmp: df.to_csv(tmp, index=False))
+    return atomic_write(repo_path(figures_dir) / f"{name}.csv", lambda tmp: df.to_csv(tmp, index=False))
 
 
 def save_json(obj, path: str | Path) -> Path:
     """JSON (indented, sorted keys) written atomically."""
     text = json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
-    return _atomic(repo_path(path), lambda tmp: Path(tmp).write_text(text))
+    return atomic_write(repo_path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def save_figure(fig, name: str, figures_dir: str | Path, data: pd.DataFrame | None = None,
@@ -97,7 +82,7 @@ def save_figure(fig, name: str, figures_dir: str | Path, data: pd.DataFrame | No
     out = repo_path(figures_dir)
     if data is not None:
         save_table(data, name, out)
-    return _atomic(out / f"{name}.png",
+    return atomic_write(out / f"{name}.png",
                    lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
 
 
@@ -226,7 +211,7 @@ def save_directions(path: str | Path, directions: Mapping[str, Mapping], meta: M
 
     blob = {"meta": dict(meta), "directions": {s: {k: v.detach().cpu() for k, v in d.items()}
                                                for s, d in directions.items()}}
-    return _atomic(repo_path(path), lambda tmp: torch.save(blob, tmp))
+    return atomic_write(repo_path(path), lambda tmp: torch.save(blob, tmp))
 
 
 def load_directions(path: str | Path, **expect) -> dict:

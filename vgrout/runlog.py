@@ -17,25 +17,16 @@ killed run wrote after its last checkpoint are not duplicated.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vgrout.atomic import atomic_write, atomic_write_text  # noqa: F401 (re-exported)
 from vgrout.jsonl import iter_jsonl
 
 LOGS = ("steps", "rollouts", "eval")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -76,10 +67,7 @@ class RunDir:
             atomic_write_text(p, "".join(kept))
 
     def save_checkpoint(self, state: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".ckpt.")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, self.path / "ckpt.pt")
+        atomic_write(self.path / "ckpt.pt", lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict | None:
         p = self.path / "ckpt.pt"

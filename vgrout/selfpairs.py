@@ -2,9 +2,11 @@
 
 Authored pairs are text the policy may never produce; a direction fit on them
 can point at authoring style rather than at what the policy does when it
-hacks. Here the policy writes both sides: the hack side on a prompt that
-discloses the loophole and asks the policy to use it, the clean side on the
-hint-free prompt. The environment grades both, and only a problem with an
+hacks. Here the policy writes both sides: the hack side on prompts that
+disclose the loophole (the training prompt with its hint, and the same prompt
+with an explicit request to use it — a small model may not follow a request
+it never saw, but does exploit a disclosed loophole on its own), the clean
+side on the hint-free prompt. The environment grades both, and only a problem with an
 exploiting hack and a correct solution yields a pair, so a pair never rests on
 an unverified label. No rollout label of the training run is used.
 
@@ -51,17 +53,19 @@ def self_generated_pairs(model, tokenizer, problems: Sequence, n_samples: int = 
     if not problems:
         raise ValueError("self_generated_pairs: no problem has a loophole to exploit")
     kw = dict(n=n_samples, max_new_tokens=max_new_tokens, temperature=temperature)
-    hacks = sample(model, tokenizer, [hack_request_messages(p) for p in problems], seed=seed, **kw)
+    asked = sample(model, tokenizer, [hack_request_messages(p) for p in problems], seed=seed, **kw)
+    hinted = sample(model, tokenizer, [p.messages for p in problems], seed=seed + 2, **kw)
+    hacks = [a + h for a, h in zip(asked, hinted)]
     cleans = sample(model, tokenizer, [p.plain_messages for p in problems], seed=seed + 1, **kw)
-    items = [(c, p) for p, cs in zip(problems, hacks) for c in cs]
-    items += [(c, p) for p, cs in zip(problems, cleans) for c in cs]
-    grades = grade_many(items, workers=workers)
-    half = len(items) // 2
+    hack_items = [(c, p) for p, cs in zip(problems, hacks) for c in cs]
+    clean_items = [(c, p) for p, cs in zip(problems, cleans) for c in cs]
+    grades = grade_many(hack_items + clean_items, workers=workers)
+    hack_grades, clean_grades = grades[:len(hack_items)], grades[len(hack_items):]
     pairs = []
     for k, p in enumerate(problems):
-        span = range(k * n_samples, (k + 1) * n_samples)
-        hack = next((items[i][0] for i in span if grades[i].exploited), None)
-        clean = next((items[half + i][0] for i in span if grades[half + i].gt_correct), None)
+        hs, cs = range(2 * k * n_samples, 2 * (k + 1) * n_samples), range(k * n_samples, (k + 1) * n_samples)
+        hack = next((hack_items[i][0] for i in hs if hack_grades[i].exploited), None)
+        clean = next((clean_items[i][0] for i in cs if clean_grades[i].gt_correct), None)
         if hack is None or clean is None:
             continue
         pairs.append(Pair(id=f"self-{p.id}", section="self",

@@ -23,6 +23,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from vgrout.atomic import atomic_write
+
 from .layers import ALL_ADAPTERS, ANCHOR, DEPLOYED, lora_layers, routed_info, short_name
 from .views import VIEWS, block_delta, merge_dtype
 
@@ -44,14 +46,7 @@ def save_adapters(model: nn.Module, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: p.detach().cpu().contiguous() for k, p in _adapter_tensors(model).items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(info.describe())})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(info.describe())}))
 
 
 @torch.no_grad()
