@@ -196,6 +196,8 @@ def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tup
     finally:
         os.close(pidfd)
     _, st = os.waitpid(pid, 0)
+    if not timed_out and os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGXCPU:
+        timed_out = True  # the CPU limit is a time limit too: on an idle machine it fires first
     if level == "none":
         _kill(pid, level)                      # anything left in its process group
     for p in pipes:                            # drain what is already written
