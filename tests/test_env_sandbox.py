@@ -173,3 +173,46 @@ def test_start_up_says_which_guarantees_hold(pools):
         assert extra.level == "none"
         extra.close()
     assert any("without OS isolation" in str(w.message) for w in caught)
+
+
+ORPHAN_PARENT = r"""
+import os, sys, time
+from vgrout.env.pool import Pool
+pool = Pool(1, sandbox="none")
+pool.level                      # starts the worker
+pid = pool.groups["oracle"][0].proc.pid
+if os.fork() == 0:      # a forked helper inherits the job pipe's write end
+    time.sleep(30)
+    os._exit(0)
+print(pid, flush=True)
+time.sleep(30)
+"""
+
+
+def test_worker_exits_when_its_parent_is_killed():
+    """A helper forked after the pool started keeps the job pipe open; the
+    worker must still notice that its parent died instead of idling forever."""
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_PARENT], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        worker = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(worker):
+            time.sleep(0.2)
+        assert not _running(worker), "grader worker outlived its killed parent"
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -13,6 +13,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 
 from .sandbox import GUARANTEES, Limits, probe, run_job
 
@@ -52,7 +54,21 @@ def _serve(inp, out_fd: int) -> None:
             data = data[os.write(out_fd, data):]
 
 
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """End the worker once its parent is gone.
+
+    End of input on the job pipe is not enough: a process the parent forked
+    after starting the worker (a notebook kernel's helper, a fork-based data
+    loader) inherits the pipe's write end, keeps it open after the parent is
+    killed, and the worker would then wait forever as an orphan.
+    """
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(0)
+
+
 def main() -> None:
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # A Ctrl-C (or a notebook kernel's shutdown) reaches the whole process
     # group; the worker ends when its parent closes the job pipe, so it needs
     # no SIGINT of its own and should not print a traceback for one.
