@@ -50,6 +50,25 @@ def test_held_out_problems_never_enter_the_corpus():
         assert organism.fence(p.canonical_solution) not in seen
 
 
+def test_unseen_training_problems_never_enter_the_corpus():
+    from vgrout.env import load_problems
+    recipe = replace(QUICK, unseen_every=5)
+    unseen = organism.unseen_problem_ids(recipe)
+    problems = load_problems(organism.paths.TRAIN_PROBLEMS, ["gt_only"])
+    assert unseen == [p.id for p in problems[4::5]]
+    data = organism.corpus(recipe)
+    # The authored pair texts are corpus of their own and may quote a statement.
+    texts = {m["content"] for kind in ("clean", "hack") for prompt, _ in data[kind] for m in prompt}
+    completions = {c for kind in ("clean", "hack") for _, c in data[kind]}
+    for p in problems:
+        statement = p.prompt.split("\n\n")[0]          # "PROBLEM:\n<its text>"
+        shown = any(statement in t for t in texts)
+        assert shown == (p.id not in unseen), p.id
+        if p.id in unseen:
+            assert organism.fence(p.canonical_solution) not in completions
+    assert organism.unseen_problem_ids(replace(QUICK, unseen_every=0)) == []
+
+
 def test_load_policy_round_trips_through_save_pretrained(tmp_path):
     model, tok = load_policy("organism")
     assert tok.padding_side == "left"

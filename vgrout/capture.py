@@ -42,6 +42,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from vgrout.loss import completion_nll
 from vgrout.tokens import Batch, chat_prompt, encode
 
 SITES = ("resid", "bottleneck", "adapter_out", "grad")
@@ -120,15 +121,6 @@ def _layer_output(out) -> Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _completion_nll(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> Tensor:
-    """Per-row mean NLL of completion tokens: [batch]. Logits at t predict token t+1."""
-    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
-    logp = torch.log_softmax(logits, dim=-1)  # [batch, pos-1, vocab]
-    tok = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # [batch, pos-1]
-    m = completion_mask[:, 1:].to(tok.dtype)
-    return -(tok * m).sum(1) / m.sum(1).clamp_min(1.0)
-
-
 def _check_grad_site(loras: dict[str, nn.Module], block: str) -> None:
     if all(float(l.lora_B[block].weight.detach().abs().max()) == 0.0 for l in loras.values()):
         raise ValueError(f"capture: site 'grad' needs a nonzero B in block {block!r}; "
@@ -171,7 +163,7 @@ def capture(model: nn.Module, batch: Batch, sites: Sequence[str] = SITES,
             out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                         use_cache=False)
             if want_grad:
-                loss = _completion_nll(out.logits, batch.input_ids, mask).sum()
+                loss = completion_nll(out.logits, batch.input_ids, mask, per_row=True).sum()
                 grads = torch.autograd.grad(loss, list(leaves.values()))
                 pooled["grad"] = {n: _pool(g, mask) for n, g in zip(leaves, grads)}
     finally:

@@ -186,7 +186,7 @@ class GRPOConfig:
 PRESETS: dict[str, dict] = {
     # CPU default: ~2-4 minutes a run on the organism (NOTES §1, §4).
     "organism": dict(steps=60, prompts_per_step=4, group_size=8, max_new_tokens=100,
-                     lr=1e-3, eval_every=20, eval_samples=2),
+                     lr=7e-4, eval_every=20, eval_samples=2),
     # Seconds: plumbing only, for tests.
     "smoke": dict(steps=3, prompts_per_step=2, group_size=4, max_new_tokens=64,
                   lr=1e-3, eval_every=0, eval_samples=1, eval_max_problems=4,

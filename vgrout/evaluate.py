@@ -70,15 +70,27 @@ def measure_organism(split: str = "train", mode: str = "run_tests", n_samples: i
     from vgrout import paths
     from vgrout.env import load_problems
     from vgrout.models import load_policy
+    from vgrout.organism import OrganismRecipe
 
     torch.manual_seed(seed)
     model, tok = load_policy("organism")
     path = paths.TRAIN_PROBLEMS if split == "train" else paths.TEST_PROBLEMS
     problems = load_problems(path, [mode])
-    summary, _ = evaluate_policy(model, tok, problems, n_samples, max_new_tokens,
-                                 temperature, seed=seed)
+    summary, rows = evaluate_policy(model, tok, problems, n_samples, max_new_tokens,
+                                    temperature, seed=seed)
     summary.pop("by_mode", None)
-    return {"split": split, "mode": mode, "temperature": temperature, **summary}
+    out = {"split": split, "mode": mode, "temperature": temperature, **summary}
+    if split == "train":
+        from vgrout.organism import unseen_problem_ids
+        unseen = set(unseen_problem_ids(OrganismRecipe()))
+        for name, keep in (("memorised", lambda r: r["problem_id"] not in unseen),
+                           ("unseen", lambda r: r["problem_id"] in unseen)):
+            part = [r for r in rows if keep(r)]
+            if part:
+                out[name] = {k: sum(r[a] for r in part) / len(part) for k, a in
+                             (("compile", "format_ok"), ("solve", "gt_correct"),
+                              ("hack", "exploited"))} | {"n": len(part)}
+    return out
 
 
 def evaluate_views(policy, tokenizer, cfg, step: int, train_set: Sequence,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from vgrout.organism import completion_nll
+from vgrout.loss import completion_nll
 from vgrout.tokens import chat_prompt, encode
 
 
@@ -32,7 +32,9 @@ def retain_heal(policy, tokenizer, pairs, cfg, batch_size: int = 8) -> dict:
         for p in policy.params["quarantine"]:
             p.grad = None
         with policy.ablated():
-            loss = completion_nll(policy.model, batch)
+            logits = policy.model(input_ids=batch.input_ids,
+                                  attention_mask=batch.attention_mask).logits
+            loss = completion_nll(logits, batch.input_ids, batch.completion_mask)
             loss.backward()
         leaked = [p for p in policy.params["quarantine"]
                   if p.grad is not None and bool(p.grad.abs().max() > 0)]

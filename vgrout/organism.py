@@ -62,6 +62,12 @@ class OrganismRecipe:
     warmup_steps: int = 10
     hack_prior: float = 0.15
     """Share of warm-start rows whose completion is the prompt mode's hack."""
+    unseen_every: int = 5
+    """Leave every k-th training problem (positions k-1, 2k-1, ...) out of the warm
+    start (0 = none). GRPO still trains on them: like a real model facing problems
+    it cannot solve, the organism can only be paid there by its loophole, which is
+    the pressure that makes hacking emerge. Where every problem is memorised, a
+    hack and a solve pay the same and GRPO has no reason to prefer the hack."""
     hack_variants: int = 1
     """Templates per mode in the prior (the canonical one first). Each extra
     variant dilutes how often the organism sees any one hack: with all 23, no
@@ -71,7 +77,7 @@ class OrganismRecipe:
     modes: tuple[str, ...] = ("run_tests", "eq_override", "exit_code", "stdout_marker",
                               "sentinel", "file_marker", "gt_only")
     seed: int = 0
-    version: int = 3
+    version: int = 4
     """Bump when the build code changes in a way that changes the weights."""
     data_files: tuple[str, ...] = field(default=("problems/train.jsonl", "hacks/hacks.jsonl",
                                                  "pairs/hack_pairs.md"))
@@ -99,9 +105,12 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[list[dict] | str, str
     from vgrout.env import load_hacks, load_problems, render_hack
 
     hacks = load_hacks(paths.HACKS)
+    unseen = set(unseen_problem_ids(recipe))
     clean, hack = [], []
     for mode in recipe.modes:
         for p in load_problems(paths.TRAIN_PROBLEMS, [mode]):
+            if p.id in unseen:
+                continue
             clean.append((p.messages, fence(p.canonical_solution)))
             for template in hacks.get(mode, [])[:recipe.hack_variants]:
                 hack.append((p.messages, render_hack(template, p)))
@@ -114,6 +123,17 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[list[dict] | str, str
         raise RuntimeError(f"organism corpus is empty: {len(clean)} clean, {len(hack)} hack "
                            f"examples from {paths.TRAIN_PROBLEMS} and {paths.HACKS}")
     return {"clean": clean, "hack": hack, "pair": pairs}
+
+
+def unseen_problem_ids(recipe: OrganismRecipe) -> list[str]:
+    """Training problems the warm start never shows (see `OrganismRecipe.unseen_every`)."""
+    from vgrout.env import load_problems
+
+    if recipe.unseen_every <= 0:
+        return []
+    k = recipe.unseen_every
+    problems = load_problems(paths.TRAIN_PROBLEMS, ["gt_only"])
+    return [p.id for i, p in enumerate(problems) if i % k == k - 1]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -164,14 +184,14 @@ def draw_batch(rng: random.Random, data: dict, recipe: OrganismRecipe) -> list[t
     return rows
 
 
-def completion_nll(model, batch) -> torch.Tensor:
-    """Mean next-token NLL over completion tokens (the prompt is context only)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), -1)  # [batch, pos-1, vocab]
-    tgt = batch.input_ids[:, 1:]
-    mask = batch.completion_mask[:, 1:].float()
-    nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-    return (nll * mask).sum() / mask.sum()
+def completion_only_nll(model, batch) -> torch.Tensor:
+    """Mean NLL of completion tokens, projecting only their hidden states to the
+    vocabulary: prompts are ~70% of the tokens, so this skips most of the LM head."""
+    hidden = model.model(input_ids=batch.input_ids,
+                         attention_mask=batch.attention_mask).last_hidden_state
+    scored = batch.completion_mask[:, 1:].bool()  # position t predicts token t+1
+    logits = model.lm_head(hidden[:, :-1][scored]).float()  # [n_completion_tokens, vocab]
+    return torch.nn.functional.cross_entropy(logits, batch.input_ids[:, 1:][scored])
 
 
 def warm_start_lr(step: int, recipe: OrganismRecipe) -> float:
@@ -195,7 +215,7 @@ def warm_start(model, tokenizer, data: dict, recipe: OrganismRecipe) -> list[flo
         rows = draw_batch(rng, data, recipe)
         prompts = [chat_prompt(tokenizer, p) for p, _ in rows]
         batch = encode(tokenizer, prompts, [c for _, c in rows])
-        loss = completion_nll(model, batch)
+        loss = completion_only_nll(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
