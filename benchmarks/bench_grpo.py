@@ -3,8 +3,9 @@
 Runs every arm in one process on the same config (the organism preset unless
 told otherwise), one after another, and prints a table of median seconds per
 step split into generate / grade / gate / update, and each arm's ratio to the
-plain-LoRA vanilla baseline. Not a test: timings on a shared machine are noisy,
-so compare ratios from one invocation only.
+plain-LoRA vanilla baseline. Gate and update times are scaled to a step in
+which every group is live (see `full_step`). Not a test: timings on a shared
+machine are noisy, so compare ratios from one invocation only.
 
     python benchmarks/bench_grpo.py --steps 8 --threads 2
 """
@@ -34,6 +35,19 @@ ARMS = {
 PARTS = ("generate", "grade", "gate", "update")
 
 
+def full_step(row: dict, part: str, prompts: int) -> float:
+    """A part's time scaled to a step where every group is live.
+
+    Gate and update work is per live group, and arms diverge after step 1, so
+    one arm may skip more zero-variance groups than another; unscaled medians
+    then compare different amounts of work.
+    """
+    t = row[f"time_{part}"]
+    if part in ("gate", "update") and row["live_groups"] > 0:
+        return t * prompts / row["live_groups"]
+    return t
+
+
 def bench(name: str, kw: dict, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = preset(args.preset, steps=args.steps, eval_every=0, eval_samples=1,
@@ -42,9 +56,12 @@ def bench(name: str, kw: dict, args) -> dict:
         t0 = time.perf_counter()
         res = train(cfg)
         wall = time.perf_counter() - t0
-    rows = [r for r in res.steps if "reward" in r][1:]  # the first step pays warm-up costs
-    out = {p: statistics.median(r[f"time_{p}"] for r in rows) for p in PARTS}
-    out["step"] = statistics.median(sum(r[f"time_{p}"] for p in PARTS) for r in rows)
+    # the first step pays warm-up costs; a step with no live group trains nothing
+    rows = [r for r in res.steps if "reward" in r][1:]
+    rows = [r for r in rows if r["live_groups"] > 0] or rows
+    per_step = [{p: full_step(r, p, cfg.prompts_per_step) for p in PARTS} for r in rows]
+    out = {p: statistics.median(t[p] for t in per_step) for p in PARTS}
+    out["step"] = statistics.median(sum(t.values()) for t in per_step)
     out["wall"] = wall
     return out
 

@@ -110,6 +110,49 @@ def test_mixed_batch_gradient_equals_sum_of_per_row_gradients():
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
+def _per_adapter_forward(layer, m, d):
+    """The unfused definition: PEFT's sum over the four adapters, masks on each output."""
+    def forward(x, *args, **kwargs):
+        out = layer.base_layer(x)
+        for name in ("deployed", "deployed_0", "quarantine", "quarantine_0"):
+            y = layer.lora_B[name](layer.lora_A[name](x)) * layer.scaling[name]
+            if name.startswith("quarantine"):
+                y = y * m.view(-1, 1, 1)
+            elif name == "deployed":
+                y = torch.where(d.view(-1, 1, 1), y.detach(), y)
+            out = out + y
+        return out
+    return forward
+
+
+def test_routed_forward_equals_the_per_adapter_definition():
+    """The fused two-pair forward gives PEFT's per-adapter values and gradients on every zone."""
+    from vgrout.adapters.layers import lora_layers
+
+    model = routed("gaussian")
+    perturb_blocks(model)
+    m, d = [0, 1, 1, 0], [0, 0, 1, 1]
+    fused = masked_grads(model, m, d)
+    fused_logits = logits(model)
+    layers = [layer for _, layer in lora_layers(model)]
+    saved = [layer.forward for layer in layers]
+    try:
+        for layer in layers:
+            layer.forward = _per_adapter_forward(layer, torch.tensor(m, dtype=torch.float32),
+                                                 torch.tensor(d, dtype=torch.bool))
+        want = masked_grads(model, m, d)
+        for layer in layers:
+            layer.forward = _per_adapter_forward(layer, torch.ones(4), torch.zeros(4, dtype=torch.bool))
+        torch.testing.assert_close(fused_logits, logits(model), atol=1e-6, rtol=0)
+    finally:
+        for layer, forward in zip(layers, saved):
+            layer.forward = forward
+    for b in want:
+        assert any(torch.count_nonzero(t) > 0 for t in want[b])
+        for got, ref in zip(fused[b], want[b]):
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
 @pytest.mark.parametrize("reentrant", [True, False])
 def test_masks_hold_under_gradient_checkpointing(reentrant):
     m, d = [0, 1, 1, 0], [0, 0, 1, 0]

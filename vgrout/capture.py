@@ -160,8 +160,10 @@ def capture(model: nn.Module, batch: Batch, sites: Sequence[str] = SITES,
             for name, layer in loras.items():
                 hooks += _hook_lora(name, layer, block, sites, mask, pooled, leaves)
         with torch.set_grad_enabled(want_grad):
+            # the hooks read activations; logits are needed only for the grad site's loss
+            head = {} if want_grad else {"logits_to_keep": 1}
             out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        use_cache=False)
+                        use_cache=False, **head)
             if want_grad:
                 loss = completion_nll(out.logits, batch.input_ids, mask, per_row=True).sum()
                 grads = torch.autograd.grad(loss, list(leaves.values()))

@@ -47,7 +47,13 @@ def deployed_pass(policy, group, batch: Batch, site: str | None):
     if site == "bottleneck":
         from vgrout.capture import capture_in_forward
         with policy.ablated(), capture_in_forward(policy.model, batch.completion_mask) as cap:
-            logp = _logprobs(policy.model, batch)
+            if need_logp:
+                logp = _logprobs(policy.model, batch)
+            else:  # features only: skip the lm head (logits for one position)
+                logp = None
+                with torch.no_grad():
+                    policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 logits_to_keep=1)
         return logp, cap.features
     with policy.ablated():
         return _logprobs(policy.model, batch), None

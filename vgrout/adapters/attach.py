@@ -18,7 +18,7 @@ from torch import nn
 from .inits import INITS, NEEDS_PAIRS, block_factors
 from .layers import (ALL_ADAPTERS, ANCHOR, BLOCKS, DEFAULT_TARGETS, INFO_ATTR, RoutedInfo,
                      lora_layers, routed_info, short_name)
-from .masks import install_route_hooks
+from .forward import install_routed_forward
 from .pair_deltas import pair_input_deltas
 from .views import reference_policy
 
@@ -98,7 +98,7 @@ def attach_routed_adapters(model: nn.Module, r: int = 8, init: str = "gaussian",
     if not any(True for _ in lora_layers(peft_model)):
         raise ValueError(f"vgrout.adapters.attach_routed_adapters: no Linear matched {list(target_modules)}")
     _initialise(peft_model, init, seed, ridge, pairs, tokenizer)
-    install_route_hooks(peft_model)
+    install_routed_forward(peft_model)
     return peft_model
 
 

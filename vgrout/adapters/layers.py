@@ -25,7 +25,7 @@ INFO_ATTR = "_vgrout_routed"
 
 @dataclass
 class RouteState:
-    """Per-row masks read by the lora_B hooks on every forward.
+    """Per-row masks read by the routed forward of every adapted Linear.
 
     m: [batch] float 0/1, multiplies the quarantine (and its anchor) output.
     d: [batch] bool, True rows see the deployed output detached.
@@ -50,7 +50,6 @@ class RoutedInfo:
     target_modules: tuple[str, ...]
     state: RouteState = field(default_factory=RouteState)
     merged_view: str | None = None
-    hook_handles: list = field(default_factory=list)
 
     def describe(self) -> dict:
         return {"r": self.r, "alpha": self.alpha, "init": self.init,

@@ -1,12 +1,11 @@
-"""Per-row route masks, applied by forward hooks on each adapter's `lora_B`.
+"""Per-row route masks, read by the routed forward of every adapted Linear.
 
-Why hooks on lora_B: PEFT adds `lora_B(lora_A(x)) * scaling` per adapter, so
-the lora_B output is exactly one block's contribution on one Linear, for every
-row of the batch. Scaling it by `m` (quarantine) or detaching it (`d`,
-deployed) changes only that block's value/gradient on the chosen rows; every
-other row and block is untouched. Measured: a keep row gives the quarantine a
-gradient of exactly 0.0, a route row gives the deployed block exactly 0.0, and
-a batched gradient equals the sum of per-row gradients.
+`forward.py` applies them on each block's bottleneck: `m` scales the
+quarantine (and its anchor) row by row, `d` cuts the deployed block's gradient
+on the chosen rows; every other row and block is untouched. Measured: a keep
+row gives the quarantine a gradient of exactly 0.0, a route row gives the
+deployed block exactly 0.0, and a batched gradient equals the sum of per-row
+gradients.
 
 The masks stay set for as long as the `route` context is open. Gradient
 checkpointing re-runs the forward inside `backward()`, so `backward()` must be
@@ -22,49 +21,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from .layers import ANCHOR, DEPLOYED, QUARANTINE, RouteState, assert_not_merged, lora_layers, routed_info
-
-
-def _rows(mask: Tensor, out: Tensor, name: str) -> Tensor:
-    """Reshape a [batch] mask to broadcast over out [batch, ..., features]."""
-    if mask.shape[0] != out.shape[0]:
-        raise RuntimeError(f"vgrout.adapters.route: mask has {mask.shape[0]} rows but {name} "
-                           f"sees a batch of {out.shape[0]} (out shape {tuple(out.shape)})")
-    return mask.to(out.device).view(-1, *([1] * (out.dim() - 1)))
-
-
-def _quarantine_hook(state: RouteState, name: str):
-    def hook(module: nn.Module, inputs, out: Tensor):  # out: [batch, pos, d_out]
-        if state.ablate:
-            return torch.zeros_like(out)
-        if state.m is not None:
-            return out * _rows(state.m, out, name).to(out.dtype)
-        return None
-    return hook
-
-
-def _deployed_hook(state: RouteState, name: str):
-    def hook(module: nn.Module, inputs, out: Tensor):  # out: [batch, pos, d_out]
-        if state.d is not None:
-            return torch.where(_rows(state.d, out, name), out.detach(), out)
-        return None
-    return hook
-
-
-def install_route_hooks(model: nn.Module) -> None:
-    """Register the m-hook on quarantine and quarantine_0, the d-hook on deployed.
-
-    The quarantine anchor is masked together with its block so that m=0 removes
-    the quarantine's whole learned delta (B A - B0 A0), not half of it. The
-    deployed anchor is frozen, so detaching it would change nothing.
-    """
-    info = routed_info(model)
-    for name, layer in lora_layers(model):
-        for adapter in (QUARANTINE, ANCHOR[QUARANTINE]):
-            info.hook_handles.append(layer.lora_B[adapter].register_forward_hook(
-                _quarantine_hook(info.state, f"{name}.lora_B.{adapter}")))
-        info.hook_handles.append(layer.lora_B[DEPLOYED].register_forward_hook(
-            _deployed_hook(info.state, f"{name}.lora_B.{DEPLOYED}")))
+from .layers import DEPLOYED, assert_not_merged, lora_layers, routed_info
 
 
 def _as_mask(x, name: str) -> Tensor:
