@@ -16,6 +16,7 @@ from torch import Tensor
 
 from vgrout.gate import zone_masks
 from vgrout.loss import grpo_loss, target_mask, token_logprobs
+from vgrout.prefix import SharedPrompt, completion_logprobs, prompt_cache, split_shared_prompt
 from vgrout.tokens import Batch, from_ids
 
 
@@ -24,9 +25,45 @@ def group_batch(group, pad: int, device) -> Batch:
     return from_ids([r.prompt_ids for r in rs], [r.completion_ids for r in rs], pad).to(device)
 
 
+def shared_prompt(model, batch: Batch) -> SharedPrompt | None:
+    """The group as one prompt plus completions (see prefix.py), or None for the full batch.
+
+    Under gradient checkpointing the backward re-runs each layer's forward with
+    the masks set at that time, which the per-zone prompt passes cannot match.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flag = ("is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing")
+            else "is_gradient_checkpointing")  # the name before transformers 5
+    if getattr(inner, flag, False):
+        return None
+    return split_shared_prompt(batch)
+
+
 @torch.no_grad()
 def _logprobs(model, batch: Batch) -> Tensor:
-    return token_logprobs(model, batch)
+    sp = shared_prompt(model, batch)
+    if sp is None:
+        return token_logprobs(model, batch)
+    return completion_logprobs(model, sp, prompt_cache(model, sp))
+
+
+@torch.no_grad()
+def _bottleneck_pass(model, batch: Batch, need_logp: bool) -> tuple[Tensor | None, Tensor]:
+    """(log-probs or None, pooled deployed-bottleneck features) in the current view."""
+    from vgrout.capture import capture_in_forward
+    sp = shared_prompt(model, batch)
+    if sp is not None:
+        pc = prompt_cache(model, sp)
+        with capture_in_forward(model, sp.completion_mask) as cap:
+            logp = completion_logprobs(model, sp, pc, logits=need_logp)
+        return logp, cap.features
+    with capture_in_forward(model, batch.completion_mask) as cap:
+        if need_logp:
+            logp = token_logprobs(model, batch)
+        else:  # features only: skip the lm head (logits for one position)
+            logp = None
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+    return logp, cap.features
 
 
 def deployed_pass(policy, group, batch: Batch, site: str | None):
@@ -38,24 +75,13 @@ def deployed_pass(policy, group, batch: Batch, site: str | None):
     need_logp = any(r.sampler == "deployed" for r in group.rollouts)
     if site is None and not need_logp:
         return None, None
-    if site == "grad":
-        from vgrout.capture import capture
-        with policy.ablated():
-            feats = capture(policy.model, batch, sites=("grad",))["grad"]
-            logp = _logprobs(policy.model, batch) if need_logp else None
-        return logp, feats
-    if site == "bottleneck":
-        from vgrout.capture import capture_in_forward
-        with policy.ablated(), capture_in_forward(policy.model, batch.completion_mask) as cap:
-            if need_logp:
-                logp = _logprobs(policy.model, batch)
-            else:  # features only: skip the lm head (logits for one position)
-                logp = None
-                with torch.no_grad():
-                    policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                 logits_to_keep=1)
-        return logp, cap.features
     with policy.ablated():
+        if site == "grad":
+            from vgrout.capture import capture
+            feats = capture(policy.model, batch, sites=("grad",))["grad"]
+            return (_logprobs(policy.model, batch) if need_logp else None), feats
+        if site == "bottleneck":
+            return _bottleneck_pass(policy.model, batch, need_logp)
         return _logprobs(policy.model, batch), None
 
 
@@ -83,8 +109,12 @@ def group_backward(policy, group, batch: Batch, zones: list[str], dep_logp: Tens
             ref_logp = _logprobs(model, batch)
     adv = advantages(group.rewards().to(device), cfg.std_normalise)
     mask = target_mask(batch)
+    sp = shared_prompt(model, batch)
+    if sp is not None:  # the prompt once per zone, each under that zone's masks
+        pc = prompt_cache(model, sp, list(zip(m.tolist(), d.tolist())),
+                          lambda rows: policy.masked(m[rows], d[rows]))
     with policy.masked(m, d):
-        logp = token_logprobs(model, batch)
+        logp = token_logprobs(model, batch) if sp is None else completion_logprobs(model, sp, pc)
         old = logp.detach()
         if dep_logp is not None:
             old = torch.where(use_dep[:, None], dep_logp, old)
