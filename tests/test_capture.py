@@ -161,3 +161,13 @@ def test_capture_texts_minibatches_equal_one_batch(lm):
     parts = capture_texts(model, tok, PROMPTS, COMPLETIONS, ["bottleneck", "resid"], batch_size=2)
     for s in ("bottleneck", "resid"):
         torch.testing.assert_close(whole[s], parts[s], atol=2e-5, rtol=1e-4)
+
+
+def test_capture_texts_returns_rows_in_input_order(lm):
+    """Minibatches are formed by length; each output row must still be its input row."""
+    model, tok = lm
+    prompts, completions = PROMPTS[::-1] + PROMPTS, COMPLETIONS[::-1] + COMPLETIONS[::-1]
+    got = capture_texts(model, tok, prompts, completions, ["bottleneck"], batch_size=2)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        one = capture(model, encode(tok, [chat_prompt(tok, p)], [c]), ["bottleneck"])
+        torch.testing.assert_close(got["bottleneck"][i], one["bottleneck"][0], atol=2e-5, rtol=1e-4)
