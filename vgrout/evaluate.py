@@ -102,6 +102,8 @@ def evaluate_views(policy, tokenizer, cfg, step: int, train_set: Sequence,
     whole model) and `ablated` (quarantine removed). `deployed` marks the view
     that ships: ablated for routed arms, the whole model for vanilla.
     The torch RNG is forked, so evaluating does not change the training run.
+    At step 0 the two views are one model (every block starts at zero net
+    delta), so one sampling pass serves both rows.
     """
     import torch
 
@@ -110,12 +112,14 @@ def evaluate_views(policy, tokenizer, cfg, step: int, train_set: Sequence,
     rows = []
     with torch.random.fork_rng(devices=[]):
         for split, problems in (("test", test_set[:cap]), ("iid", train_set[:cap])):
+            summary = None
             for view in views:
-                with policy.sampler("full" if view == "trained" else "deployed")():
-                    summary, _ = evaluate_policy(
-                        policy.model, tokenizer, problems, cfg.eval_samples, cfg.max_new_tokens,
-                        cfg.temperature, cfg.workers, seed=cfg.seed * 7919 + step,
-                        top_k=cfg.top_k, top_p=cfg.top_p)
+                if summary is None or step > 0:  # untrained, the views coincide
+                    with policy.sampler("full" if view == "trained" else "deployed")():
+                        summary, _ = evaluate_policy(
+                            policy.model, tokenizer, problems, cfg.eval_samples,
+                            cfg.max_new_tokens, cfg.temperature, cfg.workers,
+                            seed=cfg.seed * 7919 + step, top_k=cfg.top_k, top_p=cfg.top_p)
                 deployed = (view == "ablated") == (cfg.arm != "vanilla") or not policy.routed
                 rows.append({"step": step, "split": split, "view": view,
                              "deployed": deployed, **summary})
