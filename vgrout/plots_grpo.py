@@ -197,7 +197,8 @@ def format_headline(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def views_figure(views: pd.DataFrame, title: str):
-    """Hack and solve rate per arm, as trained beside deployed; rows: splits; 95% CI bars."""
+    """Hack and solve rate per arm, as trained beside deployed; rows: splits; 95% CI bars
+    (clipped to [0, 1]: with two seeds a t-interval reaches far outside it)."""
     import matplotlib.pyplot as plt
 
     arms = list(dict.fromkeys(views["arm"]))
@@ -211,7 +212,9 @@ def views_figure(views: pd.DataFrame, title: str):
             for j, (view, color) in enumerate((("trained", "0.65"), ("deployed", "tab:blue"))):
                 t = views[(views["split"] == split) & (views["metric"] == metric) & (views["view"] == view)]
                 t = t.set_index("arm").reindex(arms)
-                bars = ax.bar(x + (j - 0.5) * 0.38, t["rate"], 0.38, yerr=t["ci"].fillna(0), capsize=3,
+                ci = t["ci"].fillna(0)  # a rate lies in [0, 1]: so does the drawn interval
+                yerr = np.vstack([np.minimum(ci, t["rate"]), np.minimum(ci, 1 - t["rate"])])
+                bars = ax.bar(x + (j - 0.5) * 0.38, t["rate"], 0.38, yerr=yerr, capsize=3,
                               color=color, label=VIEW_LABELS[view], error_kw=dict(lw=1))
                 ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)  # a zero bar is otherwise invisible
             ax.set_xticks(x, arms, rotation=20, ha="right")
@@ -258,8 +261,16 @@ def first_hack_table(steps: pd.DataFrame, threshold: float = 0.5, window: int = 
                          "threshold": threshold, "window": window}).reset_index()
 
 
-def worked_figure(curves: pd.DataFrame, first: pd.DataFrame, title: str, arms: Sequence[str] = ()):
-    """Deployed hack and solve vs step per arm (rows: splits), first-hack steps as dashed lines."""
+def worked_figure(curves: pd.DataFrame, first: pd.DataFrame, title: str, arms: Sequence[str] = (),
+                  evals: pd.DataFrame | None = None, min_seeds_for_ci: int = 3):
+    """Deployed hack and solve vs step per arm (rows: splits), first-hack steps as dashed lines.
+
+    With `evals` (`results.eval_table`) every seed is drawn as a thin line under
+    the mean. Error bars (95% CI over seeds) are drawn from `min_seeds_for_ci`
+    seeds on: with two seeds the t-interval is +-12.7 standard errors and
+    covers the whole axis, which hides the curves without saying more than
+    the two seeds themselves.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -277,7 +288,10 @@ def worked_figure(curves: pd.DataFrame, first: pd.DataFrame, title: str, arms: S
             for k, arm in enumerate(arms):
                 t = curves[(curves["arm"] == arm) & (curves["split"] == split) & (curves["metric"] == metric)]
                 dx = (k - (len(arms) - 1) / 2) * dodge  # side by side, so error bars do not overlap
-                ax.errorbar(t["step"] + dx, t["rate"], yerr=t["ci"].fillna(0), marker="o", ms=4, capsize=2,
+                if evals is not None:
+                    _seed_lines(ax, evals, arm, split, metric, dx, colors[arm])
+                ci = t["ci"].fillna(0).where(t["seeds"] >= min_seeds_for_ci, 0.0)
+                ax.errorbar(t["step"] + dx, t["rate"], yerr=ci, marker="o", ms=4, capsize=2,
                             color=colors[arm], lw=2.2 if arm == "vanilla" else 1.4, label=arm)
                 if arm in marks:
                     ax.axvline(marks[arm], color=colors[arm], ls="--", lw=1)
@@ -297,6 +311,14 @@ def worked_figure(curves: pd.DataFrame, first: pd.DataFrame, title: str, arms: S
     fig.suptitle(title)
     _legend_below(fig, handles, names, ncol=min(len(names), 4))
     return fig
+
+
+def _seed_lines(ax, evals: pd.DataFrame, arm: str, split: str, metric: str, dx: float, color) -> None:
+    """One thin line per seed: the deployed-view rate of that run at each evaluation."""
+    dep = evals[evals["deployed"].astype(bool) & (evals["arm"] == arm) & (evals["split"] == split)]
+    for _, run in dep.groupby("seed"):
+        run = run.sort_values("step")
+        ax.plot(run["step"] + dx, run[metric], color=color, lw=0.8, alpha=0.45)
 
 
 # ---------------------------------------------------------------------------
