@@ -26,6 +26,7 @@ from typing import Callable, ContextManager
 import torch
 from torch import Tensor
 
+from vgrout.loss import next_token_logprobs
 from vgrout.tokens import Batch
 
 ZoneContext = Callable[[list[int]], ContextManager]
@@ -145,7 +146,6 @@ def completion_logprobs(model, sp: SharedPrompt, pc: PromptCache,
                 **{_cache_name(model): _rows_cache(pc.caches, pc.row_zone)}, **head)
     if not logits:
         return None
-    scores = torch.cat([pc.first[pc.row_zone].unsqueeze(1), out.logits[:, :-1]], 1)
-    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # [batch, C, vocab]
-    lp = scores.gather(-1, sp.completion.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scores, -1)
-    return _to_left_padded(lp, sp)
+    logits = torch.cat([pc.first[pc.row_zone].unsqueeze(1), out.logits], 1)  # [batch, C+1, vocab]
+    ids = torch.cat([sp.prompt[:, -1:].expand(n, 1), sp.completion], 1)  # last prompt token first
+    return _to_left_padded(next_token_logprobs(logits, ids), sp)
