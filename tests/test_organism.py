@@ -88,3 +88,17 @@ def test_load_policy_round_trips_through_save_pretrained(tmp_path):
 def test_load_policy_names_a_missing_folder():
     with pytest.raises(OSError):
         load_policy("/nonexistent/model/folder")
+
+
+def test_recipe_overrides_name_a_bad_field_or_value():
+    recipe = organism.recipe_with(["steps=240", "lr=0.006"])
+    assert (recipe.steps, recipe.lr) == (240, 0.006)
+    assert organism.recipe_hash(recipe) != organism.recipe_hash(organism.OrganismRecipe())
+    with pytest.raises(ValueError, match="stpes"):
+        organism.recipe_with(["stpes=240"])
+    with pytest.raises(ValueError, match="steps expects a value of type int"):
+        organism.recipe_with(["steps=2.5"])
+    with pytest.raises(ValueError, match="field=value"):
+        organism.recipe_with(["steps"])
+    with pytest.raises(ValueError, match="modes"):  # a tuple: not settable from the command line
+        organism.recipe_with(["modes=run_tests"])

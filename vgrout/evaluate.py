@@ -63,17 +63,23 @@ def evaluate_policy(model, tokenizer, problems: Sequence, n_samples: int = 4,
 
 
 def measure_organism(split: str = "train", mode: str = "run_tests", n_samples: int = 8,
-                     temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 128) -> dict:
-    """The organism's compile / solve / hack rates on one split and mode."""
+                     temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 128,
+                     recipe=None) -> dict:
+    """The organism's compile / solve / hack rates on one split and mode.
+
+    recipe: an `OrganismRecipe` variant to build (if missing) and measure
+    instead of the default one; its `unseen_every` splits the training rates.
+    """
     import torch
 
     from vgrout import paths
     from vgrout.env import load_problems
     from vgrout.models import load_policy
-    from vgrout.organism import OrganismRecipe
+    from vgrout.organism import OrganismRecipe, ensure_organism, unseen_problem_ids
 
+    recipe = recipe or OrganismRecipe()
     torch.manual_seed(seed)
-    model, tok = load_policy("organism")
+    model, tok = load_policy(str(ensure_organism(recipe)))
     path = paths.TRAIN_PROBLEMS if split == "train" else paths.TEST_PROBLEMS
     problems = load_problems(path, [mode])
     summary, rows = evaluate_policy(model, tok, problems, n_samples, max_new_tokens,
@@ -81,8 +87,7 @@ def measure_organism(split: str = "train", mode: str = "run_tests", n_samples: i
     summary.pop("by_mode", None)
     out = {"split": split, "mode": mode, "temperature": temperature, **summary}
     if split == "train":
-        from vgrout.organism import unseen_problem_ids
-        unseen = set(unseen_problem_ids(OrganismRecipe()))
+        unseen = set(unseen_problem_ids(recipe))
         for name, keep in (("memorised", lambda r: r["problem_id"] not in unseen),
                            ("unseen", lambda r: r["problem_id"] in unseen)):
             part = [r for r in rows if keep(r)]
