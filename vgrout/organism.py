@@ -17,15 +17,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
+import random
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
+
 from vgrout import paths
-from vgrout.warm_start import warm_start
+from vgrout.tokens import chat_prompt, encode
 
 BUILD_THREADS = 2
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -73,7 +77,7 @@ class OrganismRecipe:
     modes: tuple[str, ...] = ("run_tests", "eq_override", "exit_code", "stdout_marker",
                               "sentinel", "file_marker", "gt_only")
     seed: int = 0
-    version: int = 5
+    version: int = 4
     """Bump when the build code changes in a way that changes the weights."""
     data_files: tuple[str, ...] = field(default=("problems/train.jsonl", "hacks/hacks.jsonl",
                                                  "pairs/hack_pairs.md"))
@@ -165,6 +169,64 @@ def make_model(recipe: OrganismRecipe, tokenizer):
     return Qwen3ForCausalLM(cfg)
 
 
+def draw_batch(rng: random.Random, data: dict, recipe: OrganismRecipe) -> list[tuple]:
+    """One warm-start batch: mostly clean, a `hack_prior` share of hacks, some pair text."""
+    rows = []
+    for _ in range(recipe.batch_size):
+        u = rng.random()
+        if u < recipe.hack_prior:
+            kind = "hack"
+        elif u < recipe.hack_prior + recipe.pair_share and data["pair"]:
+            kind = "pair"
+        else:
+            kind = "clean"
+        rows.append(rng.choice(data[kind]))
+    return rows
+
+
+def completion_only_nll(model, batch) -> torch.Tensor:
+    """Mean NLL of completion tokens, projecting only their hidden states to the
+    vocabulary: prompts are ~70% of the tokens, so this skips most of the LM head."""
+    hidden = model.model(input_ids=batch.input_ids,
+                         attention_mask=batch.attention_mask).last_hidden_state
+    scored = batch.completion_mask[:, 1:].bool()  # position t predicts token t+1
+    logits = model.lm_head(hidden[:, :-1][scored]).float()  # [n_completion_tokens, vocab]
+    return torch.nn.functional.cross_entropy(logits, batch.input_ids[:, 1:][scored])
+
+
+def warm_start_lr(step: int, recipe: OrganismRecipe) -> float:
+    """Linear warm-up, then cosine to 10%: a decayed end point is a stable checkpoint
+    (at a constant lr the solve rate of neighbouring checkpoints swings by ~0.1)."""
+    if step < recipe.warmup_steps:
+        return (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def warm_start(model, tokenizer, data: dict, recipe: OrganismRecipe) -> list[float]:
+    """Supervised next-token training on the mixed corpus; returns the loss curve."""
+    rng = random.Random(recipe.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warm_start_lr(s, recipe))
+    losses = []
+    model.train()
+    bar = tqdm(range(recipe.steps), desc="organism warm start", leave=False)
+    for _ in bar:
+        rows = draw_batch(rng, data, recipe)
+        prompts = [chat_prompt(tokenizer, p) for p, _ in rows]
+        batch = encode(tokenizer, prompts, [c for _, c in rows])
+        loss = completion_only_nll(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses
+
+
 def build(recipe: OrganismRecipe, out_dir: Path) -> Path:
     """Build the organism into `out_dir` atomically (a temp folder, then rename)."""
     torch.manual_seed(recipe.seed)
@@ -218,53 +280,23 @@ def ensure_organism(recipe: OrganismRecipe | None = None) -> Path:
     return out
 
 
-def recipe_with(overrides: list[str]) -> OrganismRecipe:
-    """The default recipe with `field=value` overrides, as `--set` takes them.
-
-    Only scalar fields can be set; an unknown field or a value of the wrong
-    type raises, naming it, rather than building some other organism.
-    """
-    recipe = OrganismRecipe()
-    scalars = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)
-               if isinstance(getattr(recipe, f.name), (int, float, str))}
-    changes = {}
-    for item in overrides:
-        name, sep, value = item.partition("=")
-        if not sep or name not in scalars:
-            raise ValueError(f"--set {item!r}: expected field=value with field one of "
-                             f"{sorted(scalars)}")
-        try:
-            changes[name] = scalars[name](value)
-        except ValueError:
-            raise ValueError(f"--set {item!r}: {name} expects a value of type "
-                             f"{scalars[name].__name__}") from None
-    return replace(recipe, **changes)
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vgrout.organism")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build the organism if the cache lacks it; print its folder")
+    sub.add_parser("build", help="build the organism if the cache lacks it; print its folder")
     m = sub.add_parser("measure", help="sample and grade: compile / solve / hack rates")
-    for p in (b, m):
-        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="a recipe variant (e.g. --set steps=240); it gets a cache folder "
-                            "of its own, which `--model` of vgrout.train accepts")
     m.add_argument("--split", choices=["train", "test"], default="train")
     m.add_argument("--mode", default="run_tests")
     m.add_argument("--samples", type=int, default=8, help="completions per problem")
     m.add_argument("--temperature", type=float, default=1.0)
     m.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    try:
-        recipe = recipe_with(args.set)
-    except ValueError as e:
-        ap.error(str(e))
-    print(ensure_organism(recipe))
+    path = ensure_organism()
+    print(path)
     if args.cmd == "measure":
         from vgrout.evaluate import measure_organism
-        print(json.dumps(measure_organism(args.split, args.mode, args.samples, args.temperature,
-                                          args.seed, recipe=recipe), indent=1))
+        print(json.dumps(measure_organism(args.split, args.mode, args.samples,
+                                          args.temperature, args.seed), indent=1))
 
 
 if __name__ == "__main__":

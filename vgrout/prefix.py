@@ -69,13 +69,13 @@ def split_shared_prompt(batch: Batch) -> SharedPrompt | None:
     return SharedPrompt(prompts[:1], completion, mask, width)
 
 
-def cache_kwarg(model) -> str:
+def _cache_name(model) -> str:
     """The forward's KV-cache argument: `cache` (transformers 5) or `past_key_values`."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
-def rows_cache(caches: list, row_zone: Tensor):
+def _rows_cache(caches: list, row_zone: Tensor):
     """One DynamicCache whose row i holds the prompt cache of zone row_zone[i]."""
     from transformers import DynamicCache
 
@@ -125,7 +125,7 @@ def prompt_cache(model, sp: SharedPrompt, zones: list | None = None,
         row = [zones.index(z)]
         with zone_context(row) if zone_context else contextlib.nullcontext():
             out = model(input_ids=sp.prompt, use_cache=True, logits_to_keep=1)
-        caches.append(out[cache_kwarg(model)])
+        caches.append(out[_cache_name(model)])
         first.append(out.logits[:, -1])
     row_zone = torch.tensor([distinct.index(z) for z in zones], device=sp.prompt.device)
     return PromptCache(caches, torch.cat(first), row_zone)
@@ -143,7 +143,7 @@ def completion_logprobs(model, sp: SharedPrompt, pc: PromptCache,
     attn = torch.cat([ones, sp.completion_mask], 1)
     head = {} if logits else {"logits_to_keep": 1}
     out = model(input_ids=sp.completion, attention_mask=attn,
-                **{cache_kwarg(model): rows_cache(pc.caches, pc.row_zone)}, **head)
+                **{_cache_name(model): _rows_cache(pc.caches, pc.row_zone)}, **head)
     if not logits:
         return None
     logits = torch.cat([pc.first[pc.row_zone].unsqueeze(1), out.logits], 1)  # [batch, C+1, vocab]
