@@ -280,23 +280,53 @@ def ensure_organism(recipe: OrganismRecipe | None = None) -> Path:
     return out
 
 
+def recipe_with(overrides: list[str]) -> OrganismRecipe:
+    """The default recipe with `field=value` overrides, as `--set` takes them.
+
+    Only scalar fields can be set; an unknown field or a value of the wrong
+    type raises, naming it, rather than building some other organism.
+    """
+    recipe = OrganismRecipe()
+    scalars = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)
+               if isinstance(getattr(recipe, f.name), (int, float, str))}
+    changes = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or name not in scalars:
+            raise ValueError(f"--set {item!r}: expected field=value with field one of "
+                             f"{sorted(scalars)}")
+        try:
+            changes[name] = scalars[name](value)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {name} expects a value of type "
+                             f"{scalars[name].__name__}") from None
+    return replace(recipe, **changes)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vgrout.organism")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build", help="build the organism if the cache lacks it; print its folder")
+    b = sub.add_parser("build", help="build the organism if the cache lacks it; print its folder")
     m = sub.add_parser("measure", help="sample and grade: compile / solve / hack rates")
+    for p in (b, m):
+        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="a recipe variant (e.g. --set steps=240); it gets a cache folder "
+                            "of its own, which `--model` of vgrout.train accepts")
     m.add_argument("--split", choices=["train", "test"], default="train")
     m.add_argument("--mode", default="run_tests")
     m.add_argument("--samples", type=int, default=8, help="completions per problem")
     m.add_argument("--temperature", type=float, default=1.0)
     m.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    path = ensure_organism()
-    print(path)
+    try:
+        recipe = recipe_with(args.set)
+    except ValueError as e:
+        ap.error(str(e))
+    print(ensure_organism(recipe))
     if args.cmd == "measure":
         from vgrout.evaluate import measure_organism
-        print(json.dumps(measure_organism(args.split, args.mode, args.samples,
-                                          args.temperature, args.seed), indent=1))
+        print(json.dumps(measure_organism(args.split, args.mode, args.samples, args.temperature,
+                                          args.seed, recipe=recipe), indent=1))
 
 
 if __name__ == "__main__":
