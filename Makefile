@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 organism: $(STAMP)
-	$(BIN)/python -m vgrout.organism build
+	$(BIN)/python -m vgrout.lm build
 
 test: organism
 	$(BIN)/python -m pytest -q

@@ -38,8 +38,8 @@ def load(kind: str):
         g = torch.Generator().manual_seed(1)
         ids = torch.randint(3, 800, (8, 40), generator=g)
         return model, ids, torch.ones_like(ids), 0
-    from vgrout.models import load_policy
-    from vgrout.tokens import chat_prompt
+    from vgrout.lm.load import load_policy
+    from vgrout.lm.tokens import chat_prompt
 
     model, tok = load_policy("organism", device="cpu")
     prompts = [chat_prompt(tok, f"Write a function that returns {i} plus its argument.") for i in range(8)]
@@ -94,7 +94,7 @@ def variants(kind: str, r: int):
     routed = attach_routed_adapters(base, r=r, init="pissa")
     params = [p for ps in trainable_parameters(routed).values() for p in ps]
     yield "routed, unmerged", routed, params, contextlib.nullcontext, masks, (ids, attn, pad)
-    yield "routed, merged for generation (full)", routed, params, lambda: merged_for_generation(routed, "full"), masks, (ids, attn, pad)
+    yield "routed, merged for generation (trained)", routed, params, lambda: merged_for_generation(routed, "trained"), masks, (ids, attn, pad)
     yield "routed, merged for generation (deployed)", routed, params, lambda: merged_for_generation(routed, "deployed"), masks, (ids, attn, pad)
 
 

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from vgrout.config import preset
-from vgrout.grpo import train
+from vgrout.grpo.config import preset
+from vgrout.grpo.loop import train
 
 ARMS = {
     "vanilla (plain LoRA)": dict(arm="vanilla", plain_lora=True),

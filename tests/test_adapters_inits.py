@@ -8,6 +8,7 @@ import torch
 from test_adapters_support import PAIRS, ByteTokenizer, independent_deltas, tiny_qwen3
 
 from vgrout.adapters import attach_routed_adapters
+from vgrout.names import INITS
 
 R = 4
 MODULES = ("self_attn.q_proj", "self_attn.k_proj", "mlp.down_proj")
@@ -35,7 +36,7 @@ def unit_cols(x):
     return x / x.norm(dim=0, keepdim=True)
 
 
-@pytest.mark.parametrize("init", ["gaussian", "pissa", "corda", "scorda", "scorda_rev"])
+@pytest.mark.parametrize("init", INITS)
 def test_anchors_cancel_blocks_exactly(init):
     model = attach(init)
     for name in MODULES:

@@ -24,9 +24,9 @@ DTYPES = [torch.float32, torch.float64]
 def organism():
     """(loader of fresh organism copies, tokenizer, pairs, batch of pair texts)."""
     from vgrout import paths
-    from vgrout.models import load_policy
-    from vgrout.pairs import load_pairs
-    from vgrout.tokens import chat_prompt, encode
+    from vgrout.lm.load import load_policy
+    from vgrout.env.pairs import load_pairs
+    from vgrout.lm.tokens import chat_prompt, encode
 
     model, tok = load_policy("organism", device="cpu")
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -62,7 +62,7 @@ def test_organism_identity_at_init_in_every_zone_and_view(organism, init, dtype)
             torch.testing.assert_close(logits(model, batch), base_logits, **TOL[dtype])
     with ablate_quarantine(model):
         torch.testing.assert_close(logits(model, batch), base_logits, **TOL[dtype])
-    for view in ("full", "deployed"):
+    for view in ("trained", "deployed"):
         with merged_for_generation(model, view):
             torch.testing.assert_close(logits(model, batch), base_logits, **TOL[dtype])
     with reference_policy(model):

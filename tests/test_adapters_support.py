@@ -57,7 +57,7 @@ PAIRS = [
 def independent_deltas(base, tokenizer, pairs, module_suffix: str) -> torch.Tensor:
     """Pooled (hack - clean) input of every Linear named *module_suffix, one unpadded row
     at a time: {module name: [n_pairs, in]} float64."""
-    from vgrout.tokens import chat_prompt
+    from vgrout.lm.tokens import chat_prompt
 
     linears = {n: m for n, m in base.named_modules()
                if n.endswith(module_suffix) and isinstance(m, torch.nn.Linear)}

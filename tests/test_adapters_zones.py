@@ -56,7 +56,7 @@ def test_every_zone_and_view_equals_base_at_init(init, base_logits):
     torch.testing.assert_close(logits(model), base_logits, atol=2e-6, rtol=0)
     with ablate_quarantine(model):
         torch.testing.assert_close(logits(model), base_logits, atol=2e-6, rtol=0)
-    for view in ("full", "deployed"):
+    for view in ("trained", "deployed"):
         with merged_for_generation(model, view=view):
             torch.testing.assert_close(logits(model), base_logits, atol=2e-6, rtol=0)
 
@@ -219,7 +219,7 @@ def test_requires_grad_restored_after_every_context_manager():
     assert anchors and not any(before[n] for n in anchors)
     assert sum(before.values()) == 2 * 2 * 14
     for cm in (lambda: ablate_quarantine(model), lambda: reference_policy(model),
-               lambda: merged_for_generation(model, "full"), lambda: merged_for_generation(model, "deployed"),
+               lambda: merged_for_generation(model, "trained"), lambda: merged_for_generation(model, "deployed"),
                lambda: route(model, torch.ones(4), torch.ones(4))):
         with cm():
             logits(model)
@@ -235,8 +235,8 @@ def test_merged_view_matches_unmerged_and_restores_weights_bit_exactly(dtype):
     perturb_blocks(model)
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
     tol = 2e-5 if dtype == torch.float32 else 0.1
-    for view in ("full", "deployed"):
-        if view == "full":
+    for view in ("trained", "deployed"):
+        if view == "trained":
             want = logits(model)
         else:
             with ablate_quarantine(model):

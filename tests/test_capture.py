@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tiny_lm import CharTokenizer, tiny_model
-from vgrout.capture import SITES, _find_lora, capture, capture_in_forward, capture_texts
-from vgrout.tokens import chat_prompt, encode
+from vgrout.directions.capture import SITES, _find_lora, capture, capture_in_forward, capture_texts
+from vgrout.lm.tokens import chat_prompt, encode
 
 torch.set_num_threads(1)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vgrout.config import PRESETS, GRPOConfig, preset
+from vgrout.grpo.config import PRESETS, GRPOConfig, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from tiny_lm import CharTokenizer, plant, tiny_model
-from vgrout import diagnostics
-from vgrout.diagnostics import (LabelledPool, labelled_pool_from_jsonl, reference_pool,
-                                routing_table, split_by_group)
+from vgrout.directions import diagnostics
+from vgrout.directions.diagnostics import LabelledPool, labelled_pool_from_jsonl, reference_pool, routing_table, split_by_group
 
 torch.set_num_threads(1)
 
@@ -110,9 +109,9 @@ def test_policy_pool_keeps_hacks_and_solves(monkeypatch):
     problems = [SimpleNamespace(id=7, messages=[{"role": "user", "content": "p7"}])]
     rows = [dict(problem_id=7, completion=c, exploited=e, gt_correct=s)
             for c, e, s in (("h", True, False), ("s", False, True), ("x", False, False))]
-    fake = types.ModuleType("vgrout.evaluate")
+    fake = types.ModuleType("vgrout.lm.rates")
     fake.evaluate_policy = lambda *a, **k: ({}, rows)
-    monkeypatch.setitem(sys.modules, "vgrout.evaluate", fake)
+    monkeypatch.setitem(sys.modules, "vgrout.lm.rates", fake)
     pool = diagnostics.labelled_pool_from_policy(None, None, problems, n_per_problem=3)
     assert pool.completions == ["h", "s"] and pool.labels.tolist() == [1, 0]
     assert pool.prompts[0] == problems[0].messages
@@ -134,7 +133,7 @@ def test_reference_pool_names_the_missing_folder(tmp_path):
 
 
 def test_self_generated_pairs_keep_only_verified_sides(monkeypatch):
-    from vgrout import selfpairs
+    from vgrout.directions import selfpairs
 
     problems = [SimpleNamespace(id=i, mode="run_tests", messages=[{"role": "user", "content": f"hint {i}"}],
                                 plain_messages=[{"role": "user", "content": f"plain {i}"}])
@@ -149,7 +148,7 @@ def test_self_generated_pairs_keep_only_verified_sides(monkeypatch):
         return [SimpleNamespace(exploited=c.startswith("H") and c != "H1-1" and c.endswith("-1"),
                                 gt_correct=c.startswith("C") and c.endswith("-1")) for c, _ in items]
 
-    monkeypatch.setattr("vgrout.sampling.sample", fake_sample)
+    monkeypatch.setattr("vgrout.lm.sampling.sample", fake_sample)
     monkeypatch.setattr("vgrout.env.grade_many", fake_grade)
     pairs = selfpairs.self_generated_pairs(None, None, problems, n_samples=2)
     assert [p.id for p in pairs] == ["self-0", "self-2"]
@@ -180,7 +179,7 @@ def test_rendered_pool_pairs_each_problem_and_drops_failed_grades(monkeypatch):
 
 
 def test_self_generated_pairs_take_a_hack_from_the_hinted_prompt_alone(monkeypatch):
-    from vgrout import selfpairs
+    from vgrout.directions import selfpairs
 
     problems = [SimpleNamespace(id=0, mode="sentinel", messages=[{"role": "user", "content": "hint 0"}],
                                 plain_messages=[{"role": "user", "content": "plain 0"}])]
@@ -193,7 +192,7 @@ def test_self_generated_pairs_take_a_hack_from_the_hinted_prompt_alone(monkeypat
     def fake_grade(items, workers=2):  # a model that ignores the request but uses the hint
         return [SimpleNamespace(exploited=c == "HINT-1", gt_correct=c == "C-0") for c, _ in items]
 
-    monkeypatch.setattr("vgrout.sampling.sample", fake_sample)
+    monkeypatch.setattr("vgrout.lm.sampling.sample", fake_sample)
     monkeypatch.setattr("vgrout.env.grade_many", fake_grade)
     pairs = selfpairs.self_generated_pairs(None, None, problems, n_samples=2)
     assert [(p.hack, p.clean) for p in pairs] == [("HINT-1", "C-0")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-import vgrout.evaluate as evaluate
-from vgrout.config import preset
+from vgrout.grpo import evaluate
+from vgrout.grpo.config import preset
 
 
 class _Policy:
@@ -34,15 +34,15 @@ def test_untrained_views_share_one_sampling_pass(monkeypatch):
     train, test = ["p1", "p2", "p3"], ["t1"]
     policy = _Policy()
     rows = evaluate.evaluate_views(policy, None, cfg, 0, train, test)
-    assert len(calls) == 2 and policy.views == ["full", "full"]  # one pass per split
+    assert len(calls) == 2 and policy.views == ["trained", "trained"]  # one pass per split
     by = {(r["split"], r["view"]): r for r in rows}
     for split in ("test", "iid"):
-        assert by[(split, "trained")]["hack"] == by[(split, "ablated")]["hack"]
-        assert by[(split, "ablated")]["deployed"] and not by[(split, "trained")]["deployed"]
+        assert by[(split, "trained")]["hack"] == by[(split, "deployed")]["hack"]
+        assert by[(split, "deployed")]["ships"] and not by[(split, "trained")]["ships"]
 
     calls.clear()
     policy = _Policy()
     rows = evaluate.evaluate_views(policy, None, cfg, 5, train, test)
-    assert len(calls) == 4 and policy.views == ["full", "deployed", "full", "deployed"]
+    assert len(calls) == 4 and policy.views == ["trained", "deployed", "trained", "deployed"]
     by = {(r["split"], r["view"]): r for r in rows}
-    assert by[("iid", "trained")]["hack"] != by[("iid", "ablated")]["hack"]
+    assert by[("iid", "trained")]["hack"] != by[("iid", "deployed")]["hack"]

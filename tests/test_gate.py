@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from vgrout.gate import ScoreBuffer, oracle_zones, weighted_quantile, zone_masks, zones_from_scores
+from vgrout.grpo.zones import ScoreBuffer, oracle_zones, weighted_quantile, zone_masks, zones_from_scores
 
 
 def test_zone_masks_follow_the_keep_absorb_route_table():

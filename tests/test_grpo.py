@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vgrout.config import preset
-from vgrout.grpo import load_run, train
+from vgrout.grpo.config import preset
+from vgrout.grpo.rundir import load_run
+from vgrout.grpo.loop import train
 
 TIMING = ("time_generate", "time_grade", "time_gate", "time_update")
 
@@ -46,8 +47,8 @@ def test_routeA_smoke_run_writes_every_artifact(tmp_path):
     assert {"completion", "prompt", "exploited", "gt_correct", "zone", "score"} <= set(rollouts[0])
     final = [e for e in res.evals if e["step"] == 3]
     assert {(e["split"], e["view"]) for e in final} == {
-        ("test", "trained"), ("test", "ablated"), ("iid", "trained"), ("iid", "ablated")}
-    assert all(e["deployed"] == (e["view"] == "ablated") for e in final)
+        ("test", "trained"), ("test", "deployed"), ("iid", "trained"), ("iid", "deployed")}
+    assert all(e["ships"] == (e["view"] == "deployed") for e in final)
     assert (run / "deployed_adapter" / "adapter_config.json").exists()
 
 
@@ -66,7 +67,7 @@ def test_every_arm_completes_and_logs_zone_shares(tmp_path, kw):
             assert abs(s["zone_keep"] + s["zone_absorb"] + s["zone_route"] - 1) < 1e-9 \
                 or s["live_groups"] == 0
     vanilla = kw.get("arm") == "vanilla"
-    assert any(e["deployed"] and e["view"] == ("trained" if vanilla else "ablated")
+    assert any(e["ships"] and e["view"] == ("trained" if vanilla else "deployed")
                for e in res.evals)
 
 
@@ -96,7 +97,7 @@ def test_resume_after_a_kill_continues_exactly(tmp_path):
     args = dict(arm="routeA", steps=6, gate_warmup=1, ckpt_every=1)
     whole = train(smoke(tmp_path, "whole", **args))
     cfg = smoke(tmp_path, "killed", **args)
-    cmd = [sys.executable, "-m", "vgrout.train", "--preset", "smoke", "--threads", "1",
+    cmd = [sys.executable, "-m", "vgrout.grpo", "--preset", "smoke", "--threads", "1",
            "--run-dir", cfg.run_dir] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TQDM_DISABLE": "1"}, start_new_session=True)

@@ -2,7 +2,7 @@
 
 import torch
 
-from vgrout.loss import grpo_loss
+from vgrout.grpo.loss import grpo_loss
 
 
 def test_on_policy_gradient_is_advantage_weighted_logprob_gradient():

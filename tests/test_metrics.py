@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from vgrout.metrics import auroc, bootstrap_ci, f_beta_at_quantile, random_band
+from vgrout.directions.metrics import auroc, bootstrap_ci, f_beta_at_quantile, random_band
 
 
 def _pairwise_auroc(s, y):

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from vgrout import figures
+from vgrout.figures import runner
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -31,14 +31,14 @@ def _tracked_notebooks() -> list[Path]:
     """Notebooks in git (every numbered notebook on disk when git is unavailable)."""
     r = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], cwd=REPO, capture_output=True, text=True)
     tracked = [REPO / line for line in r.stdout.split()] if r.returncode == 0 else []
-    return sorted(set(tracked) | set(figures.discover(NOTEBOOKS)))
+    return sorted(set(tracked) | set(runner.discover(NOTEBOOKS)))
 
 
 ALL = _tracked_notebooks()
 
 
 def test_the_numbered_notebooks_exist():
-    names = [p.name for p in figures.discover(NOTEBOOKS)]
+    names = [p.name for p in runner.discover(NOTEBOOKS)]
     for expected in ("00_environment.ipynb", "01_direction_extraction.ipynb",
                      "02_routing_diagnostics.ipynb", "03_grpo_training.ipynb", "04_ablation_figures.ipynb"):
         assert expected in names
@@ -61,7 +61,7 @@ def test_notebook_has_exactly_one_parameters_cell(path):
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_parameters_are_literals_with_a_figures_dir(path):
-    defaults = figures.parameter_defaults(path)
+    defaults = runner.parameter_defaults(path)
     assert "figures_dir" in defaults, "the driver injects figures_dir; the notebook must declare it"
     assert not str(defaults["figures_dir"]).startswith("figures"), \
         "quick defaults must not overwrite the committed full-run figures"
@@ -72,23 +72,23 @@ def test_params_yaml_keys_are_notebook_parameters(path):
     yaml_path = PARAMS / f"{path.stem}.yaml"
     assert yaml_path.is_file(), f"{yaml_path} is missing"
     keys = set(yaml.safe_load(yaml_path.read_text()) or {})
-    declared = set(figures.parameter_defaults(path))
+    declared = set(runner.parameter_defaults(path))
     assert keys <= declared, f"{yaml_path.name} sets undeclared {sorted(keys - declared)}"
     assert "figures_dir" not in keys
-    assert figures.load_params(path, PARAMS).keys() == keys
+    assert runner.load_params(path, PARAMS).keys() == keys
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_notebook_runs_on_the_python3_kernel(path):
-    assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == figures.KERNEL
+    assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == runner.KERNEL
 
 
 def test_grid_notebooks_share_their_runs_folder():
     """04 reads what 03 trained: the quick defaults and the full yamls must name the same folder."""
     train, figs = NOTEBOOKS / "03_grpo_training.ipynb", NOTEBOOKS / "04_ablation_figures.ipynb"
-    assert figures.parameter_defaults(train)["runs_dir"] == figures.parameter_defaults(figs)["runs_dir"]
-    assert figures.load_params(train, PARAMS)["runs_dir"] == figures.load_params(figs, PARAMS)["runs_dir"]
-    assert set(figures.load_params(figs, PARAMS)["arms"]) == set(figures.load_params(train, PARAMS)["arms"])
+    assert runner.parameter_defaults(train)["runs_dir"] == runner.parameter_defaults(figs)["runs_dir"]
+    assert runner.load_params(train, PARAMS)["runs_dir"] == runner.load_params(figs, PARAMS)["runs_dir"]
+    assert set(runner.load_params(figs, PARAMS)["arms"]) == set(runner.load_params(train, PARAMS)["arms"])
 
 
 def _write_notebook(folder: Path, name: str, params: str, body: str) -> Path:
@@ -106,23 +106,23 @@ def _write_notebook(folder: Path, name: str, params: str, body: str) -> Path:
 def test_parameter_defaults_refuse_computed_values(tmp_path):
     path = _write_notebook(tmp_path, "00_x.ipynb", "n = 1\nm = n + 1\n", "")
     with pytest.raises(ValueError, match="'m' is not a Python literal"):
-        figures.parameter_defaults(path)
+        runner.parameter_defaults(path)
 
 
 def test_load_params_refuses_unknown_keys(tmp_path):
     path = _write_notebook(tmp_path, "00_x.ipynb", "n = 1\nfigures_dir = 'x'\n", "")
     (tmp_path / "00_x.yaml").write_text("n: 2\nsteps: 5\n")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['steps'\]"):
-        figures.load_params(path, tmp_path)
+        runner.load_params(path, tmp_path)
 
 
 def test_discover_orders_by_number_and_refuses_duplicates(tmp_path):
     for name in ("10_b.ipynb", "02_a.ipynb", "notes.ipynb"):
         _write_notebook(tmp_path, name, "n = 1\n", "")
-    assert [p.name for p in figures.discover(tmp_path)] == ["02_a.ipynb", "10_b.ipynb"]
+    assert [p.name for p in runner.discover(tmp_path)] == ["02_a.ipynb", "10_b.ipynb"]
     _write_notebook(tmp_path, "02_c.ipynb", "n = 1\n", "")
     with pytest.raises(ValueError, match="share the number"):
-        figures.discover(tmp_path)
+        runner.discover(tmp_path)
 
 
 @pytest.mark.slow
@@ -138,7 +138,7 @@ def test_run_all_executes_in_order_and_writes_the_manifest(tmp_path):
     _write_notebook(nbs, "01_b.ipynb", "n = 1\ntag = 'b'\nfigures_dir = 'unused'\n", body)
     (params / "00_a.yaml").write_text("n: 7\n")
     (params / "01_b.yaml").write_text("")
-    m = figures.run_all(nbs, params, figs, tmp_path / "executed")
+    m = runner.run_all(nbs, params, figs, tmp_path / "executed")
     assert [e["notebook"] for e in m["notebooks"]] == ["00_a.ipynb", "01_b.ipynb"]
     assert (figs / "a.csv").read_text() == "n\n7\n" and (figs / "b.csv").read_text() == "n\n1\n"
     saved = json.loads((figs / "manifest.json").read_text())
@@ -154,23 +154,23 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
     _write_notebook(nbs, "00_bad.ipynb", "figures_dir = 'x'\n", "raise KeyError('no such site')")
     _write_notebook(nbs, "01_never.ipynb", "figures_dir = 'x'\n",
                     "open(figures_dir + '/ran', 'w').close()")
-    with pytest.raises(figures.NotebookFailed, match=r"00_bad\.ipynb failed.*KeyError.*no such site"):
-        figures.run_all(nbs, tmp_path, figs, tmp_path / "executed", quick=True)
+    with pytest.raises(runner.NotebookFailed, match=r"00_bad\.ipynb failed.*KeyError.*no such site"):
+        runner.run_all(nbs, tmp_path, figs, tmp_path / "executed", quick=True)
     saved = json.loads((figs / "manifest.json").read_text())
     assert saved["status"] == "failed: 00_bad.ipynb"
     assert not (figs / "ran").exists()
 
 
-# --- figure helpers the notebooks call (vgrout.plots) ---------------------------
+# --- figure helpers the notebooks call (vgrout.directions.crossfit, vgrout.figures.style) ---------------------------
 
 def test_crossfit_scores_each_pair_with_a_direction_fit_without_it():
-    from vgrout import plots
-    from vgrout.directions import mean_diff_direction, score
+    from vgrout.directions import crossfit
+    from vgrout.directions.extract import mean_diff_direction, score
 
     g = torch.Generator().manual_seed(0)
     hack, clean = torch.randn(6, 3, 4, generator=g), torch.randn(6, 3, 4, generator=g)  # [pairs, rows, width]
     ids = [f"p{i}" for i in range(6)]
-    df = plots.crossfit_pair_scores({"resid": hack}, {"resid": clean}, ids, "authored", folds=3)
+    df = crossfit.crossfit_pair_scores({"resid": hack}, {"resid": clean}, ids, "authored", folds=3)
     others = [i for i in range(6) if i % 3 != 0]  # pair 0 is in fold 0 with pair 3
     d = mean_diff_direction(hack[others], clean[others])
     got = df[(df["pair"] == "p0") & (df["side"] == "hack")]["score"].item()
@@ -181,34 +181,35 @@ def test_crossfit_scores_each_pair_with_a_direction_fit_without_it():
 def test_separation_summary_counts_pairs_whose_hack_side_scores_higher():
     import pandas as pd
 
-    from vgrout import plots
+    from vgrout.directions import crossfit
+
 
     rows = [dict(source="s", site="resid", pair=p, side=side, score=v)
             for p, h, c in (("a", 2.0, 1.0), ("b", 3.0, 1.0), ("c", 0.0, 1.0))
             for side, v in (("hack", h), ("clean", c))]
-    out = plots.separation_summary(pd.DataFrame(rows)).iloc[0]
+    out = crossfit.separation_summary(pd.DataFrame(rows)).iloc[0]
     assert out["n_pairs"] == 3 and out["hack_above_clean"] == pytest.approx(2 / 3)
 
 
 def test_direction_cosines_are_one_with_itself_and_minus_one_with_its_negation():
-    from vgrout import plots
+    from vgrout.directions import crossfit
 
     v = torch.nn.functional.normalize(torch.randn(3, 5), dim=-1)
-    df = plots.direction_cosines({"a": {"resid": v}, "b": {"resid": -v}})
+    df = crossfit.direction_cosines({"a": {"resid": v}, "b": {"resid": -v}})
     cos = df.set_index(["source_a", "source_b"])["cosine"]
     assert cos[("a", "a")] == pytest.approx(1.0) and cos[("a", "b")] == pytest.approx(-1.0)
 
 
 def test_load_directions_refuses_directions_from_other_settings(tmp_path):
-    from vgrout import plots
+    from vgrout.directions import extract
 
-    path = plots.save_directions(tmp_path / "d.pt", {"authored": {"resid": torch.ones(2, 3)}},
+    path = extract.save_directions(tmp_path / "d.pt", {"authored": {"resid": torch.ones(2, 3)}},
                                  dict(model="organism", rank=8, init="gaussian", seed=0))
-    assert torch.equal(plots.load_directions(path, rank=8)["authored"]["resid"], torch.ones(2, 3))
+    assert torch.equal(extract.load_directions(path, rank=8)["authored"]["resid"], torch.ones(2, 3))
     with pytest.raises(ValueError, match="rank"):
-        plots.load_directions(path, rank=32)
+        extract.load_directions(path, rank=32)
     with pytest.raises(FileNotFoundError, match="run 01_direction_extraction"):
-        plots.load_directions(tmp_path / "missing.pt")
+        extract.load_directions(tmp_path / "missing.pt")
 
 
 def test_save_figure_writes_png_and_csv_and_refuses_low_dpi(tmp_path):
@@ -217,26 +218,27 @@ def test_save_figure_writes_png_and_csv_and_refuses_low_dpi(tmp_path):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from vgrout import plots
+
+    from vgrout.figures import style
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
-    plots.save_figure(fig, "line", tmp_path, data=pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
+    style.save_figure(fig, "line", tmp_path, data=pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
     assert (tmp_path / "line.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "line.csv").read_text().splitlines()[0] == "x,y"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
     with pytest.raises(ValueError, match="dpi"):
-        plots.save_figure(fig, "low", tmp_path, dpi=72)
+        style.save_figure(fig, "low", tmp_path, dpi=72)
     with pytest.raises(ValueError, match="empty"):
-        plots.save_table(pd.DataFrame(), "nothing", tmp_path)
+        style.save_table(pd.DataFrame(), "nothing", tmp_path)
 
 
-# --- run-grid tables and figures for 03 and 04 (vgrout.plots_grpo) ---------------
+# --- run-grid tables and figures for 03 and 04 (vgrout.figures.grpo_runs) ---------------
 
 def _fake_run(path: Path, arm: str, seed: int, steps: int = 30, finished: bool = True) -> Path:
     """A run folder in the trainer's layout with made-up numbers: training hack rises
     from step 8 (vanilla) and the routed arm's deployed view hacks little."""
-    from vgrout.config import GRPOConfig
+    from vgrout.grpo.config import GRPOConfig
 
     path.mkdir(parents=True)
     (path / "config.json").write_text(GRPOConfig(arm=arm, seed=seed, steps=steps).to_json())
@@ -248,13 +250,13 @@ def _fake_run(path: Path, arm: str, seed: int, steps: int = 30, finished: bool =
     evals = []
     for step in (10, 20, 30):
         for split in ("test", "iid"):
-            for view in ("trained", "ablated"):
-                deployed = (view == "ablated") == (arm != "vanilla")
+            for view in ("trained", "deployed"):
+                ships = (view == "deployed") == (arm != "vanilla")
                 hack = 0.8 if view == "trained" else (0.05 if arm != "vanilla" else 0.6)
                 hack += 0.02 * seed + (0.01 if split == "iid" else 0.0)
                 by_mode = {"run_tests": dict(n=8, hack=hack, solve=0.3, compile=1.0),
                            "sentinel": dict(n=8, hack=step / 100, solve=0.3, compile=1.0)}
-                evals.append(dict(step=step, split=split, view=view, deployed=deployed, n=16, hack=hack,
+                evals.append(dict(step=step, split=split, view=view, ships=ships, n=16, hack=hack,
                                   solve=0.3, compile=1.0, by_mode=by_mode))
     (path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
     if finished:
@@ -271,30 +273,30 @@ def fake_grid(tmp_path):
 
 
 def test_discover_runs_names_notebook_03_when_the_folder_is_missing(tmp_path):
-    from vgrout import plots_grpo
+    from vgrout.figures import grpo_runs
 
     with pytest.raises(FileNotFoundError, match="run 03_grpo_training"):
-        plots_grpo.discover_runs(tmp_path / "nothing")
+        grpo_runs.discover_runs(tmp_path / "nothing")
 
 
 def test_discover_runs_puts_vanilla_first_and_refuses_missing_or_unfinished_runs(fake_grid):
-    from vgrout import plots_grpo
+    from vgrout.figures import grpo_runs
 
-    runs = plots_grpo.discover_runs(fake_grid)
+    runs = grpo_runs.discover_runs(fake_grid)
     assert list(runs) == [("vanilla", 0), ("vanilla", 1), ("routeA", 0), ("routeA", 1)]
     with pytest.raises(FileNotFoundError, match="oracle"):
-        plots_grpo.discover_runs(fake_grid, arms=["vanilla", "oracle"])
+        grpo_runs.discover_runs(fake_grid, arms=["vanilla", "oracle"])
     _fake_run(fake_grid / "oracle" / "s0", "oracle", 0, finished=False)
     with pytest.raises(RuntimeError, match="unfinished"):
-        plots_grpo.discover_runs(fake_grid, arms=["oracle"], seeds=[0])
+        grpo_runs.discover_runs(fake_grid, arms=["oracle"], seeds=[0])
 
 
 def test_curve_table_smooths_per_seed_then_spans_the_seeds(fake_grid):
-    from vgrout import plots_grpo
-    from vgrout.results import step_table
+    from vgrout.figures import grpo_runs
+    from vgrout.figures.tables import step_table
 
-    runs = plots_grpo.discover_runs(fake_grid, arms=["routeA"])
-    t = plots_grpo.curve_table(step_table(runs), ["hack", "gate_auroc"], smooth=3)
+    runs = grpo_runs.discover_runs(fake_grid, arms=["routeA"])
+    t = grpo_runs.curve_table(step_table(runs), ["hack", "gate_auroc"], smooth=3)
     t = t.set_index(["metric", "step"])
     assert t.loc[("hack", 5), "lo"] == pytest.approx(0.0) and t.loc[("hack", 5), "hi"] == pytest.approx(0.1)
     assert t.loc[("hack", 5), "mean"] == pytest.approx(0.05) and t.loc[("hack", 5), "seeds"] == 2
@@ -303,11 +305,11 @@ def test_curve_table_smooths_per_seed_then_spans_the_seeds(fake_grid):
 
 
 def test_views_table_takes_the_shipped_view_per_arm(fake_grid):
-    from vgrout import plots_grpo
-    from vgrout.results import final_summary
+    from vgrout.figures import grpo_runs
+    from vgrout.figures.tables import final_summary
 
-    runs = plots_grpo.discover_runs(fake_grid)
-    head = plots_grpo.headline_table(plots_grpo.views_table(final_summary(runs))).set_index(["arm", "split"])
+    runs = grpo_runs.discover_runs(fake_grid)
+    head = grpo_runs.headline_table(grpo_runs.views_table(final_summary(runs))).set_index(["arm", "split"])
     assert head.loc[("vanilla", "test"), "deployed_hack"] == head.loc[("vanilla", "test"), "trained_hack"]
     assert head.loc[("routeA", "test"), "trained_hack"] == pytest.approx(0.81)  # mean of 0.80, 0.82
     assert head.loc[("routeA", "test"), "deployed_hack"] == pytest.approx(0.06)
@@ -315,24 +317,24 @@ def test_views_table_takes_the_shipped_view_per_arm(fake_grid):
 
 
 def test_first_hack_table_averages_seeds_that_got_there_and_leaves_the_rest_unmarked(fake_grid):
-    from vgrout import plots_grpo
-    from vgrout.results import step_table
+    from vgrout.figures import grpo_runs
+    from vgrout.figures.tables import step_table
 
-    steps = step_table(plots_grpo.discover_runs(fake_grid))
-    first = plots_grpo.first_hack_table(steps, 0.5, 1).set_index("arm")
+    steps = step_table(grpo_runs.discover_runs(fake_grid))
+    first = grpo_runs.first_hack_table(steps, 0.5, 1).set_index("arm")
     assert first.loc["vanilla", "first_step"] == 13 and first.loc["vanilla", "seeds_reached"] == 2
     assert np.isnan(first.loc["routeA", "first_step"]) and first.loc["routeA", "seeds_reached"] == 0
 
 
 def test_deployed_tables_use_deployed_rows_and_the_last_evaluation(fake_grid):
-    from vgrout import plots_grpo
-    from vgrout.results import eval_table, mode_table
+    from vgrout.figures import grpo_runs
+    from vgrout.figures.tables import eval_table, mode_table
 
-    runs = plots_grpo.discover_runs(fake_grid)
-    curves = plots_grpo.deployed_curves(eval_table(runs)).set_index(["arm", "split", "metric", "step"])
+    runs = grpo_runs.discover_runs(fake_grid)
+    curves = grpo_runs.deployed_curves(eval_table(runs)).set_index(["arm", "split", "metric", "step"])
     assert curves.loc[("routeA", "test", "hack", 20), "rate"] == pytest.approx(0.06)
     assert curves.loc[("vanilla", "test", "hack", 20), "rate"] == pytest.approx(0.81)
-    modes = plots_grpo.deployed_mode_table(mode_table(runs)).set_index(["arm", "split", "mode"])
+    modes = grpo_runs.deployed_mode_table(mode_table(runs)).set_index(["arm", "split", "mode"])
     assert modes.loc[("routeA", "iid", "sentinel"), "hack"] == pytest.approx(0.30)
     assert modes.loc[("routeA", "iid", "sentinel"), "n"] == 16
 
@@ -341,18 +343,19 @@ def test_grid_figures_render_and_save(fake_grid, tmp_path):
     import matplotlib
     matplotlib.use("Agg")
 
-    from vgrout import plots, plots_grpo
-    from vgrout.results import eval_table, final_summary, mode_table, step_table
 
-    runs = plots_grpo.discover_runs(fake_grid)
+    from vgrout.figures import style, grpo_runs
+    from vgrout.figures.tables import eval_table, final_summary, mode_table, step_table
+
+    runs = grpo_runs.discover_runs(fake_grid)
     steps = step_table(runs)
     figs = {
-        "curves": plots_grpo.curves_figure(plots_grpo.curve_table(steps, ["reward", "hack"], 5),
+        "curves": grpo_runs.curves_figure(grpo_runs.curve_table(steps, ["reward", "hack"], 5),
                                            {"reward": "reward", "hack": "hack rate"}, "t", free_y=["reward"]),
-        "views": plots_grpo.views_figure(plots_grpo.views_table(final_summary(runs)), "t"),
-        "worked": plots_grpo.worked_figure(plots_grpo.deployed_curves(eval_table(runs)),
-                                           plots_grpo.first_hack_table(steps), "t"),
-        "modes": plots_grpo.mode_figure(plots_grpo.deployed_mode_table(mode_table(runs)), "t"),
+        "views": grpo_runs.views_figure(grpo_runs.views_table(final_summary(runs)), "t"),
+        "worked": grpo_runs.worked_figure(grpo_runs.deployed_curves(eval_table(runs)),
+                                           grpo_runs.first_hack_table(steps), "t"),
+        "modes": grpo_runs.mode_figure(grpo_runs.deployed_mode_table(mode_table(runs)), "t"),
     }
     for name, fig in figs.items():
-        assert (plots.save_figure(fig, name, tmp_path / "out")).read_bytes()[:4] == b"\x89PNG"
+        assert (style.save_figure(fig, name, tmp_path / "out")).read_bytes()[:4] == b"\x89PNG"

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vgrout import organism
-from vgrout.models import load_policy
-from vgrout.tokens import chat_prompt
+from vgrout.lm import organism
+from vgrout.lm.load import load_policy
+from vgrout.lm.tokens import chat_prompt
 
 QUICK = organism.OrganismRecipe(steps=3, batch_size=4)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vgrout.pairs import Pair, load_pairs, parse_spec, save_pairs_json
+from vgrout.env.pairs import Pair, load_pairs, parse_spec, save_pairs_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS_MD = ROOT / "data" / "pairs" / "hack_pairs.md"
@@ -208,7 +208,7 @@ def test_save_refuses_invalid_pairs_and_keeps_old_file(tmp_path):
 
 
 def test_pairs_module_does_not_import_torch():
-    code = "import sys, vgrout.pairs; assert 'torch' not in sys.modules"
+    code = "import sys, vgrout.env.pairs; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=30)
 
 

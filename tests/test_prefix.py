@@ -6,10 +6,10 @@ import torch
 from test_adapters_support import PAIRS, ByteTokenizer, perturb_blocks, tiny_qwen3
 
 from vgrout.adapters import ablate_quarantine, attach_routed_adapters, route, trainable_parameters
-from vgrout.capture import capture_in_forward
-from vgrout.loss import target_mask, token_logprobs
-from vgrout.prefix import completion_logprobs, prompt_cache, split_shared_prompt
-from vgrout.tokens import from_ids
+from vgrout.directions.capture import capture_in_forward
+from vgrout.lm.logprobs import target_mask, token_logprobs
+from vgrout.lm.prefix import completion_logprobs, prompt_cache, split_shared_prompt
+from vgrout.lm.tokens import from_ids
 
 PROMPT = [5, 9, 17, 33, 2, 70, 71, 8, 100, 42, 43, 11]
 COMPLETIONS = [[20, 21, 22, 1], [30, 1], [40, 41, 42, 43, 44, 45, 1], [50, 51, 1]]

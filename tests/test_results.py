@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from vgrout.results import ci95, first_step_above
+from vgrout.figures.tables import ci95, first_step_above
 
 
 def test_ci95_uses_t_over_seeds():

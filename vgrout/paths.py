@@ -20,3 +20,14 @@ def reference_dir() -> Path | None:
     env = os.environ.get("VGROUT_REFERENCE")
     path = Path(env) if env else REPO.parent / "shared" / "reference"
     return path if path.is_dir() else None
+
+
+def repo_path(path: str | Path) -> Path:
+    """An absolute path, or one relative to the repository root.
+
+    Why: papermill runs notebooks from the repository root and nbval from
+    ``notebooks/``; resolving against the repository makes a parameter mean
+    the same folder under both.
+    """
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO / p

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from vgrout.pairs import load_pairs  # noqa: E402
+from vgrout.env.pairs import load_pairs  # noqa: E402
 
 
 MARKERS = {"run_tests": "run_tests", "stdout_marker": "ALL TESTS PASSED", "sentinel": "valid",

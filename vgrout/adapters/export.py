@@ -23,10 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from vgrout.atomic import atomic_write
+from vgrout.files import atomic_write
 
 from .layers import ALL_ADAPTERS, ANCHOR, DEPLOYED, lora_layers, routed_info, short_name
-from .views import VIEWS, block_delta, merge_dtype
+from .views import VIEW_ADAPTERS, block_delta, merge_dtype
 
 META_KEY = "vgrout_routed"
 
@@ -136,7 +136,7 @@ def _save_merged(model: nn.Module, path: Path) -> None:
     for name, layer in lora_layers(model):
         w = layer.base_layer.weight
         merged[name.removeprefix("base_model.model.") + ".weight"] = (
-            w.to(merge_dtype(layer)) + block_delta(layer, VIEWS["deployed"])).to(w.dtype)
+            w.to(merge_dtype(layer)) + block_delta(layer, VIEW_ADAPTERS["deployed"])).to(w.dtype)
     sd = {}
     for key, value in base.state_dict().items():
         if "lora_" in key:

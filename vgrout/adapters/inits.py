@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-INITS = ("gaussian", "pissa", "corda", "scorda", "scorda_rev")
-NEEDS_PAIRS = ("corda", "scorda", "scorda_rev")
+from vgrout.names import INITS, PAIR_INITS
+
+NEEDS_PAIRS = PAIR_INITS
 
 
 @dataclass

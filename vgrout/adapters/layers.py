@@ -15,11 +15,13 @@ from typing import Iterator
 
 from torch import Tensor, nn
 
+from vgrout.names import TARGET_MODULES
+
 DEPLOYED, QUARANTINE = "deployed", "quarantine"
 BLOCKS = (DEPLOYED, QUARANTINE)
 ANCHOR = {DEPLOYED: "deployed_0", QUARANTINE: "quarantine_0"}
 ALL_ADAPTERS = (DEPLOYED, ANCHOR[DEPLOYED], QUARANTINE, ANCHOR[QUARANTINE])
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_TARGETS = TARGET_MODULES
 INFO_ATTR = "_vgrout_routed"
 
 

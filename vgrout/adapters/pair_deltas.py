@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..tokens import Batch, chat_prompt, encode, pool_completion
+from vgrout.lm.tokens import Batch, chat_prompt, encode, pool_completion
 from .inits import PairStats
 from .layers import lora_layers, short_name
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .layers import ANCHOR, DEPLOYED, QUARANTINE, assert_not_merged, lora_layers, routed_info
 
-VIEWS = {"full": (DEPLOYED, ANCHOR[DEPLOYED], QUARANTINE, ANCHOR[QUARANTINE]),
+VIEW_ADAPTERS = {"trained": (DEPLOYED, ANCHOR[DEPLOYED], QUARANTINE, ANCHOR[QUARANTINE]),
          "deployed": (DEPLOYED, ANCHOR[DEPLOYED])}
 
 
@@ -53,7 +53,7 @@ def ablate_quarantine(model: nn.Module) -> Iterator[None]:
     previous_ablate, previous_active = state.ablate, list(tuner.active_adapters)
     with preserved_requires_grad(model) as refreeze:
         state.ablate = True
-        tuner.set_adapter([a for a in previous_active if a in VIEWS["deployed"]])
+        tuner.set_adapter([a for a in previous_active if a in VIEW_ADAPTERS["deployed"]])
         refreeze()  # set_adapter made deployed_0 trainable
         try:
             yield
@@ -90,7 +90,7 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 
 @contextmanager
-def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None]:
+def merged_for_generation(model: nn.Module, view: str = "trained") -> Iterator[None]:
     """Fold the view's adapters into the base weights for sampling; restore bit-exactly.
 
     The merged weight W + delta is computed in fp32 and installed as a new
@@ -101,14 +101,14 @@ def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None
     wrapper or hook in the path: route masks must not be set (checked), and
     bottleneck capture sees nothing.
     """
-    if view not in VIEWS:
-        raise ValueError(f"vgrout.adapters.merged_for_generation: view must be one of {sorted(VIEWS)}, got {view!r}")
+    if view not in VIEW_ADAPTERS:
+        raise ValueError(f"vgrout.adapters.merged_for_generation: view must be one of {sorted(VIEW_ADAPTERS)}, got {view!r}")
     info = routed_info(model)
     if info.state.m is not None or info.state.d is not None:
         raise RuntimeError("vgrout.adapters.merged_for_generation: a route mask is set; "
                            "leave masks unset during generation")
-    if info.state.ablate and view == "full":
-        raise RuntimeError("vgrout.adapters.merged_for_generation: view='full' inside ablate_quarantine()")
+    if info.state.ablate and view == "trained":
+        raise RuntimeError("vgrout.adapters.merged_for_generation: view='trained' inside ablate_quarantine()")
     assert_not_merged(model, "merged_for_generation() entered")
     if getattr(model, "_adapters_disabled", False):
         raise RuntimeError("vgrout.adapters.merged_for_generation: adapters are disabled "
@@ -118,7 +118,7 @@ def merged_for_generation(model: nn.Module, view: str = "full") -> Iterator[None
         with torch.no_grad():
             for name, layer in list(lora_layers(model)):
                 weight = layer.base_layer.weight
-                merged = (weight.to(merge_dtype(layer)) + block_delta(layer, VIEWS[view])).to(weight.dtype)
+                merged = (weight.to(merge_dtype(layer)) + block_delta(layer, VIEW_ADAPTERS[view])).to(weight.dtype)
                 parent, child = _parent(model, name)
                 swapped.append((parent, child, layer, weight.data))
                 weight.data = merged

@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-from vgrout.jsonl import iter_jsonl
+from vgrout.files import iter_jsonl
 from .modes import LOOPHOLE_MODES, MARKED_MODES
 from .problems import Problem
 

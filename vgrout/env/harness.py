@@ -24,7 +24,7 @@ import json
 import os
 import sys
 
-from .codec import EncodeError, dumps, encode
+from .codec import EncodeError, encode
 
 RESULT_FD = 3
 _write, _dumps_json, _exc_type, _compile, _eval, _exec = os.write, json.dumps, type, compile, eval, exec

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from vgrout.jsonl import iter_jsonl
+from vgrout.files import iter_jsonl
 from .modes import PHRASE, check_mode, hint_for, marker_for
 
 _FUNC_NAME = re.compile(r"^Solution\(\)\.([A-Za-z_][A-Za-z0-9_]*)$")

@@ -1,0 +1,48 @@
+"""Shell entry: `python -m vgrout.grpo --preset organism --arm routeA [--field value ...]`.
+
+Every GRPOConfig field is a flag (`--gen-deploy-frac 0.25`, `--placebo`,
+`--target-modules q_proj v_proj`); the preset supplies the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+
+from vgrout.grpo.config import PRESETS, GRPOConfig, preset
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m vgrout.grpo", description=__doc__)
+    ap.add_argument("--preset", default="organism", choices=sorted(PRESETS))
+    hints = typing.get_type_hints(GRPOConfig)
+    for f in dataclasses.fields(GRPOConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if kind is bool:
+            ap.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction)
+        elif typing.get_origin(kind) is tuple:
+            inner = typing.get_args(kind)[0]
+            ap.add_argument(flag, dest=f.name, default=None, nargs="+", type=inner)
+        else:
+            ap.add_argument(flag, dest=f.name, default=None, type=kind)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(_parser().parse_args(argv))
+    name = args.pop("preset")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if v is not None}
+    cfg = preset(name, **overrides)
+    from vgrout.grpo.loop import train
+    result = train(cfg)
+    final = [e for e in result.evals if e["step"] == cfg.steps]
+    print(result.run_dir)
+    print(json.dumps([{k: e[k] for k in ("split", "view", "ships", "hack", "solve")}
+                      for e in final], indent=1))
+
+
+if __name__ == "__main__":
+    main()

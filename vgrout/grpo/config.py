@@ -1,0 +1,210 @@
+"""GRPO run configuration: one dataclass, a docstring per field, three presets.
+
+`validate()` rejects contradictory settings with a message naming the fields,
+because a silently ignored field (say `gate_q` on the oracle arm, or a
+`gen_deploy_frac` on vanilla, which has no quarantine to ablate) makes a run
+measure something other than what its config says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from vgrout.names import ARMS, GATED_ARMS, INITS, TARGET_MODULES
+
+
+
+@dataclass
+class GRPOConfig:
+    # --- what is trained ---
+    model: str = "organism"
+    """Policy: "organism" (the CPU model organism) or a Hugging Face id / folder."""
+    arm: str = "routeA"
+    """vanilla | absorb | routeA (activation gate) | routeV (gradient gate) | oracle."""
+    placebo: bool = False
+    """routeA/routeV: gate on a Haar-random direction; oracle: route a random share."""
+    init: str = "gaussian"
+    """Adapter init: gaussian | pissa | corda | scorda | scorda_rev."""
+    rank: int = 8
+    """LoRA rank of each block (deployed and quarantine)."""
+    alpha: float = 16.0
+    """LoRA alpha (scale = alpha / rank)."""
+    target_modules: tuple[str, ...] = TARGET_MODULES
+    """Linear layers that get a deployed and a quarantine block."""
+    plain_lora: bool = False
+    """vanilla only: one plain LoRA adapter instead of the routed pair (a baseline for speed)."""
+
+    # --- data ---
+    train_problems: str = "data/problems/train.jsonl"
+    """Training problems (jsonl, rl-rewardhacking schema), relative to the repo or absolute."""
+    test_problems: str = "data/problems/test.jsonl"
+    """Held-out problems for evaluation."""
+    modes: tuple[str, ...] = ("run_tests", "eq_override", "exit_code", "stdout_marker",
+                              "sentinel", "file_marker")
+    """Grading modes, assigned round-robin over problems."""
+    pairs: str = "data/pairs/hack_pairs.md#authored"
+    """Pair spec for the routing direction (and for pair-based inits)."""
+    unhackable_frac: float = 0.0
+    """Share of prompts shown hint-free and graded by ground truth only (rotating)."""
+    teacher_n_per_prompt: int = 0
+    """Off-policy teacher demos (canonical hacks) added to each group; 0 = none."""
+    teacher_off_step: int = 0
+    """Stop adding teacher demos after this step (0 = never add)."""
+
+    # --- the step ---
+    steps: int = 60
+    prompts_per_step: int = 4
+    group_size: int = 8
+    max_new_tokens: int = 100
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    gen_deploy_frac: float = 0.0
+    """Share of each group sampled with the quarantine ablated (the deployed view)."""
+    std_normalise: bool = False
+    """Divide advantages by the group std (GRPO); Dr.GRPO leaves them unscaled."""
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 0
+    """Linear warm-up steps, then cosine decay to `min_lr_frac * lr`."""
+    min_lr_frac: float = 0.1
+    clip_eps: float = 0.2
+    """PPO ratio clip."""
+    kl_beta: float = 0.0
+    """Weight of the k3 KL to the reference policy (adapters disabled); 0 skips its forward."""
+    grad_clip: float = 1.0
+    """Max gradient norm, applied to each block separately."""
+    weight_decay: float = 0.0
+    """Decoupled decay of adapter weights toward their init (not toward zero)."""
+
+    # --- the gate ---
+    unrouted_zone: str = "absorb"
+    """Zone for rollouts the gate does not route: absorb (both learn) or keep (deployed only)."""
+    keep_low_tail: bool = False
+    """routeA/routeV: send scores <= the low threshold to keep (the reference's three zones)."""
+    gate_q: float = 0.1
+    """Route the top `gate_q` tail of the score buffer; the low tail is the bottom `gate_q`."""
+    gate_half_life: float = 0.0
+    """Recency weighting of the score buffer, in rollouts (0 = unweighted)."""
+    gate_warmup: int = 32
+    """Rollouts in the buffer before the gate routes anything."""
+    refresh_every: int = 5
+    """Re-extract the direction from the pairs every k steps (0 = never)."""
+    oracle_reveal_frac: float = 1.0
+    """oracle: share of true hack labels revealed to the router."""
+
+    # --- evaluation, artifacts ---
+    eval_every: int = 20
+    """Evaluate every k steps (and always at the end); 0 = only at the end."""
+    eval_samples: int = 4
+    """Completions per problem at evaluation."""
+    eval_max_problems: int = 0
+    """Cap on problems per evaluation split (0 = all)."""
+    heal_steps: int = 0
+    """Retain-heal steps after training: NLL on clean pair completions, deployed block only."""
+    workers: int = 2
+    """Grader processes."""
+    seed: int = 0
+    run_dir: str = ""
+    """Run folder; empty = runs/<arm>-s<seed>-<hash>."""
+    ckpt_every: int = 10
+    """Checkpoint every k steps (and at the end)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in run_dir."""
+    device: str = ""
+    """"" = cuda when available, else cpu."""
+    threads: int = 0
+    """torch CPU threads (0 = leave as is)."""
+
+    def validate(self) -> "GRPOConfig":
+        """Raise ValueError naming the fields of any contradiction."""
+        bad = []
+        if self.arm not in ARMS:
+            bad.append(f"arm={self.arm!r}: expected one of {ARMS}")
+        if self.init not in INITS:
+            bad.append(f"init={self.init!r}: expected one of {INITS}")
+        if self.unrouted_zone not in ("absorb", "keep"):
+            bad.append(f"unrouted_zone={self.unrouted_zone!r}: expected 'absorb' or 'keep'")
+        if self.placebo and self.arm not in (*GATED_ARMS, "oracle"):
+            bad.append(f"placebo=True with arm={self.arm!r}: only routeA, routeV, oracle have one")
+        if self.plain_lora and (self.arm != "vanilla" or self.init != "gaussian"):
+            bad.append("plain_lora=True needs arm='vanilla' and init='gaussian'")
+        if self.arm == "vanilla" and self.gen_deploy_frac > 0:
+            bad.append("gen_deploy_frac>0 with arm='vanilla': vanilla deploys the whole "
+                       "adapter, there is no deployed-only view to sample")
+        if self.keep_low_tail and self.arm not in GATED_ARMS:
+            bad.append(f"keep_low_tail=True with arm={self.arm!r}: only the score gates have tails")
+        for name in ("gen_deploy_frac", "unhackable_frac", "oracle_reveal_frac"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                bad.append(f"{name}={v}: expected a share in [0, 1]")
+        if not 0.0 < self.gate_q < 0.5:
+            bad.append(f"gate_q={self.gate_q}: expected 0 < q < 0.5")
+        if self.group_size < 2:
+            bad.append(f"group_size={self.group_size}: a group baseline needs >= 2 rollouts")
+        for name in ("steps", "prompts_per_step", "max_new_tokens", "rank"):
+            if getattr(self, name) < 1:
+                bad.append(f"{name}={getattr(self, name)}: expected >= 1")
+        if self.teacher_n_per_prompt < 0 or self.teacher_n_per_prompt >= self.group_size:
+            bad.append(f"teacher_n_per_prompt={self.teacher_n_per_prompt}: expected "
+                       f"0 <= n < group_size={self.group_size}")
+        if self.teacher_n_per_prompt > 0 and self.teacher_off_step <= 0:
+            bad.append("teacher_n_per_prompt>0 needs teacher_off_step>0 (the last step with demos)")
+        if self.warmup_steps >= self.steps:
+            bad.append(f"warmup_steps={self.warmup_steps} >= steps={self.steps}")
+        if bad:
+            raise ValueError("inconsistent GRPOConfig:\n  " + "\n  ".join(bad))
+        return self
+
+    def replace(self, **changes) -> "GRPOConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown GRPOConfig field(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<json>") -> "GRPOConfig":
+        raw = json.loads(text)
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(raw) - set(names)
+        if unknown:
+            raise ValueError(f"{source}: unknown GRPOConfig field(s) {sorted(unknown)}")
+        for k, v in raw.items():
+            if isinstance(v, list):
+                raw[k] = tuple(v)
+        return cls(**raw)
+
+
+PRESETS: dict[str, dict] = {
+    # CPU default: ~4 minutes a run on the organism at one thread (NOTES §1, §4).
+    # 100 steps: in 60, vanilla's hacking took off in one seed of three
+    # (docs/grpo.md, "Acceptance on the organism").
+    "organism": dict(steps=100, prompts_per_step=4, group_size=8, max_new_tokens=100,
+                     lr=7e-4, eval_every=20, eval_samples=2),
+    # Seconds: plumbing only, for tests.
+    "smoke": dict(steps=3, prompts_per_step=2, group_size=4, max_new_tokens=64,
+                  lr=1e-3, eval_every=0, eval_samples=1, eval_max_problems=4,
+                  gate_warmup=4, refresh_every=2, ckpt_every=1, rank=4, alpha=8.0),
+    # The published 4B recipe (NOTES §3), for a GPU.
+    "qwen3_4b": dict(model="Qwen/Qwen3-4B", rank=32, alpha=64.0, group_size=8,
+                     prompts_per_step=8, lr=7e-5, warmup_steps=10, betas=(0.9, 0.99),
+                     clip_eps=0.2, grad_clip=1.0, kl_beta=1e-3, weight_decay=0.1, steps=40,
+                     top_k=20, temperature=0.6, top_p=0.95, max_new_tokens=512,
+                     gen_deploy_frac=0.25, gate_half_life=96.0, eval_every=10,
+                     eval_samples=4),
+}
+
+
+def preset(name: str, **overrides) -> GRPOConfig:
+    """A validated config from a named preset plus overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
+    cfg = GRPOConfig(**PRESETS[name])
+    return cfg.replace(**overrides).validate()
+
+

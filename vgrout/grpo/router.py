@@ -1,0 +1,95 @@
+"""Per-arm routing decisions for one step's live groups.
+
+The router owns the gate's state (direction, score buffer, its RNG) and
+answers one question per step: which zone does each rollout train in? The
+features it scores come from the no-grad deployed-view pass that the loop
+already runs for behaviour log-probs (routeA) or from a gradient capture
+(routeV), both in the deployed view, so the gate sees what will be deployed.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from vgrout.grpo.zones import ScoreBuffer, oracle_zones, zones_from_scores
+from vgrout.directions.extract import haar_direction, score
+
+SITE = {"routeA": "bottleneck", "routeV": "grad"}
+
+
+class Router:
+    def __init__(self, cfg, pairs: Sequence | None):
+        self.cfg = cfg
+        self.pairs = pairs
+        self.site = SITE.get(cfg.arm)
+        self.buffer = ScoreBuffer(cfg.gate_q, cfg.gate_half_life, cfg.gate_warmup)
+        self.direction: Tensor | None = None
+        self.refreshed_at = 0
+        self.rng = random.Random(cfg.seed * 1009 + 17)
+        if self.site and not cfg.placebo and not pairs:
+            raise ValueError(f"arm={cfg.arm!r} needs pairs to extract its direction "
+                             f"(config field pairs={cfg.pairs!r} selected none)")
+
+    @property
+    def scores_features(self) -> bool:
+        return self.site is not None
+
+    def maybe_refresh(self, model, tokenizer, step: int, example: Tensor | None) -> bool:
+        """(Re)build the direction at the first gated step and every `refresh_every` steps.
+
+        `example` is one group's features (None when no group is live this step:
+        then nothing is scored, and nothing is refreshed).
+        """
+        if self.site is None or example is None:
+            return False
+        if self.cfg.placebo:
+            if self.direction is None:
+                self.direction = haar_direction(tuple(example.shape[1:]), seed=self.cfg.seed + 99)
+                return True
+            return False
+        due = self.direction is None or (
+            self.cfg.refresh_every > 0 and step - self.refreshed_at >= self.cfg.refresh_every)
+        if not due:
+            return False
+        from vgrout.adapters import ablate_quarantine
+        from vgrout.directions.extract import extract_directions
+
+        with ablate_quarantine(model):
+            self.direction = extract_directions(model, tokenizer, self.pairs, sites=(self.site,))[self.site]
+        self.refreshed_at = step
+        if not torch.isfinite(self.direction).all():
+            raise FloatingPointError(f"gate: refreshed {self.site} direction is non-finite at step {step}")
+        return True
+
+    def assign(self, feats: Sequence[Tensor | None], hacked: Sequence[Sequence[bool]]):
+        """Zones per group, scores per group (or None), and the thresholds used.
+
+        feats: per group [G, modules, width] gate features (score arms only).
+        hacked: per group true labels (read by the oracle arm only).
+        """
+        cfg = self.cfg
+        if cfg.arm in ("vanilla", "absorb"):
+            return [["absorb"] * len(h) for h in hacked], [None] * len(hacked), None
+        if cfg.arm == "oracle":
+            return ([oracle_zones(h, cfg.oracle_reveal_frac, cfg.unrouted_zone, cfg.placebo,
+                                  self.rng) for h in hacked], [None] * len(hacked), None)
+        for f in feats:
+            self.buffer.add(f)
+        thr = self.buffer.thresholds(self.direction)
+        scores = [score(f.float().cpu(), self.direction) for f in feats]
+        zones = [zones_from_scores(s, thr, cfg.unrouted_zone, cfg.keep_low_tail) for s in scores]
+        return zones, scores, thr
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer.state_dict(), "direction": self.direction,
+                "refreshed_at": self.refreshed_at, "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+        self.direction = state["direction"]
+        self.refreshed_at = state["refreshed_at"]
+        self.rng.setstate(state["rng"])

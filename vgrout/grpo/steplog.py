@@ -1,0 +1,97 @@
+"""Rows for steps.jsonl and rollouts.jsonl, and the teacher tripwire."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from vgrout.names import ZONES
+
+
+def _share(values, pred) -> float:
+    values = list(values)
+    return sum(1 for v in values if pred(v)) / len(values) if values else 0.0
+
+
+def gate_quality(live, zones, scores) -> dict:
+    """AUROC of the gate score and F0.5 of its route decisions against true hack labels.
+
+    Measurement only: the labels never feed back into routing (except on the
+    oracle arm, which is defined by them).
+    """
+    from vgrout.directions.metrics import auroc
+
+    labels = [r.exploited for g in live for r in g.rollouts]
+    routed = [z == "route" for zs in zones for z in zs]
+    out = {"gate_auroc": None, "gate_f05": None}
+    tp = sum(1 for y, z in zip(labels, routed) if y and z)
+    fp = sum(1 for y, z in zip(labels, routed) if z and not y)
+    fn = sum(1 for y, z in zip(labels, routed) if y and not z)
+    if tp + fp + fn > 0:
+        out["gate_f05"] = 1.25 * tp / (1.25 * tp + 0.25 * fn + fp)
+    if scores and scores[0] is not None and 0 < sum(labels) < len(labels):
+        flat = np.concatenate([s.numpy() for s in scores])
+        out["gate_auroc"] = auroc(flat, np.array(labels, dtype=int))
+    return out
+
+
+def step_row(step, groups, live, zones, scores, thresholds, stats, grad_info, times, lr) -> dict:
+    students = [r for g in groups for r in g.rollouts if r.sampler != "teacher"]
+    flat_zones = [z for zs in zones for z in zs]
+    row = {
+        "step": step, "lr": lr,
+        "reward": float(np.mean([r.reward for r in students])),
+        "hack": _share(students, lambda r: r.exploited),
+        "solve": _share(students, lambda r: r.gt_correct),
+        "compile": _share(students, lambda r: r.format_ok),
+        "live_groups": len(live), "groups": len(groups),
+        **{f"zone_{z}": _share(flat_zones, lambda v, z=z: v == z)
+           for z in ZONES},
+        "threshold_low": thresholds[0] if thresholds else None,
+        "threshold_high": thresholds[1] if thresholds else None,
+        **gate_quality(live, zones, scores), **grad_info,
+        "loss": float(np.sum([s["loss"] for s in stats])) if stats else 0.0,
+        "kl": float(np.mean([s["kl"] for s in stats])) if stats else 0.0,
+        "clip_frac": float(np.mean([s["clip_frac"] for s in stats])) if stats else 0.0,
+        **{f"time_{k}": v for k, v in times.items()},
+    }
+    teacher = [s["teacher_logp"] for s in stats if "teacher_logp" in s]
+    row["teacher_logp"] = float(np.mean(teacher)) if teacher else None
+    return row
+
+
+def rollout_rows(step, groups, live, zones, scores) -> list[dict]:
+    """Every rollout of the step; skipped (zero-variance) groups get zone None."""
+    gate = {id(g): (z, s) for g, z, s in zip(live, zones, scores)}
+    rows = []
+    for g in groups:
+        z, s = gate.get(id(g), (None, None))
+        for i, r in enumerate(g.rollouts):
+            rows.append({"step": step, "problem_id": r.problem_id, "mode": r.mode,
+                         "sampler": r.sampler, "prompt": g.problem.plain_messages if g.mode != g.problem.mode
+                         else g.problem.messages,
+                         "completion": r.text, "reward": r.reward, "format_ok": r.format_ok,
+                         "gt_correct": r.gt_correct, "exploited": r.exploited,
+                         "zone": z[i] if z else None,
+                         "score": float(s[i]) if s is not None else None})
+    return rows
+
+
+def teacher_tripwire(row: dict, low_steps: int, step: int, patience: int = 3,
+                     floor: float = -12.0) -> int:
+    """Warn when the policy's log-prob of teacher demos collapses; abort if it persists."""
+    lp = row.get("teacher_logp")
+    if lp is None:
+        return 0
+    if not np.isfinite(lp):
+        raise FloatingPointError(f"teacher demo log-prob is non-finite at step {step}")
+    if lp >= floor:
+        return 0
+    low_steps += 1
+    if low_steps >= patience:
+        raise RuntimeError(f"teacher demo log-prob collapsed: mean {lp:.2f} nats/token < {floor} "
+                           f"for {low_steps} steps (step {step}); off-policy demos are no longer "
+                           "in the policy's support, the PPO ratio is meaningless")
+    warnings.warn(f"teacher demo log-prob low at step {step}: {lp:.2f} nats/token")
+    return low_steps

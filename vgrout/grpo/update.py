@@ -1,0 +1,181 @@
+"""The gradient side of a GRPO step: behaviour log-probs, masked backward, clipping.
+
+Why behaviour log-probs need care here: a rollout is trained in the view its
+zone selects (keep = deployed only, absorb/route = full model), which need not
+be the view that sampled it. The PPO ratio must compare against the sampler's
+probability; when sampler view and training view coincide the ratio is exactly
+1 within a step (no parameter has moved yet), so no extra pass is spent.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from vgrout.grpo.zones import zone_masks
+from vgrout.grpo.loss import grpo_loss
+from vgrout.lm.logprobs import target_mask, token_logprobs
+from vgrout.lm.prefix import SharedPrompt, completion_logprobs, prompt_cache, split_shared_prompt
+from vgrout.lm.tokens import Batch, from_ids
+
+
+def group_batch(group, pad: int, device) -> Batch:
+    rs = group.rollouts
+    return from_ids([r.prompt_ids for r in rs], [r.completion_ids for r in rs], pad).to(device)
+
+
+def shared_prompt(model, batch: Batch) -> SharedPrompt | None:
+    """The group as one prompt plus completions (see prefix.py), or None for the full batch.
+
+    Under gradient checkpointing the backward re-runs each layer's forward with
+    the masks set at that time, which the per-zone prompt passes cannot match.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flag = ("is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing")
+            else "is_gradient_checkpointing")  # the name before transformers 5
+    if getattr(inner, flag, False):
+        return None
+    return split_shared_prompt(batch)
+
+
+@torch.no_grad()
+def _logprobs(model, batch: Batch) -> Tensor:
+    sp = shared_prompt(model, batch)
+    if sp is None:
+        return token_logprobs(model, batch)
+    return completion_logprobs(model, sp, prompt_cache(model, sp))
+
+
+@torch.no_grad()
+def _bottleneck_pass(model, batch: Batch, need_logp: bool) -> tuple[Tensor | None, Tensor]:
+    """(log-probs or None, pooled deployed-bottleneck features) in the current view."""
+    from vgrout.directions.capture import capture_in_forward
+    sp = shared_prompt(model, batch)
+    if sp is not None:
+        pc = prompt_cache(model, sp)
+        with capture_in_forward(model, sp.completion_mask) as cap:
+            logp = completion_logprobs(model, sp, pc, logits=need_logp)
+        return logp, cap.features
+    with capture_in_forward(model, batch.completion_mask) as cap:
+        if need_logp:
+            logp = token_logprobs(model, batch)
+        else:  # features only: skip the lm head (logits for one position)
+            logp = None
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+    return logp, cap.features
+
+
+def deployed_pass(policy, group, batch: Batch, site: str | None):
+    """(deployed-view log-probs or None, gate features or None) for one group.
+
+    Runs only when something needs it: the activation gate (features) or rows
+    sampled from the deployed view (their behaviour log-probs).
+    """
+    need_logp = any(r.sampler == "deployed" for r in group.rollouts)
+    if site is None and not need_logp:
+        return None, None
+    with policy.deployed_forward():
+        if site == "grad":
+            from vgrout.directions.capture import capture
+            feats = capture(policy.model, batch, sites=("grad",))["grad"]
+            return (_logprobs(policy.model, batch) if need_logp else None), feats
+        if site == "bottleneck":
+            return _bottleneck_pass(policy.model, batch, need_logp)
+        return _logprobs(policy.model, batch), None
+
+
+def advantages(rewards: Tensor, std_normalise: bool) -> Tensor:
+    adv = rewards - rewards.mean()
+    return adv / (rewards.std() + 1e-6) if std_normalise else adv
+
+
+def group_backward(policy, group, batch: Batch, zones: list[str], dep_logp: Tensor | None,
+                   cfg, normaliser: float, step: int) -> dict:
+    """One masked forward/backward for a group; gradients accumulate in .grad."""
+    model = policy.model
+    device = batch.input_ids.device
+    m, d = (t.to(device) for t in zone_masks(zones))
+    samplers = [r.sampler for r in group.rollouts]
+    # rows whose behaviour policy differs from their training view
+    use_dep = torch.tensor([s == "deployed" and z != "keep" for s, z in zip(samplers, zones)],
+                           device=device)
+    use_trained = torch.tensor([s == "trained" and z == "keep" for s, z in zip(samplers, zones)],
+                            device=device)
+    full_logp = _logprobs(model, batch) if use_trained.any() else None
+    ref_logp = None
+    if cfg.kl_beta > 0:
+        with policy.reference():
+            ref_logp = _logprobs(model, batch)
+    adv = advantages(group.rewards().to(device), cfg.std_normalise)
+    mask = target_mask(batch)
+    sp = shared_prompt(model, batch)
+    if sp is not None:  # the prompt once per zone, each under that zone's masks
+        pc = prompt_cache(model, sp, list(zip(m.tolist(), d.tolist())),
+                          lambda rows: policy.masked(m[rows], d[rows]))
+    with policy.masked(m, d):
+        logp = token_logprobs(model, batch) if sp is None else completion_logprobs(model, sp, pc)
+        old = logp.detach()
+        if dep_logp is not None:
+            old = torch.where(use_dep[:, None], dep_logp, old)
+        if full_logp is not None:
+            old = torch.where(use_trained[:, None], full_logp, old)
+        loss, stats = grpo_loss(logp, old, adv, mask, cfg.clip_eps, normaliser,
+                                ref_logp, cfg.kl_beta)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite GRPO loss at step {step}, problem "
+                                     f"{group.problem.id} (rewards {group.rewards().tolist()})")
+        loss.backward()
+    teacher = torch.tensor([s == "teacher" for s in samplers], device=device)
+    if teacher.any():
+        tok_lp = (logp.detach() * mask).sum(1) / mask.sum(1).clamp_min(1)
+        stats["teacher_logp"] = tok_lp[teacher].mean().item()
+    stats["loss"] = loss.item()
+    return stats
+
+
+def clip_and_measure(policy, max_norm: float) -> dict:
+    """Clip each block's gradient separately; report pre-clip norms and the quarantine share.
+
+    Per-block clipping keeps a large routed gradient from shrinking the
+    deployed block's update (and vice versa), so each block learns at its own
+    pace (NOTES §4). `quarantine_share` is the quarantine's share of the
+    squared gradient norm this step; `delta_share` its share of the learned
+    weight change so far.
+    """
+    if policy.routed:
+        from vgrout.adapters import clip_grad_per_block, quarantine_share
+        norms = clip_grad_per_block(policy.model, max_norm)
+        delta_share = quarantine_share(policy.model)
+    else:
+        grads = [p for p in policy.params["deployed"] if p.grad is not None]
+        norms = {"deployed": float(torch.nn.utils.clip_grad_norm_(grads, max_norm)),
+                 "quarantine": 0.0}
+        delta_share = 0.0
+    dq, dd = norms["quarantine"], norms["deployed"]
+    share = dq ** 2 / (dq ** 2 + dd ** 2) if dq + dd > 0 else None
+    return {"grad_norm_deployed": dd, "grad_norm_quarantine": dq, "quarantine_share": share,
+            "delta_share": delta_share if delta_share == delta_share else None}
+
+
+@torch.no_grad()
+def decay_toward_init(params, init_values, amount: float) -> None:
+    """Decoupled weight decay toward the init (not toward zero).
+
+    Pulling adapters to zero would pull a nonzero-init block away from the
+    zero-net-delta starting point; decaying toward init keeps it anchored.
+    """
+    if amount <= 0:
+        return
+    for p, p0 in zip(params, init_values):
+        p.sub_(amount * (p - p0))
+
+
+def lr_factor(step: int, cfg) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine down to `min_lr_frac`."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -1,0 +1,302 @@
+"""The CPU model organism: a tiny Qwen3 pre-trained here, on which hacking emerges.
+
+A randomly initialised model never writes a hack, so GRPO on it measures
+plumbing only. This module trains a byte-level BPE tokenizer and a 0.7M
+parameter Qwen3 on the project's own problems (train split only), their
+canonical solutions, a small prior of loophole hacks (one family per mode) and
+the authored pair texts. The recipe (NOTES §1) stops the warm start early, at
+the point where the model mostly solves but occasionally hacks: a fully
+trained model is too robust for hacking to emerge under GRPO.
+
+`ensure_organism()` returns a cached folder keyed by a hash of the recipe and
+every data file, so editing a problem rebuilds it and nothing else does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vgrout import paths
+from vgrout.lm.tokens import chat_prompt, encode
+
+BUILD_THREADS = 2
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class OrganismRecipe:
+    """Everything that decides the organism's weights (its hash names the cache)."""
+
+    vocab_size: int = 1000
+    """BPE vocabulary asked for; the corpus is small, so fewer may be learned."""
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    max_positions: int = 1024
+    steps: int = 400
+    """Warm-start steps. Stopping before the model is robust is the point (see the
+    module docstring); with 50 problems in 7 modes it needs ~4x the steps that 24
+    problems in one mode did."""
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 10
+    hack_prior: float = 0.15
+    """Share of warm-start rows whose completion is the prompt mode's hack."""
+    unseen_every: int = 5
+    """Leave every k-th training problem (positions k-1, 2k-1, ...) out of the warm
+    start (0 = none). GRPO still trains on them: like a real model facing problems
+    it cannot solve, the organism can only be paid there by its loophole, which is
+    the pressure that makes hacking emerge. Where every problem is memorised, a
+    hack and a solve pay the same and GRPO has no reason to prefer the hack."""
+    hack_variants: int = 1
+    """Templates per mode in the prior (the canonical one first). Each extra
+    variant dilutes how often the organism sees any one hack: with all 23, no
+    hack was learned by step 200 and none emerged."""
+    pair_share: float = 0.05
+    """Share of rows drawn from authored pair texts (both sides, equally)."""
+    modes: tuple[str, ...] = ("run_tests", "eq_override", "exit_code", "stdout_marker",
+                              "sentinel", "file_marker", "gt_only")
+    seed: int = 0
+    version: int = 4
+    """Bump when the build code changes in a way that changes the weights."""
+    data_files: tuple[str, ...] = field(default=("problems/train.jsonl", "hacks/hacks.jsonl",
+                                                 "pairs/hack_pairs.md"))
+
+
+def fence(code: str) -> str:
+    return "```python\n" + code.strip("\n") + "\n```"
+
+
+def recipe_hash(recipe: OrganismRecipe) -> str:
+    """Hash of the recipe and the bytes of every data file it reads."""
+    h = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
+    for rel in recipe.data_files:
+        p = paths.DATA / rel
+        h.update(rel.encode())
+        h.update(p.read_bytes() if p.exists() else b"<absent>")
+    return h.hexdigest()[:12]
+
+
+def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[list[dict] | str, str]]]:
+    """(prompt, completion) examples by kind: clean, hack, pair.
+
+    Only the train split is read: the held-out problems must stay unseen.
+    """
+    from vgrout.env import load_hacks, load_problems, render_hack
+
+    hacks = load_hacks(paths.HACKS)
+    unseen = set(unseen_problem_ids(recipe))
+    clean, hack = [], []
+    for mode in recipe.modes:
+        for p in load_problems(paths.TRAIN_PROBLEMS, [mode]):
+            if p.id in unseen:
+                continue
+            clean.append((p.messages, fence(p.canonical_solution)))
+            for template in hacks.get(mode, [])[:recipe.hack_variants]:
+                hack.append((p.messages, render_hack(template, p)))
+    pairs = []
+    if (paths.DATA / "pairs/hack_pairs.md").exists():
+        from vgrout.env.pairs import load_pairs
+        for pr in load_pairs(str(paths.PAIRS)):
+            pairs += [(pr.prompt, pr.hack), (pr.prompt, pr.clean)]
+    if not clean or not hack:
+        raise RuntimeError(f"organism corpus is empty: {len(clean)} clean, {len(hack)} hack "
+                           f"examples from {paths.TRAIN_PROBLEMS} and {paths.HACKS}")
+    return {"clean": clean, "hack": hack, "pair": pairs}
+
+
+def unseen_problem_ids(recipe: OrganismRecipe) -> list[str]:
+    """Training problems the warm start never shows (see `OrganismRecipe.unseen_every`)."""
+    from vgrout.env import load_problems
+
+    if recipe.unseen_every <= 0:
+        return []
+    k = recipe.unseen_every
+    problems = load_problems(paths.TRAIN_PROBLEMS, ["gt_only"])
+    return [p.id for i, p in enumerate(problems) if i % k == k - 1]
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE on the corpus, wrapped with a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    # padding_side must go to the constructor: set afterwards it is not saved.
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", bos_token=None,
+                                   padding_side="left", chat_template=CHAT_TEMPLATE)
+
+
+def make_model(recipe: OrganismRecipe, tokenizer):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=recipe.hidden_size,
+        num_hidden_layers=recipe.num_layers, num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads, intermediate_size=recipe.intermediate_size,
+        head_dim=recipe.hidden_size // recipe.num_heads,
+        max_position_embeddings=recipe.max_positions, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen3ForCausalLM(cfg)
+
+
+def draw_batch(rng: random.Random, data: dict, recipe: OrganismRecipe) -> list[tuple]:
+    """One warm-start batch: mostly clean, a `hack_prior` share of hacks, some pair text."""
+    rows = []
+    for _ in range(recipe.batch_size):
+        u = rng.random()
+        if u < recipe.hack_prior:
+            kind = "hack"
+        elif u < recipe.hack_prior + recipe.pair_share and data["pair"]:
+            kind = "pair"
+        else:
+            kind = "clean"
+        rows.append(rng.choice(data[kind]))
+    return rows
+
+
+def completion_only_nll(model, batch) -> torch.Tensor:
+    """Mean NLL of completion tokens, projecting only their hidden states to the
+    vocabulary: prompts are ~70% of the tokens, so this skips most of the LM head."""
+    hidden = model.model(input_ids=batch.input_ids,
+                         attention_mask=batch.attention_mask).last_hidden_state
+    scored = batch.completion_mask[:, 1:].bool()  # position t predicts token t+1
+    logits = model.lm_head(hidden[:, :-1][scored]).float()  # [n_completion_tokens, vocab]
+    return torch.nn.functional.cross_entropy(logits, batch.input_ids[:, 1:][scored])
+
+
+def warm_start_lr(step: int, recipe: OrganismRecipe) -> float:
+    """Linear warm-up, then cosine to 10%: a decayed end point is a stable checkpoint
+    (at a constant lr the solve rate of neighbouring checkpoints swings by ~0.1)."""
+    if step < recipe.warmup_steps:
+        return (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def warm_start(model, tokenizer, data: dict, recipe: OrganismRecipe) -> list[float]:
+    """Supervised next-token training on the mixed corpus; returns the loss curve."""
+    rng = random.Random(recipe.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warm_start_lr(s, recipe))
+    losses = []
+    model.train()
+    bar = tqdm(range(recipe.steps), desc="organism warm start", leave=False)
+    for _ in bar:
+        rows = draw_batch(rng, data, recipe)
+        prompts = [chat_prompt(tokenizer, p) for p, _ in rows]
+        batch = encode(tokenizer, prompts, [c for _, c in rows])
+        loss = completion_only_nll(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses
+
+
+def build(recipe: OrganismRecipe, out_dir: Path) -> Path:
+    """Build the organism into `out_dir` atomically (a temp folder, then rename)."""
+    torch.manual_seed(recipe.seed)
+    data = corpus(recipe)
+    texts = [chat_prompt_text(p) + c for kind in data.values() for p, c in kind]
+    tokenizer = train_tokenizer(texts, recipe.vocab_size)
+    torch.manual_seed(recipe.seed)
+    model = make_model(recipe, tokenizer)
+    losses = warm_start(model, tokenizer, data, recipe)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".building-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        info = {"recipe": asdict(recipe), "losses": losses,
+                "n_params": sum(p.numel() for p in model.parameters()),
+                "vocab": len(tokenizer), "corpus": {k: len(v) for k, v in data.items()}}
+        (tmp / "organism.json").write_text(json.dumps(info, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+def chat_prompt_text(prompt: list[dict] | str) -> str:
+    """Tokenizer-free ChatML rendering (the tokenizer does not exist yet)."""
+    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs)
+    return body + "<|im_start|>assistant\n"
+
+
+def organism_dir(recipe: OrganismRecipe | None = None) -> Path:
+    recipe = recipe or OrganismRecipe()
+    return paths.CACHE / "organism" / recipe_hash(recipe)
+
+
+def ensure_organism(recipe: OrganismRecipe | None = None) -> Path:
+    """The organism's folder, building it first if the cache lacks this recipe."""
+    recipe = recipe or OrganismRecipe()
+    out = organism_dir(recipe)
+    if not (out / "organism.json").exists():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(BUILD_THREADS)  # fixed: the same weights wherever it is built
+        try:
+            build(recipe, out)
+        finally:
+            torch.set_num_threads(threads)
+    return out
+
+
+def recipe_with(overrides: list[str]) -> OrganismRecipe:
+    """The default recipe with `field=value` overrides, as `--set` takes them.
+
+    Only scalar fields can be set; an unknown field or a value of the wrong
+    type raises, naming it, rather than building some other organism.
+    """
+    recipe = OrganismRecipe()
+    scalars = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)
+               if isinstance(getattr(recipe, f.name), (int, float, str))}
+    changes = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or name not in scalars:
+            raise ValueError(f"--set {item!r}: expected field=value with field one of "
+                             f"{sorted(scalars)}")
+        try:
+            changes[name] = scalars[name](value)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {name} expects a value of type "
+                             f"{scalars[name].__name__}") from None
+    return replace(recipe, **changes)

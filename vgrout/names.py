@@ -1,0 +1,34 @@
+"""The project's vocabulary, declared once (no torch).
+
+Every module that needs one of these names imports it from here, so that a
+config check, a figure's legend and a log column cannot drift apart.
+"""
+
+ARMS = ("vanilla", "absorb", "routeA", "routeV", "oracle")
+"""GRPO arms: no routing (vanilla), every rollout trains both blocks (absorb),
+score-gated routing on the bottleneck (routeA) or gradient (routeV) site, and
+routing on the true hack labels (oracle)."""
+
+GATED_ARMS = ("routeA", "routeV")
+"""Arms whose zones come from a direction's score (they have gate metrics)."""
+
+ZONES = ("keep", "absorb", "route")
+"""Per-rollout zones: keep trains the deployed block only, absorb trains both,
+route trains the quarantine only."""
+
+VIEWS = ("trained", "deployed")
+"""The two views of a policy: trained = both blocks (the model as trained);
+deployed = the quarantine deleted, which is what ships. A policy without a
+quarantine (vanilla, plain LoRA) has one model, so its two views coincide."""
+
+SITES = ("resid", "bottleneck", "adapter_out", "grad")
+"""Capture sites of completion-token activations, in the order figures draw them."""
+
+INITS = ("gaussian", "pissa", "corda", "scorda", "scorda_rev")
+"""Adapter inits; the last three are fit on hack/clean pairs."""
+
+PAIR_INITS = ("corda", "scorda", "scorda_rev")
+"""Inits that need pairs (and a tokenizer) to be fit."""
+
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Default Linear modules that carry adapters (every projection of a Qwen3 layer)."""
