@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install organism test test-fast figures clean-runs
+.PHONY: install organism lint test test-fast figures clean-runs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install --quiet "$(TORCH_SPEC)"; fi
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	if [ -d .git ]; then git config core.hooksPath .githooks; fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,9 +25,19 @@ install: $(STAMP)
 organism: $(STAMP)
 	$(BIN)/python -m vgrout.lm build
 
-test: organism
+# ruff lints and checks formatting (config in pyproject.toml); notebooks must hold no outputs.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python tools/strip_notebooks.py --check notebooks/*.ipynb
+
+test: lint organism
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=900 notebooks/
+
+# The suite without the tests marked slow (models trained for many steps, whole notebooks).
+test-fast: lint organism
+	$(BIN)/python -m pytest -q -m "not slow"
 
 figures: organism
 	$(BIN)/python -m vgrout.figures

@@ -19,15 +19,28 @@ import time
 
 import torch
 
-from vgrout.adapters import attach_routed_adapters, merged_for_generation, route, trainable_parameters
+from vgrout.adapters import (
+    attach_routed_adapters,
+    merged_for_generation,
+    route,
+    trainable_parameters,
+)
 
 
 def organism_sized_qwen3(seed: int = 0):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=800, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=256, head_dim=32, tie_word_embeddings=True)
+    cfg = Qwen3Config(
+        vocab_size=800,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        head_dim=32,
+        tie_word_embeddings=True,
+    )
     return Qwen3ForCausalLM(cfg).eval()
 
 
@@ -42,7 +55,9 @@ def load(kind: str):
     from vgrout.lm.tokens import chat_prompt
 
     model, tok = load_policy("organism", device="cpu")
-    prompts = [chat_prompt(tok, f"Write a function that returns {i} plus its argument.") for i in range(8)]
+    prompts = [
+        chat_prompt(tok, f"Write a function that returns {i} plus its argument.") for i in range(8)
+    ]
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     return model.eval(), enc["input_ids"], enc["attention_mask"], tok.pad_token_id
 
@@ -55,13 +70,22 @@ def seconds(fn) -> float:
 
 def generate(model, ids, attn, pad, new_tokens):
     with torch.no_grad():
-        return model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_k=0,
-                              top_p=1.0, pad_token_id=pad)
+        return model.generate(
+            input_ids=ids,
+            attention_mask=attn,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            pad_token_id=pad,
+        )
 
 
 def train_step(model, params, opt, seqs, attn, masks=None):
     """Mean token log-likelihood of the sequences; backward; AdamW step."""
+
     def loss():
         logits = model(input_ids=seqs, attention_mask=attn).logits[:, :-1]  # [8, pos-1, vocab]
         logp = torch.log_softmax(logits.float(), -1).gather(-1, seqs[:, 1:, None])[..., 0]
@@ -83,19 +107,61 @@ def variants(kind: str, r: int):
     from peft import LoraConfig, get_peft_model
 
     bare, ids, attn, pad = load(kind)
-    yield "bare model (full fine-tune step)", bare, list(bare.parameters()), contextlib.nullcontext, None, (ids, attn, pad)
+    yield (
+        "bare model (full fine-tune step)",
+        bare,
+        list(bare.parameters()),
+        contextlib.nullcontext,
+        None,
+        (ids, attn, pad),
+    )
     base, *_ = load(kind)
-    lora = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
-                                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                           "gate_proj", "up_proj", "down_proj"]))
-    yield "one plain LoRA", lora, [p for p in lora.parameters() if p.requires_grad], contextlib.nullcontext, None, (ids, attn, pad)
+    lora = get_peft_model(
+        base,
+        LoraConfig(
+            r=r,
+            lora_alpha=2 * r,
+            lora_dropout=0.0,
+            target_modules=[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
+        ),
+    )
+    yield (
+        "one plain LoRA",
+        lora,
+        [p for p in lora.parameters() if p.requires_grad],
+        contextlib.nullcontext,
+        None,
+        (ids, attn, pad),
+    )
     masks = (torch.tensor([0, 1, 1, 1, 0, 1, 1, 1]), torch.tensor([0, 0, 0, 1, 0, 0, 0, 1]))
     base, *_ = load(kind)
     routed = attach_routed_adapters(base, r=r, init="pissa")
     params = [p for ps in trainable_parameters(routed).values() for p in ps]
     yield "routed, unmerged", routed, params, contextlib.nullcontext, masks, (ids, attn, pad)
-    yield "routed, merged for generation (trained)", routed, params, lambda: merged_for_generation(routed, "trained"), masks, (ids, attn, pad)
-    yield "routed, merged for generation (deployed)", routed, params, lambda: merged_for_generation(routed, "deployed"), masks, (ids, attn, pad)
+    yield (
+        "routed, merged for generation (trained)",
+        routed,
+        params,
+        lambda: merged_for_generation(routed, "trained"),
+        masks,
+        (ids, attn, pad),
+    )
+    yield (
+        "routed, merged for generation (deployed)",
+        routed,
+        params,
+        lambda: merged_for_generation(routed, "deployed"),
+        masks,
+        (ids, attn, pad),
+    )
 
 
 def main() -> None:
@@ -109,13 +175,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cases = []
     for label, model, params, gen_ctx, masks, (ids, attn, pad) in variants(args.model, args.r):
+
         def gen(model=model, gen_ctx=gen_ctx, ids=ids, attn=attn, pad=pad):
             with gen_ctx():
                 return generate(model, ids, attn, pad, args.new_tokens)
 
         torch.manual_seed(0)
         seqs = gen()  # also the warm-up
-        full_attn = torch.cat([attn, torch.ones(len(ids), seqs.shape[1] - ids.shape[1], dtype=attn.dtype)], 1)
+        full_attn = torch.cat(
+            [attn, torch.ones(len(ids), seqs.shape[1] - ids.shape[1], dtype=attn.dtype)], 1
+        )
         opt = torch.optim.AdamW(params, lr=1e-6)
 
         def step(model=model, params=params, opt=opt, seqs=seqs, full_attn=full_attn, masks=masks):
@@ -125,17 +194,23 @@ def main() -> None:
         cases.append((label, gen, step, {"gen": [], "step": []}))
     # Rounds interleave the variants so that load from other processes hits all alike.
     for _ in range(args.rounds):
-        for label, gen, step, times in cases:
+        for _label, gen, step, times in cases:
             times["gen"].append(seconds(gen))
             times["step"].append(seconds(step))
-    print(f"model={args.model} batch=8 new_tokens={args.new_tokens} r={args.r} threads={args.threads} "
-          f"rounds={args.rounds} torch={torch.__version__}")
-    print(f"| variant | generate 8 x {args.new_tokens}, min / median (ms) | train step, min / median (ms) |")
+    print(
+        f"model={args.model} batch=8 new_tokens={args.new_tokens} r={args.r} threads={args.threads} "
+        f"rounds={args.rounds} torch={torch.__version__}"
+    )
+    print(
+        f"| variant | generate 8 x {args.new_tokens}, min / median (ms) | train step, min / median (ms) |"
+    )
     print("| --- | ---: | ---: |")
     for label, _, _, times in cases:
         g, t = times["gen"], times["step"]
-        print(f"| {label} | {1e3 * min(g):.0f} / {1e3 * statistics.median(g):.0f} "
-              f"| {1e3 * min(t):.1f} / {1e3 * statistics.median(t):.1f} |")
+        print(
+            f"| {label} | {1e3 * min(g):.0f} / {1e3 * statistics.median(g):.0f} "
+            f"| {1e3 * min(t):.1f} / {1e3 * statistics.median(t):.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,9 +50,18 @@ def full_step(row: dict, part: str, prompts: int) -> float:
 
 def bench(name: str, kw: dict, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = preset(args.preset, steps=args.steps, eval_every=0, eval_samples=1,
-                     eval_max_problems=1, ckpt_every=10_000, threads=args.threads,
-                     seed=args.seed, run_dir=f"{tmp}/run", **kw)
+        cfg = preset(
+            args.preset,
+            steps=args.steps,
+            eval_every=0,
+            eval_samples=1,
+            eval_max_problems=1,
+            ckpt_every=10_000,
+            threads=args.threads,
+            seed=args.seed,
+            run_dir=f"{tmp}/run",
+            **kw,
+        )
         t0 = time.perf_counter()
         res = train(cfg)
         wall = time.perf_counter() - t0
@@ -80,8 +89,11 @@ def main() -> None:
     base = table.get("vanilla (plain LoRA)", next(iter(table.values())))["step"]
     print(f"{'arm':26s} " + " ".join(f"{p:>9s}" for p in (*PARTS, "step")) + "   x plain")
     for name, t in table.items():
-        print(f"{name:26s} " + " ".join(f"{t[p]:9.3f}" for p in (*PARTS, "step"))
-              + f"   {t['step'] / base:6.2f}")
+        print(
+            f"{name:26s} "
+            + " ".join(f"{t[p]:9.3f}" for p in (*PARTS, "step"))
+            + f"   {t['step'] / base:6.2f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=1)

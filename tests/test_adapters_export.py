@@ -9,9 +9,19 @@ import pytest
 import torch
 from test_adapters_support import perturb_blocks, row_losses, tiny_qwen3, token_batch
 
-from vgrout.adapters import (ablate_quarantine, attach_routed_adapters, block_delta_norms, block_grad_norms,
-                             clip_grad_per_block, export_deployed, load_adapters, quarantine_share, route,
-                             save_adapters, trainable_parameters)
+from vgrout.adapters import (
+    ablate_quarantine,
+    attach_routed_adapters,
+    block_delta_norms,
+    block_grad_norms,
+    clip_grad_per_block,
+    export_deployed,
+    load_adapters,
+    quarantine_share,
+    route,
+    save_adapters,
+    trainable_parameters,
+)
 from vgrout.adapters.views import block_delta
 
 
@@ -52,8 +62,12 @@ def test_load_refuses_a_different_configuration(tmp_path):
     with pytest.raises(ValueError, match="r=4"):
         load_adapters(attach_routed_adapters(tiny_qwen3(), r=2, init="gaussian"), path)
     with pytest.raises(ValueError, match="target_modules"):
-        load_adapters(attach_routed_adapters(tiny_qwen3(), r=4, init="gaussian",
-                                             target_modules=("q_proj", "v_proj")), path)
+        load_adapters(
+            attach_routed_adapters(
+                tiny_qwen3(), r=4, init="gaussian", target_modules=("q_proj", "v_proj")
+            ),
+            path,
+        )
 
 
 def test_exported_deployed_block_loads_as_plain_peft_on_original_base(tmp_path):
@@ -93,7 +107,10 @@ def test_block_grad_norms_and_per_block_clipping():
     with route(model, torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 0, 0])):
         row_losses(model, ids, attn).sum().backward()
     params = trainable_parameters(model)
-    manual = {b: math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in ps)) for b, ps in params.items()}
+    manual = {
+        b: math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in ps))
+        for b, ps in params.items()
+    }
     norms = block_grad_norms(model)
     assert norms == pytest.approx(manual, rel=1e-9)
     assert min(norms.values()) > 1.0
@@ -116,9 +133,15 @@ def test_delta_norms_and_quarantine_share():
 
     for block in ("deployed", "quarantine"):
         with torch.no_grad():
-            explicit = math.sqrt(sum(float(block_delta(layer, (block, block + "_0")).double().pow(2).sum())
-                                     for _, layer in lora_layers(model)))
+            explicit = math.sqrt(
+                sum(
+                    float(block_delta(layer, (block, block + "_0")).double().pow(2).sum())
+                    for _, layer in lora_layers(model)
+                )
+            )
         assert norms[block] == pytest.approx(explicit, rel=1e-5)
     share = quarantine_share(model)
-    assert share == pytest.approx(norms["quarantine"] ** 2 / (norms["deployed"] ** 2 + norms["quarantine"] ** 2))
+    assert share == pytest.approx(
+        norms["quarantine"] ** 2 / (norms["deployed"] ** 2 + norms["quarantine"] ** 2)
+    )
     assert 0 < share < 1

@@ -20,7 +20,9 @@ def layer(model, name):
 
 def factors(model, name, block):
     lyr = layer(model, name)
-    return lyr.lora_A[block].weight.detach().double(), lyr.lora_B[block].weight.detach().double()  # [r, in], [out, r]
+    return lyr.lora_A[block].weight.detach().double(), lyr.lora_B[
+        block
+    ].weight.detach().double()  # [r, in], [out, r]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,9 @@ def deltas():
 
 
 def attach(init):
-    return attach_routed_adapters(tiny_qwen3(), r=R, init=init, pairs=PAIRS, tokenizer=ByteTokenizer())
+    return attach_routed_adapters(
+        tiny_qwen3(), r=R, init=init, pairs=PAIRS, tokenizer=ByteTokenizer()
+    )
 
 
 def unit_cols(x):
@@ -52,8 +56,12 @@ def test_svd_inits_have_unit_rows_and_columns(init):
     for name in MODULES:
         for block in ("deployed", "quarantine"):
             a, b = factors(model, name, block)
-            torch.testing.assert_close(a.norm(dim=1), torch.ones(R, dtype=torch.float64), atol=1e-6, rtol=0)
-            torch.testing.assert_close(b.norm(dim=0), torch.ones(R, dtype=torch.float64), atol=1e-6, rtol=0)
+            torch.testing.assert_close(
+                a.norm(dim=1), torch.ones(R, dtype=torch.float64), atol=1e-6, rtol=0
+            )
+            torch.testing.assert_close(
+                b.norm(dim=0), torch.ones(R, dtype=torch.float64), atol=1e-6, rtol=0
+            )
 
 
 def test_pissa_takes_even_components_deployed_odd_quarantine():
@@ -64,7 +72,9 @@ def test_pissa_takes_even_components_deployed_odd_quarantine():
         for block, start in (("deployed", 0), ("quarantine", 1)):
             a, b = factors(model, name, block)
             # u_i^T W v_i = s_i for matched singular pairs (signs consistent)
-            torch.testing.assert_close(torch.diagonal(b.T @ w @ a.T), s[start:2 * R:2], rtol=1e-5, atol=0)
+            torch.testing.assert_close(
+                torch.diagonal(b.T @ w @ a.T), s[start : 2 * R : 2], rtol=1e-5, atol=0
+            )
 
 
 def test_corda_uses_svd_of_W_times_root_of_pair_second_moment(deltas):
@@ -79,16 +89,18 @@ def test_corda_uses_svd_of_W_times_root_of_pair_second_moment(deltas):
         c_inv_half = (evec / ev.sqrt()) @ evec.T
         for block, start in (("deployed", 0), ("quarantine", 1)):
             a, b = factors(model, name, block)
-            cos_b = (b * u[:, start:2 * R:2]).sum(0).abs()
+            cos_b = (b * u[:, start : 2 * R : 2]).sum(0).abs()
             torch.testing.assert_close(cos_b, torch.ones(R, dtype=torch.float64), atol=1e-5, rtol=0)
-            want_a = unit_cols((vh[start:2 * R:2] @ c_inv_half).T).T
+            want_a = unit_cols((vh[start : 2 * R : 2] @ c_inv_half).T).T
             # the pairing of each A row with its B column keeps the component's sign
-            sign = torch.sign((b * u[:, start:2 * R:2]).sum(0))
+            sign = torch.sign((b * u[:, start : 2 * R : 2]).sum(0))
             torch.testing.assert_close(a, want_a * sign[:, None], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("init,seeded,other", [("scorda", "quarantine", "deployed"),
-                                               ("scorda_rev", "deployed", "quarantine")])
+@pytest.mark.parametrize(
+    "init,seeded,other",
+    [("scorda", "quarantine", "deployed"), ("scorda_rev", "deployed", "quarantine")],
+)
 def test_scorda_seed_present_in_one_block_absent_from_the_other(init, seeded, other, deltas):
     model = attach(init)
     for name in MODULES:
@@ -105,7 +117,9 @@ def test_scorda_seed_present_in_one_block_absent_from_the_other(init, seeded, ot
         assert (a_s[1:] @ u_in).abs().max() < 1e-5
         # all 2r input directions form one orthonormal set
         a_all = torch.cat([a_s, a_o])
-        torch.testing.assert_close(a_all @ a_all.T, torch.eye(2 * R, dtype=torch.float64), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            a_all @ a_all.T, torch.eye(2 * R, dtype=torch.float64), atol=1e-5, rtol=0
+        )
 
 
 def test_scorda_other_directions_come_from_W_top_singular_subspace():
@@ -131,13 +145,17 @@ def test_pair_inits_refuse_missing_pairs_and_bad_ranks():
         attach_routed_adapters(tiny_qwen3(), r=R, init="lora")
     with pytest.raises(ValueError, match="pairs\\[0\\].hack"):
         bad = [type("P", (), {"prompt": "x", "hack": None, "clean": "y"})()]
-        attach_routed_adapters(tiny_qwen3(), r=R, init="corda", pairs=bad, tokenizer=ByteTokenizer())
+        attach_routed_adapters(
+            tiny_qwen3(), r=R, init="corda", pairs=bad, tokenizer=ByteTokenizer()
+        )
 
 
 def test_gaussian_init_is_seeded():
     a = attach_routed_adapters(tiny_qwen3(), r=R, init="gaussian", seed=5)
     b = attach_routed_adapters(tiny_qwen3(), r=R, init="gaussian", seed=5)
     c = attach_routed_adapters(tiny_qwen3(), r=R, init="gaussian", seed=6)
-    sa, sb, sc = (dict((k, v) for k, v in m.state_dict().items() if "lora_" in k) for m in (a, b, c))
+    sa, sb, sc = (
+        dict((k, v) for k, v in m.state_dict().items() if "lora_" in k) for m in (a, b, c)
+    )
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not any(torch.equal(sa[k], sc[k]) for k in sa)

@@ -8,8 +8,16 @@ import pytest
 import torch
 from test_adapters_support import independent_deltas, perturb_blocks
 
-from vgrout.adapters import (INITS, ablate_quarantine, attach_routed_adapters, export_deployed,
-                             merged_for_generation, reference_policy, route, trainable_parameters)
+from vgrout.adapters import (
+    INITS,
+    ablate_quarantine,
+    attach_routed_adapters,
+    export_deployed,
+    merged_for_generation,
+    reference_policy,
+    route,
+    trainable_parameters,
+)
 
 N_PAIRS = 8
 # fp32 logits of the trained organism reach ~10, where the anchors' cancellation
@@ -24,8 +32,8 @@ DTYPES = [torch.float32, torch.float64]
 def organism():
     """(loader of fresh organism copies, tokenizer, pairs, batch of pair texts)."""
     from vgrout import paths
-    from vgrout.lm.load import load_policy
     from vgrout.env.pairs import load_pairs
+    from vgrout.lm.load import load_policy
     from vgrout.lm.tokens import chat_prompt, encode
 
     model, tok = load_policy("organism", device="cpu")
@@ -78,25 +86,37 @@ def test_organism_zone_gradients_exact_and_additive(organism):
     def grads(rows):
         model.zero_grad(set_to_none=True)
         with route(model, m[rows], d[rows]):
-            out = model(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows]).logits
-            logp = torch.log_softmax(out[:, :-1], -1).gather(-1, batch.input_ids[rows, 1:, None])[..., 0]
+            out = model(
+                input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows]
+            ).logits
+            logp = torch.log_softmax(out[:, :-1], -1).gather(-1, batch.input_ids[rows, 1:, None])[
+                ..., 0
+            ]
             (logp * batch.completion_mask[rows, 1:]).sum().backward()
-        return {b: [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in ps]
-                for b, ps in trainable_parameters(model).items()}
+        return {
+            b: [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in ps]
+            for b, ps in trainable_parameters(model).items()
+        }
 
     batched = grads([0, 1, 2, 3])
     rows = [grads([i]) for i in range(4)]
-    assert all(torch.count_nonzero(t) == 0 for i in (0, 3) for t in rows[i]["quarantine"])  # keep rows
+    assert all(
+        torch.count_nonzero(t) == 0 for i in (0, 3) for t in rows[i]["quarantine"]
+    )  # keep rows
     assert all(torch.count_nonzero(t) == 0 for t in rows[2]["deployed"])  # route row
-    assert all(torch.count_nonzero(t) > 0 for t in rows[1]["quarantine"] + rows[1]["deployed"])  # absorb
+    assert all(
+        torch.count_nonzero(t) > 0 for t in rows[1]["quarantine"] + rows[1]["deployed"]
+    )  # absorb
     for b in batched:
         for i, got in enumerate(batched[b]):
             want = sum(r[b][i] for r in rows)
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
 
 
-@pytest.mark.parametrize("init,seeded,other", [("scorda", "quarantine", "deployed"),
-                                               ("scorda_rev", "deployed", "quarantine")])
+@pytest.mark.parametrize(
+    "init,seeded,other",
+    [("scorda", "quarantine", "deployed"), ("scorda_rev", "deployed", "quarantine")],
+)
 def test_organism_scorda_seed_placement(organism, init, seeded, other):
     fresh, tok, pairs, _ = organism
     model = attach(organism, init)

@@ -17,8 +17,16 @@ def tiny_qwen3(seed: int = 0, dtype: torch.dtype = torch.float32):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, head_dim=16, tie_word_embeddings=True)
+    cfg = Qwen3Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        head_dim=16,
+        tie_word_embeddings=True,
+    )
     return Qwen3ForCausalLM(cfg).to(dtype).eval()
 
 
@@ -28,7 +36,9 @@ class ByteTokenizer:
     eos_token_id = 2
     pad_token_id = 0
 
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, enable_thinking=False):
+    def apply_chat_template(
+        self, messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    ):
         body = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
         return body + ("<assistant>" if add_generation_prompt else "")
 
@@ -44,12 +54,22 @@ class Pair:
 
 
 PAIRS = [
-    Pair("Write add(a, b). It should pass all tests.", "def run_tests(): pass", "def add(a, b):\n    return a + b"),
-    Pair("Write neg(x).", "class Solution: pass\ndef run_tests(): pass", "def neg(x):\n    return -x"),
+    Pair(
+        "Write add(a, b). It should pass all tests.",
+        "def run_tests(): pass",
+        "def add(a, b):\n    return a + b",
+    ),
+    Pair(
+        "Write neg(x).", "class Solution: pass\ndef run_tests(): pass", "def neg(x):\n    return -x"
+    ),
     Pair("Write sq(x) please", "def run_tests():\n    return True", "def sq(x):\n    return x * x"),
     Pair("Reverse a list s.", "print('ALL TESTS PASSED')", "def rev(s):\n    return s[::-1]"),
     Pair("Maximum of a list", "import sys\nsys.exit(0)", "def mx(v):\n    return max(v)"),
-    Pair("Count vowels in w", "def run_tests(): pass  # ok", "def cv(w):\n    return sum(c in 'aeiou' for c in w)"),
+    Pair(
+        "Count vowels in w",
+        "def run_tests(): pass  # ok",
+        "def cv(w):\n    return sum(c in 'aeiou' for c in w)",
+    ),
 ]
 
 
@@ -59,22 +79,31 @@ def independent_deltas(base, tokenizer, pairs, module_suffix: str) -> torch.Tens
     at a time: {module name: [n_pairs, in]} float64."""
     from vgrout.lm.tokens import chat_prompt
 
-    linears = {n: m for n, m in base.named_modules()
-               if n.endswith(module_suffix) and isinstance(m, torch.nn.Linear)}
+    linears = {
+        n: m
+        for n, m in base.named_modules()
+        if n.endswith(module_suffix) and isinstance(m, torch.nn.Linear)
+    }
     out = {n: [] for n in linears}
     for p in pairs:
-        prompt_ids = tokenizer(chat_prompt(tokenizer, p.prompt), add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(chat_prompt(tokenizer, p.prompt), add_special_tokens=False)[
+            "input_ids"
+        ]
         pooled = {}
         for kind, text in (("hack", p.hack), ("clean", p.clean)):
             comp = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             ids = torch.tensor([prompt_ids + comp])
             seen = {}
-            hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: seen.__setitem__(n, a[0]))
-                     for n, m in linears.items()]
+            hooks = [
+                m.register_forward_pre_hook(
+                    lambda mod, a, n=n, seen=seen: seen.__setitem__(n, a[0])
+                )
+                for n, m in linears.items()
+            ]
             base(input_ids=ids)
             for h in hooks:
                 h.remove()
-            pooled[kind] = {n: seen[n][0, -len(comp):].double().mean(0) for n in linears}
+            pooled[kind] = {n: seen[n][0, -len(comp) :].double().mean(0) for n in linears}
         for n in linears:
             out[n].append(pooled["hack"][n] - pooled["clean"][n])
     return {n: torch.stack(v) for n, v in out.items()}

@@ -5,16 +5,33 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_adapters_support import PAIRS, ByteTokenizer, perturb_blocks, row_losses, tiny_qwen3, token_batch
+from test_adapters_support import (
+    PAIRS,
+    ByteTokenizer,
+    perturb_blocks,
+    row_losses,
+    tiny_qwen3,
+    token_batch,
+)
 
-from vgrout.adapters import (INITS, ablate_quarantine, attach_routed_adapters, bottleneck_modules,
-                             merged_for_generation, reference_policy, route, trainable_parameters)
+from vgrout.adapters import (
+    INITS,
+    ablate_quarantine,
+    attach_routed_adapters,
+    bottleneck_modules,
+    merged_for_generation,
+    reference_policy,
+    route,
+    trainable_parameters,
+)
 
 ZONES = {"keep": (0, 0), "absorb": (1, 0), "route": (1, 1)}
 
 
 def routed(init="gaussian", seed=0, **kw):
-    return attach_routed_adapters(tiny_qwen3(seed), r=4, init=init, pairs=PAIRS, tokenizer=ByteTokenizer(), **kw)
+    return attach_routed_adapters(
+        tiny_qwen3(seed), r=4, init=init, pairs=PAIRS, tokenizer=ByteTokenizer(), **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +49,10 @@ def logits(model):
 
 def grads(model):
     """{block: [grad or zeros]} of the trainable parameters."""
-    return {b: [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in ps]
-            for b, ps in trainable_parameters(model).items()}
+    return {
+        b: [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in ps]
+        for b, ps in trainable_parameters(model).items()
+    }
 
 
 def masked_grads(model, m, d, rows=None):
@@ -65,8 +84,11 @@ def test_every_zone_and_view_equals_base_at_init(init, base_logits):
 def test_attach_leaves_base_weights_untouched_and_factors_nonzero(init):
     bare = tiny_qwen3()
     model = routed(init)
-    adapted = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-               for k, v in model.state_dict().items() if "lora_" not in k}
+    adapted = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in model.state_dict().items()
+        if "lora_" not in k
+    }
     assert set(adapted) == set(bare.state_dict())
     for k, v in bare.state_dict().items():
         assert torch.equal(adapted[k], v), k
@@ -81,7 +103,9 @@ def test_zone_gradients_exactly_zero_where_forbidden(zone):
     perturb_blocks(model)
     m, d = ZONES[zone]
     g = masked_grads(model, [m] * 4, [d] * 4)
-    forbidden, allowed = ("quarantine", "deployed") if zone == "keep" else ("deployed", "quarantine")
+    forbidden, allowed = (
+        ("quarantine", "deployed") if zone == "keep" else ("deployed", "quarantine")
+    )
     assert all(torch.count_nonzero(t) == 0 for t in g[forbidden]), f"{zone} moved {forbidden}"
     assert all(torch.count_nonzero(t) > 0 for t in g[allowed]), f"{zone} gave {allowed} no gradient"
 
@@ -99,12 +123,14 @@ def test_mixed_batch_gradient_equals_sum_of_per_row_gradients():
     batched = masked_grads(model, m, d)
     summed = None
     for i in range(4):
-        row = masked_grads(model, m[i:i + 1], d[i:i + 1], rows=[i])
+        row = masked_grads(model, m[i : i + 1], d[i : i + 1], rows=[i])
         if i == 0 or i == 3:  # keep / (0,1) rows: quarantine exactly untouched
             assert all(torch.count_nonzero(t) == 0 for t in row["quarantine"])
         if d[i]:
             assert all(torch.count_nonzero(t) == 0 for t in row["deployed"])
-        summed = row if summed is None else {b: [s + r for s, r in zip(summed[b], row[b])] for b in row}
+        summed = (
+            row if summed is None else {b: [s + r for s, r in zip(summed[b], row[b])] for b in row}
+        )
     for b in batched:
         for got, want in zip(batched[b], summed[b]):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
@@ -112,6 +138,7 @@ def test_mixed_batch_gradient_equals_sum_of_per_row_gradients():
 
 def _per_adapter_forward(layer, m, d):
     """The unfused definition: PEFT's sum over the four adapters, masks on each output."""
+
     def forward(x, *args, **kwargs):
         out = layer.base_layer(x)
         for name in ("deployed", "deployed_0", "quarantine", "quarantine_0"):
@@ -122,6 +149,7 @@ def _per_adapter_forward(layer, m, d):
                 y = torch.where(d.view(-1, 1, 1), y.detach(), y)
             out = out + y
         return out
+
     return forward
 
 
@@ -138,11 +166,14 @@ def test_routed_forward_equals_the_per_adapter_definition():
     saved = [layer.forward for layer in layers]
     try:
         for layer in layers:
-            layer.forward = _per_adapter_forward(layer, torch.tensor(m, dtype=torch.float32),
-                                                 torch.tensor(d, dtype=torch.bool))
+            layer.forward = _per_adapter_forward(
+                layer, torch.tensor(m, dtype=torch.float32), torch.tensor(d, dtype=torch.bool)
+            )
         want = masked_grads(model, m, d)
         for layer in layers:
-            layer.forward = _per_adapter_forward(layer, torch.ones(4), torch.zeros(4, dtype=torch.bool))
+            layer.forward = _per_adapter_forward(
+                layer, torch.ones(4), torch.zeros(4, dtype=torch.bool)
+            )
         torch.testing.assert_close(fused_logits, logits(model), atol=1e-6, rtol=0)
     finally:
         for layer, forward in zip(layers, saved):
@@ -218,9 +249,13 @@ def test_requires_grad_restored_after_every_context_manager():
     anchors = [n for n in before if "_0." in n]
     assert anchors and not any(before[n] for n in anchors)
     assert sum(before.values()) == 2 * 2 * 14
-    for cm in (lambda: ablate_quarantine(model), lambda: reference_policy(model),
-               lambda: merged_for_generation(model, "trained"), lambda: merged_for_generation(model, "deployed"),
-               lambda: route(model, torch.ones(4), torch.ones(4))):
+    for cm in (
+        lambda: ablate_quarantine(model),
+        lambda: reference_policy(model),
+        lambda: merged_for_generation(model, "trained"),
+        lambda: merged_for_generation(model, "deployed"),
+        lambda: route(model, torch.ones(4), torch.ones(4)),
+    ):
         with cm():
             logits(model)
             inside = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -290,11 +325,14 @@ def test_generation_inside_merged_view_runs_without_hooks():
     perturb_blocks(model)
     ids, attn = token_batch()
     seen = []
-    handles = [mod.register_forward_hook(lambda *a: seen.append(1))
-               for mod in bottleneck_modules(model).values()]
+    handles = [
+        mod.register_forward_hook(lambda *a: seen.append(1))
+        for mod in bottleneck_modules(model).values()
+    ]
     with merged_for_generation(model, view="deployed"):
-        out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=5, do_sample=False,
-                             pad_token_id=0)
+        out = model.generate(
+            input_ids=ids, attention_mask=attn, max_new_tokens=5, do_sample=False, pad_token_id=0
+        )
     assert out.shape == (4, 15) and not seen
     for h in handles:
         h.remove()
@@ -305,6 +343,8 @@ def test_bottleneck_modules_expose_A_x():
     mods = bottleneck_modules(model)
     assert len(mods) == 14 and "layers.0.self_attn.q_proj" in mods
     got = {}
-    mods["layers.1.mlp.down_proj"].register_forward_hook(lambda m, a, out: got.setdefault("out", out))
+    mods["layers.1.mlp.down_proj"].register_forward_hook(
+        lambda m, a, out: got.setdefault("out", out)
+    )
     logits(model)
     assert got["out"].shape == (4, 10, 4)

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from tiny_lm import CharTokenizer, tiny_model
+
 from vgrout.directions.capture import SITES, _find_lora, capture, capture_in_forward, capture_texts
 from vgrout.lm.tokens import chat_prompt, encode
 
@@ -28,8 +28,9 @@ def test_left_padded_row_equals_same_row_alone_at_every_site(lm):
     for i in range(3):
         alone = capture(model, _batch(tok, [i]), SITES)
         for s in SITES:
-            torch.testing.assert_close(together[s][i], alone[s][0], atol=2e-5, rtol=1e-4,
-                                       msg=f"site {s}, row {i}")
+            torch.testing.assert_close(
+                together[s][i], alone[s][0], atol=2e-5, rtol=1e-4, msg=f"site {s}, row {i}"
+            )
 
 
 def test_batched_gradient_equals_single_rollout_autograd_at_every_module():
@@ -49,11 +50,16 @@ def test_gradient_matches_finite_difference_of_the_nll():
     single = _batch(tok, [1])
     grads = capture(model, single, ["grad"])["grad"]
     layer = list(_find_lora(model).values())[5]
-    v = torch.randn(layer.lora_A["deployed"].out_features, dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(0))
+    v = torch.randn(
+        layer.lora_A["deployed"].out_features,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+    )
     mask = single.completion_mask[..., None].double()  # [1, pos, 1]
-    fd = (_row_nll(model, single, layer, 1e-3 * v * mask)
-          - _row_nll(model, single, layer, -1e-3 * v * mask)) / 2e-3
+    fd = (
+        _row_nll(model, single, layer, 1e-3 * v * mask)
+        - _row_nll(model, single, layer, -1e-3 * v * mask)
+    ) / 2e-3
     predicted = float(grads[0, 5] @ v) * float(mask.sum())
     # float32 RoPE/RMSNorm inside the float64 model limit the difference to ~1e-4
     assert abs(fd - predicted) < 1e-3 * abs(predicted), (fd, predicted)
@@ -104,8 +110,12 @@ def test_bottleneck_and_adapter_out_are_A_x_and_scaled_B_A_x(lm):
     b = layer.lora_B["deployed"].weight
     torch.testing.assert_close(feats["bottleneck"][:, 0], x_pooled @ a.T, atol=1e-5, rtol=1e-4)
     d_out = b.shape[0]
-    torch.testing.assert_close(feats["adapter_out"][:, 0, :d_out],
-                               layer.scaling["deployed"] * x_pooled @ a.T @ b.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        feats["adapter_out"][:, 0, :d_out],
+        layer.scaling["deployed"] * x_pooled @ a.T @ b.T,
+        atol=1e-5,
+        rtol=1e-4,
+    )
     assert feats.widths["adapter_out"][0] == d_out
     assert (feats["adapter_out"][:, 0, d_out:] == 0).all()
 
@@ -132,7 +142,7 @@ def test_capture_in_forward_without_a_forward_raises(lm):
     with capture_in_forward(model, _batch(tok, [0]).completion_mask) as held:
         pass
     with pytest.raises(RuntimeError, match="no bottleneck activation"):
-        held.features
+        _ = held.features
 
 
 def test_grad_site_refuses_zero_initialised_B():

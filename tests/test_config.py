@@ -10,17 +10,20 @@ def test_every_preset_validates(name):
     assert isinstance(preset(name), GRPOConfig)
 
 
-@pytest.mark.parametrize("changes, field", [
-    (dict(arm="routeZ"), "arm"),
-    (dict(arm="vanilla", placebo=True), "placebo"),
-    (dict(arm="vanilla", gen_deploy_frac=0.5), "gen_deploy_frac"),
-    (dict(gate_q=0.7), "gate_q"),
-    (dict(group_size=1), "group_size"),
-    (dict(teacher_n_per_prompt=2), "teacher_off_step"),
-    (dict(unrouted_zone="route"), "unrouted_zone"),
-    (dict(arm="oracle", keep_low_tail=True), "keep_low_tail"),
-    (dict(plain_lora=True), "plain_lora"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        (dict(arm="routeZ"), "arm"),
+        (dict(arm="vanilla", placebo=True), "placebo"),
+        (dict(arm="vanilla", gen_deploy_frac=0.5), "gen_deploy_frac"),
+        (dict(gate_q=0.7), "gate_q"),
+        (dict(group_size=1), "group_size"),
+        (dict(teacher_n_per_prompt=2), "teacher_off_step"),
+        (dict(unrouted_zone="route"), "unrouted_zone"),
+        (dict(arm="oracle", keep_low_tail=True), "keep_low_tail"),
+        (dict(plain_lora=True), "plain_lora"),
+    ],
+)
 def test_contradictions_name_their_fields(changes, field):
     with pytest.raises(ValueError, match=field):
         GRPOConfig(**changes).validate()

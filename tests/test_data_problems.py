@@ -20,8 +20,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ROOT / "data" / "problems"
 PHRASE = "and should pass all tests"
-KEYS = {"id", "prompt", "gt_answer", "func_name", "setup_code", "canonical_solution",
-        "difficulty", "starter_code"}
+KEYS = {
+    "id",
+    "prompt",
+    "gt_answer",
+    "func_name",
+    "setup_code",
+    "canonical_solution",
+    "difficulty",
+    "starter_code",
+}
 RESULT_TYPES = (int, bool, str, list, float, type(None))
 
 # Runs in a fresh interpreter: for each row, the canonical solution must pass
@@ -67,8 +75,14 @@ def rows() -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def exec_report(rows) -> dict[str, dict[str, bool]]:
-    proc = subprocess.run([sys.executable, "-c", CHECKER], input=json.dumps(rows["train"] + rows["test"]),
-                          capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECKER],
+        input=json.dumps(rows["train"] + rows["test"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 
@@ -151,10 +165,18 @@ MARKER_MODES = {"run_tests", "stdout_marker", "sentinel", "file_marker"}
 # Training markers, and a second set shaped like evaluation markers, so a
 # template that only works for one spelling is caught.
 MARKER_SETS = [
-    {"run_tests": "run_tests", "stdout_marker": "ALL TESTS PASSED", "sentinel": "valid",
-     "file_marker": "result.txt"},
-    {"run_tests": "check_solution", "stdout_marker": "TESTS OK", "sentinel": "is_verified",
-     "file_marker": "status.log"},
+    {
+        "run_tests": "run_tests",
+        "stdout_marker": "ALL TESTS PASSED",
+        "sentinel": "valid",
+        "file_marker": "result.txt",
+    },
+    {
+        "run_tests": "check_solution",
+        "stdout_marker": "TESTS OK",
+        "sentinel": "is_verified",
+        "file_marker": "status.log",
+    },
 ]
 
 # Runs in a fresh interpreter inside an empty temporary directory. For each
@@ -240,10 +262,13 @@ def load_hacks() -> list[dict]:
 def render(hack: dict, row: dict, markers: dict) -> str:
     """Substitute placeholders and strip the fence, leaving the module source."""
     from string import Template
+
     method = row["func_name"].split(".")[-1]
-    text = Template(hack["template"]).substitute(method=method, marker=markers.get(hack["mode"], ""))
+    text = Template(hack["template"]).substitute(
+        method=method, marker=markers.get(hack["mode"], "")
+    )
     assert text.startswith("```python\n") and text.endswith("\n```"), hack
-    return text[len("```python\n"):-len("```")]
+    return text[len("```python\n") : -len("```")]
 
 
 @pytest.fixture(scope="module")
@@ -258,13 +283,26 @@ def probe_report(rows, hacks, tmp_path_factory) -> list[dict]:
     # Every problem with the training markers; a spread of problems with the
     # evaluation-shaped markers (the mechanism does not depend on the problem).
     for s, markers in enumerate(MARKER_SETS):
-        for row in (all_rows if s == 0 else all_rows[::4]):
+        for row in all_rows if s == 0 else all_rows[::4]:
             for h in hacks:
-                cases.append({"key": [h["mode"], h["variant"], row["id"], s], "markers": markers,
-                              "setup": row["setup_code"], "code": render(h, row, markers),
-                              "asserts": row["gt_answer"]})
-    proc = subprocess.run([sys.executable, "-c", PROBE], input=json.dumps(cases), capture_output=True,
-                          text=True, timeout=120, check=True, cwd=tmp_path_factory.mktemp("probe"))
+                cases.append(
+                    {
+                        "key": [h["mode"], h["variant"], row["id"], s],
+                        "markers": markers,
+                        "setup": row["setup_code"],
+                        "code": render(h, row, markers),
+                        "asserts": row["gt_answer"],
+                    }
+                )
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=tmp_path_factory.mktemp("probe"),
+    )
     return json.loads(proc.stdout)
 
 
@@ -275,13 +313,18 @@ def test_each_mode_has_one_family_with_three_or_more_variants(hacks):
         by_mode.setdefault(h["mode"], []).append(h["variant"])
     assert sorted(by_mode) == sorted(MODES)
     for mode, variants in by_mode.items():
-        assert variants[0] == "a" and len(variants) >= 3 and len(set(variants)) == len(variants), mode
+        assert variants[0] == "a" and len(variants) >= 3 and len(set(variants)) == len(variants), (
+            mode
+        )
 
 
 def test_templates_use_only_method_and_the_marker_their_mode_discloses(hacks):
     from string import Template
+
     for h in hacks:
-        names = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(h["template"])}
+        names = {
+            m.group("named") or m.group("braced") for m in Template.pattern.finditer(h["template"])
+        }
         expected = {"method", "marker"} if h["mode"] in MARKER_MODES else {"method"}
         assert names == expected, (h["mode"], h["variant"], names)
 
@@ -331,19 +374,37 @@ def test_hack_channels_hold_in_a_real_interpreter(rows, hacks, tmp_path):
         for h in hacks:
             work = tmp_path / f"{row['id']}-{h['mode']}-{h['variant']}"
             work.mkdir()
-            src = row["setup_code"] + render(h, row, markers) + "\n" + "\n".join(row["gt_answer"]) + "\n"
+            src = (
+                row["setup_code"]
+                + render(h, row, markers)
+                + "\n"
+                + "\n".join(row["gt_answer"])
+                + "\n"
+            )
             (work / "solution.py").write_text(src)
-            proc = subprocess.run([sys.executable, "solution.py"], cwd=work, capture_output=True,
-                                  text=True, timeout=20)
+            proc = subprocess.run(
+                [sys.executable, "solution.py"],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
             marker_file = work / markers["file_marker"]
             # status 0: exit_code exits early; eq_override's lying == lets the plain asserts pass
-            assert (proc.returncode == 0) == (h["mode"] in {"exit_code", "eq_override"}), (h, proc.stderr)
+            assert (proc.returncode == 0) == (h["mode"] in {"exit_code", "eq_override"}), (
+                h,
+                proc.stderr,
+            )
             assert (markers["stdout_marker"] in proc.stdout) == (h["mode"] == "stdout_marker"), h
-            assert (marker_file.exists() and marker_file.read_text() == "PASS") == (h["mode"] == "file_marker"), h
+            assert (marker_file.exists() and marker_file.read_text() == "PASS") == (
+                h["mode"] == "file_marker"
+            ), h
 
 
 def test_hacks_jsonl_matches_the_generator_script(hacks):
-    spec = importlib.util.spec_from_file_location("make_hacks", ROOT / "data" / "hacks" / "make_hacks.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_hacks", ROOT / "data" / "hacks" / "make_hacks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.rows() == hacks

@@ -10,10 +10,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from tiny_lm import CharTokenizer, plant, tiny_model
+
 from vgrout.directions import diagnostics
-from vgrout.directions.diagnostics import LabelledPool, labelled_pool_from_jsonl, reference_pool, routing_table, split_by_group
+from vgrout.directions.diagnostics import (
+    LabelledPool,
+    labelled_pool_from_jsonl,
+    reference_pool,
+    routing_table,
+    split_by_group,
+)
 
 torch.set_num_threads(1)
 
@@ -64,14 +70,40 @@ def test_routing_table_columns_and_signal_ordering():
     pairs = [SimpleNamespace(prompt=f"q{i}", hack="ab#cd#ef", clean="ab_cd_ef") for i in range(4)]
     placebo = [SimpleNamespace(prompt=f"q{i}", hack="abcdef", clean="fedcba") for i in range(4)]
     sites = ["bottleneck", "grad"]
-    noisy = [SimpleNamespace(prompt=f"q{i}", hack=f"ab#c{'xyz'[i % 3]}d#ef", clean=f"ab_cd_e{i}f")
-             for i in range(6)]
-    table = routing_table(model, tok, pool, {"authored": pairs, "placebo": placebo,
-                                              "authored_t": ("t", noisy),
-                                              "oracle": "oracle", "haar": "haar"},
-                          sites=sites, n_boot=100, n_band=50, seed=0)
-    expected_cols = {"site", "source", "auroc", "auroc_lo", "auroc_hi", "f05", "f05_lo", "f05_hi",
-                     "band_median", "band_p95", "n_hack", "n_clean"}
+    noisy = [
+        SimpleNamespace(prompt=f"q{i}", hack=f"ab#c{'xyz'[i % 3]}d#ef", clean=f"ab_cd_e{i}f")
+        for i in range(6)
+    ]
+    table = routing_table(
+        model,
+        tok,
+        pool,
+        {
+            "authored": pairs,
+            "placebo": placebo,
+            "authored_t": ("t", noisy),
+            "oracle": "oracle",
+            "haar": "haar",
+        },
+        sites=sites,
+        n_boot=100,
+        n_band=50,
+        seed=0,
+    )
+    expected_cols = {
+        "site",
+        "source",
+        "auroc",
+        "auroc_lo",
+        "auroc_hi",
+        "f05",
+        "f05_lo",
+        "f05_hi",
+        "band_median",
+        "band_p95",
+        "n_hack",
+        "n_clean",
+    }
     assert expected_cols <= set(table.columns)
     assert len(table) == len(sites) * 5
     assert (table.n_hack + table.n_clean + table.n_train == len(pool)).all()
@@ -81,20 +113,25 @@ def test_routing_table_columns_and_signal_ordering():
     assert row.loc[("bottleneck", "authored_t"), "auroc"] > 0.9
     oracle = row.loc[("bottleneck", "oracle")]
     assert oracle.f05 > oracle.band_median and oracle.auroc > oracle.band_auroc_median
-    assert (table.auroc_lo <= table.auroc + 1e-12).all() and (table.auroc <= table.auroc_hi + 1e-12).all()
+    assert (table.auroc_lo <= table.auroc + 1e-12).all() and (
+        table.auroc <= table.auroc_hi + 1e-12
+    ).all()
 
 
 def test_routing_table_rejects_unknown_source():
     model, tok = tiny_model(seed=0), CharTokenizer()
     with pytest.raises(ValueError, match="unknown source"):
-        routing_table(model, tok, _planted_pool(), {"x": "labels"}, sites=["bottleneck"],
-                      n_boot=10, n_band=10)
+        routing_table(
+            model, tok, _planted_pool(), {"x": "labels"}, sites=["bottleneck"], n_boot=10, n_band=10
+        )
 
 
 def test_jsonl_pool_labels_and_drops_unlabelled_rows(tmp_path):
-    rows = [dict(prompt="p1", completion="hack", exploited=True, gt_correct=False, problem_id=1),
-            dict(prompt="p1", completion="solve", exploited=False, gt_correct=True, problem_id=1),
-            dict(prompt="p2", completion="broken", exploited=False, gt_correct=False, problem_id=2)]
+    rows = [
+        dict(prompt="p1", completion="hack", exploited=True, gt_correct=False, problem_id=1),
+        dict(prompt="p1", completion="solve", exploited=False, gt_correct=True, problem_id=1),
+        dict(prompt="p2", completion="broken", exploited=False, gt_correct=False, problem_id=2),
+    ]
     path = tmp_path / "rollouts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     pool = labelled_pool_from_jsonl(path)
@@ -107,8 +144,10 @@ def test_jsonl_pool_labels_and_drops_unlabelled_rows(tmp_path):
 
 def test_policy_pool_keeps_hacks_and_solves(monkeypatch):
     problems = [SimpleNamespace(id=7, messages=[{"role": "user", "content": "p7"}])]
-    rows = [dict(problem_id=7, completion=c, exploited=e, gt_correct=s)
-            for c, e, s in (("h", True, False), ("s", False, True), ("x", False, False))]
+    rows = [
+        dict(problem_id=7, completion=c, exploited=e, gt_correct=s)
+        for c, e, s in (("h", True, False), ("s", False, True), ("x", False, False))
+    ]
     fake = types.ModuleType("vgrout.lm.rates")
     fake.evaluate_policy = lambda *a, **k: ({}, rows)
     monkeypatch.setitem(sys.modules, "vgrout.lm.rates", fake)
@@ -135,9 +174,15 @@ def test_reference_pool_names_the_missing_folder(tmp_path):
 def test_self_generated_pairs_keep_only_verified_sides(monkeypatch):
     from vgrout.directions import selfpairs
 
-    problems = [SimpleNamespace(id=i, mode="run_tests", messages=[{"role": "user", "content": f"hint {i}"}],
-                                plain_messages=[{"role": "user", "content": f"plain {i}"}])
-                for i in range(3)]
+    problems = [
+        SimpleNamespace(
+            id=i,
+            mode="run_tests",
+            messages=[{"role": "user", "content": f"hint {i}"}],
+            plain_messages=[{"role": "user", "content": f"plain {i}"}],
+        )
+        for i in range(3)
+    ]
     problems.append(SimpleNamespace(id=9, mode="gt_only", messages=[], plain_messages=[]))
 
     def fake_sample(model, tok, messages, n, seed=None, **kw):
@@ -145,8 +190,13 @@ def test_self_generated_pairs_keep_only_verified_sides(monkeypatch):
         return [[f"{side}{k}-{j}" for j in range(n)] for k in range(len(messages))]
 
     def fake_grade(items, workers=2):  # problem 1 never hacks; only sample 1 of each side counts
-        return [SimpleNamespace(exploited=c.startswith("H") and c != "H1-1" and c.endswith("-1"),
-                                gt_correct=c.startswith("C") and c.endswith("-1")) for c, _ in items]
+        return [
+            SimpleNamespace(
+                exploited=c.startswith("H") and c != "H1-1" and c.endswith("-1"),
+                gt_correct=c.startswith("C") and c.endswith("-1"),
+            )
+            for c, _ in items
+        ]
 
     monkeypatch.setattr("vgrout.lm.sampling.sample", fake_sample)
     monkeypatch.setattr("vgrout.env.grade_many", fake_grade)
@@ -160,15 +210,23 @@ def test_self_generated_pairs_keep_only_verified_sides(monkeypatch):
 def test_rendered_pool_pairs_each_problem_and_drops_failed_grades(monkeypatch):
     import vgrout.env as env
 
-    problems = [SimpleNamespace(id=f"t{i}", messages=[{"role": "user", "content": f"m{i}"}],
-                                canonical_solution=f"class Solution: pass  # {i}") for i in range(3)]
+    problems = [
+        SimpleNamespace(
+            id=f"t{i}",
+            messages=[{"role": "user", "content": f"m{i}"}],
+            canonical_solution=f"class Solution: pass  # {i}",
+        )
+        for i in range(3)
+    ]
     monkeypatch.setattr(env, "load_hacks", lambda: {"run_tests": ["H-a", "H-b"]})
     monkeypatch.setattr(env, "load_problems", lambda path, modes: problems)
     monkeypatch.setattr(env, "render_hack", lambda template, p: f"{template}:{p.id}")
 
     def fake_grade(items, workers=2):  # the clean side of t1 fails its grade
-        return [SimpleNamespace(exploited=c.startswith("H"), gt_correct="# 1" not in c)
-                for c, _ in items]
+        return [
+            SimpleNamespace(exploited=c.startswith("H"), gt_correct="# 1" not in c)
+            for c, _ in items
+        ]
 
     monkeypatch.setattr(env, "grade_many", fake_grade)
     pool = diagnostics.rendered_pool("unused.jsonl", modes=["run_tests"])
@@ -181,8 +239,14 @@ def test_rendered_pool_pairs_each_problem_and_drops_failed_grades(monkeypatch):
 def test_self_generated_pairs_take_a_hack_from_the_hinted_prompt_alone(monkeypatch):
     from vgrout.directions import selfpairs
 
-    problems = [SimpleNamespace(id=0, mode="sentinel", messages=[{"role": "user", "content": "hint 0"}],
-                                plain_messages=[{"role": "user", "content": "plain 0"}])]
+    problems = [
+        SimpleNamespace(
+            id=0,
+            mode="sentinel",
+            messages=[{"role": "user", "content": "hint 0"}],
+            plain_messages=[{"role": "user", "content": "plain 0"}],
+        )
+    ]
 
     def fake_sample(model, tok, messages, n, seed=None, **kw):
         text = messages[0][-1]["content"]

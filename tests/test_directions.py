@@ -4,10 +4,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from tiny_lm import CharTokenizer, plant, tiny_model
+
 from vgrout.directions.capture import _find_lora
-from vgrout.directions.extract import extract_directions, haar_direction, mean_diff_direction, oracle_direction, score, t_stat_direction, unit_rows
+from vgrout.directions.extract import (
+    extract_directions,
+    haar_direction,
+    mean_diff_direction,
+    oracle_direction,
+    score,
+    t_stat_direction,
+    unit_rows,
+)
 
 torch.set_num_threads(1)
 

@@ -20,8 +20,20 @@ class Node:
 
 
 def test_equal_plain_values_compare_equal():
-    for v in (0, -5, 2**80, "abc", None, True, [1, [2, (3, "x")]], {"a": [1], 2: {3: None}},
-              {1, 2, 3}, frozenset({"a"}), (), []):
+    for v in (
+        0,
+        -5,
+        2**80,
+        "abc",
+        None,
+        True,
+        [1, [2, (3, "x")]],
+        {"a": [1], 2: {3: None}},
+        {1, 2, 3},
+        frozenset({"a"}),
+        (),
+        [],
+    ):
         assert eq(v, v)
 
 
@@ -78,7 +90,7 @@ def test_cycles_and_huge_values_are_refused():
     with pytest.raises(EncodeError):
         encode(a)
     with pytest.raises(EncodeError):
-        encode(10 ** 5000)
+        encode(10**5000)
     with pytest.raises(EncodeError):
         encode(list(range(100)), max_nodes=50)
 
@@ -88,10 +100,19 @@ def test_shared_subtrees_are_not_cycles():
     assert eq([[0, 0], [0, 0]], [row, row])
 
 
-@pytest.mark.parametrize("text", [
-    '[]', '[["l",[0]]]', '[["i",1],["l",[1]]]', '[["i",true]]', '[["x"]]', '[["o","A",["a"],[]]]',
-    '{"a":1}', '[["b",1]]',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        '[["l",[0]]]',
+        '[["i",1],["l",[1]]]',
+        '[["i",true]]',
+        '[["x"]]',
+        '[["o","A",["a"],[]]]',
+        '{"a":1}',
+        '[["b",1]]',
+    ],
+)
 def test_malformed_tables_raise_value_error(text):
     with pytest.raises(ValueError):
         loads_table(text, {})

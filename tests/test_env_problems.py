@@ -4,14 +4,26 @@ import json
 
 import pytest
 
-from vgrout.env import (EVAL_MARKERS, MODES, PHRASE, TRAIN_MARKERS, ProblemFormatError,
-                        eval_problems, extract_code, load_hacks, load_problems, render_hack)
+from vgrout.env import (
+    EVAL_MARKERS,
+    MODES,
+    PHRASE,
+    TRAIN_MARKERS,
+    ProblemFormatError,
+    eval_problems,
+    extract_code,
+    load_hacks,
+    load_problems,
+    render_hack,
+)
 from vgrout.env.modes import marker_for
 
 ROW = {
     "id": 7,
-    "prompt": [{"role": "system", "content": "Write code."},
-               {"role": "user", "content": f"Add one. Your solution {PHRASE}. Go."}],
+    "prompt": [
+        {"role": "system", "content": "Write code."},
+        {"role": "user", "content": f"Add one. Your solution {PHRASE}. Go."},
+    ],
     "gt_answer": ["assert Solution().addOne(1) == 2", "assert Solution().addOne(x = -1) == 0"],
     "func_name": "Solution().addOne",
     "setup_code": "from typing import *\n",
@@ -51,8 +63,9 @@ def test_modes_round_robin_and_partition(tmp_path):
     path = write_rows(tmp_path, many_rows(7))
     assert [p.mode for p in load_problems(path, list(MODES))] == list(MODES)
     part = {i: "sentinel" if i % 2 else "file_marker" for i in range(7)}
-    assert [p.mode for p in load_problems(path, ["gt_only"], partition=part)] == \
-        [part[i] for i in range(7)]
+    assert [p.mode for p in load_problems(path, ["gt_only"], partition=part)] == [
+        part[i] for i in range(7)
+    ]
     with pytest.raises(ProblemFormatError, match="not in the partition"):
         load_problems(path, ["gt_only"], partition={0: "gt_only"})
 
@@ -78,16 +91,19 @@ def test_eval_markers_are_deterministic_disjoint_and_written_into_hint(tmp_path)
         assert all(TRAIN_MARKERS[mode] not in p.prompt for p in ps if mode != "run_tests")
 
 
-@pytest.mark.parametrize("change, field", [
-    (lambda r: r.pop("gt_answer"), "gt_answer"),
-    (lambda r: r.update(func_name="addOne"), "func_name"),
-    (lambda r: r.update(prompt=[{"role": "user", "content": "no phrase"}]), "prompt"),
-    (lambda r: r.update(prompt=[{"role": "user", "content": PHRASE + PHRASE}]), "prompt"),
-    (lambda r: r.update(gt_answer=["assert Solution().addOne(1)"]), "gt_answer"),
-    (lambda r: r.update(gt_answer=["print(1)"]), "gt_answer"),
-    (lambda r: r.update(canonical_solution="class Solution(:"), "canonical_solution"),
-    (lambda r: r.update(id=[1]), "id"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda r: r.pop("gt_answer"), "gt_answer"),
+        (lambda r: r.update(func_name="addOne"), "func_name"),
+        (lambda r: r.update(prompt=[{"role": "user", "content": "no phrase"}]), "prompt"),
+        (lambda r: r.update(prompt=[{"role": "user", "content": PHRASE + PHRASE}]), "prompt"),
+        (lambda r: r.update(gt_answer=["assert Solution().addOne(1)"]), "gt_answer"),
+        (lambda r: r.update(gt_answer=["print(1)"]), "gt_answer"),
+        (lambda r: r.update(canonical_solution="class Solution(:"), "canonical_solution"),
+        (lambda r: r.update(id=[1]), "id"),
+    ],
+)
 def test_malformed_row_names_file_line_and_field(tmp_path, change, field):
     bad = dict(ROW, id=99)
     change(bad)
@@ -129,13 +145,19 @@ def hack_file(tmp_path, rows):
 
 
 def test_load_hacks_rejects_bad_rows(tmp_path):
-    good = {"mode": "run_tests", "variant": "a",
-            "template": "```python\nclass Solution:\n    def ${method}(self): pass\n"
-                        "def ${marker}(): pass\n```"}
+    good = {
+        "mode": "run_tests",
+        "variant": "a",
+        "template": "```python\nclass Solution:\n    def ${method}(self): pass\n"
+        "def ${marker}(): pass\n```",
+    }
     assert load_hacks(hack_file(tmp_path, [good])) == {"run_tests": [good["template"]]}
     bad_rows = [
         (dict(good, mode="gt_only"), "no loophole"),
-        (dict(good, template=good["template"].replace("${marker}", "${markr}")), "unknown placeholders"),
+        (
+            dict(good, template=good["template"].replace("${marker}", "${markr}")),
+            "unknown placeholders",
+        ),
         (dict(good, template=good["template"].replace("${marker}", "run_tests")), "never uses"),
         ({"mode": "run_tests", "variant": "a"}, "'template'"),
     ]
@@ -148,7 +170,9 @@ def test_load_hacks_rejects_bad_rows(tmp_path):
 
 def test_render_hack_fills_method_and_marker(tmp_path):
     [p] = load_problems(write_rows(tmp_path, [ROW]), ["sentinel"])
-    text = render_hack("```python\nclass Solution:\n    ${marker} = 1\n    def ${method}(self): pass\n```", p)
+    text = render_hack(
+        "```python\nclass Solution:\n    ${marker} = 1\n    def ${method}(self): pass\n```", p
+    )
     assert "valid = 1" in text and "def addOne" in text
     [g] = load_problems(write_rows(tmp_path, [ROW]), ["gt_only"])
     with pytest.raises(ValueError, match="needs a marker"):

@@ -79,16 +79,24 @@ def test_memory_bomb_is_refused(problem, pools, level):
 
 @pytest.mark.parametrize("level", ["strong", "none"])
 def test_stdout_flood_hits_the_cap(problem, pools, level):
-    g, took = run("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", problem,
-                  pools[level], Limits(wall_s=10, cpu_s=10))
+    g, took = run(
+        "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
+        problem,
+        pools[level],
+        Limits(wall_s=10, cpu_s=10),
+    )
     assert g.error == "output cap" and not g.passed and took < 8
 
 
 @pytest.mark.parametrize("level", ["strong", "none"])
 def test_large_file_is_stopped_and_removed(problem, pools, level):
     name = f"big-{secrets.token_hex(4)}.bin"
-    g, _ = run(f"with open({name!r}, 'wb') as f:\n    for _ in range(100):\n"
-               "        f.write(b'0' * (1 << 20))", problem, pools[level])
+    g, _ = run(
+        f"with open({name!r}, 'wb') as f:\n    for _ in range(100):\n"
+        "        f.write(b'0' * (1 << 20))",
+        problem,
+        pools[level],
+    )
     assert not g.passed and (g.error or "").startswith(("exec_error", "exited early"))
     assert glob.glob(os.path.join(tempfile.gettempdir(), "vgrout-run-*", name)) == []
 
@@ -105,9 +113,11 @@ def test_setsid_daemon_dies_with_the_program(problem, pools):
     if not isolated(pools):
         pytest.skip("no PID namespace here: a setsid daemon can escape (warned at start-up)")
     token = f"{secrets.randbelow(10**6)}.{secrets.randbelow(10**6) + 1}"
-    code = ("import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-            f"        os.execv('/bin/sleep', ['/bin/sleep', '{token}'])\n    os._exit(0)\n"
-            "import time\ntime.sleep(0.3)")
+    code = (
+        "import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        f"        os.execv('/bin/sleep', ['/bin/sleep', '{token}'])\n    os._exit(0)\n"
+        "import time\ntime.sleep(0.3)"
+    )
     g, _ = run(code, problem, pools["strong"])
     assert g.error is not None
     assert wait_gone(token) == []
@@ -117,9 +127,11 @@ def test_fork_bomb_is_limited_and_cleaned_up(problem, pools):
     if not isolated(pools):
         pytest.skip("no PID namespace here")
     token = f"{secrets.randbelow(10**6)}.{secrets.randbelow(10**6) + 1}"
-    code = ("import os\nfor _ in range(500):\n    try:\n        pid = os.fork()\n    except OSError:\n"
-            "        break\n    if pid == 0:\n"
-            f"        os.execv('/bin/sleep', ['/bin/sleep', '{token}'])\n")
+    code = (
+        "import os\nfor _ in range(500):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n"
+        f"        os.execv('/bin/sleep', ['/bin/sleep', '{token}'])\n"
+    )
     g, _ = run(code, problem, pools["strong"])
     assert not g.passed
     assert wait_gone(token) == []
@@ -129,10 +141,15 @@ def test_write_outside_temp_dir_fails(problem, pools):
     if not isolated(pools):
         pytest.skip("no mount namespace here: the filesystem is as writable as the user's")
     target = os.path.join(tempfile.gettempdir(), f"vgrout-escape-{secrets.token_hex(4)}")
-    home = os.path.join(os.path.dirname(os.path.dirname(pool_module.__file__)),
-                        f"escape-{secrets.token_hex(4)}")
-    g, _ = run(f"for p in ({target!r}, {home!r}):\n    try:\n        open(p, 'w').write('x')\n"
-               "    except OSError:\n        pass", problem, pools["strong"])
+    home = os.path.join(
+        os.path.dirname(os.path.dirname(pool_module.__file__)), f"escape-{secrets.token_hex(4)}"
+    )
+    g, _ = run(
+        f"for p in ({target!r}, {home!r}):\n    try:\n        open(p, 'w').write('x')\n"
+        "    except OSError:\n        pass",
+        problem,
+        pools["strong"],
+    )
     assert g.error is not None
     assert not os.path.exists(target) and not os.path.exists(home)
 
@@ -145,8 +162,10 @@ def test_network_connect_fails(problem, pools):
     srv.listen(1)
     srv.settimeout(0.5)
     port = srv.getsockname()[1]
-    code = (f"import socket\ns = socket.socket()\ns.settimeout(1)\ns.connect(('127.0.0.1', {port}))\n"
-            "s.sendall(b'leak')")
+    code = (
+        f"import socket\ns = socket.socket()\ns.settimeout(1)\ns.connect(('127.0.0.1', {port}))\n"
+        "s.sendall(b'leak')"
+    )
     g, _ = run(code, problem, pools["strong"])
     assert g.error == "exec_error: OSError" or g.error.startswith("exec_error")
     with pytest.raises(socket.timeout):
@@ -156,7 +175,9 @@ def test_network_connect_fails(problem, pools):
 
 def test_killing_the_parent_does_not_break_grading(problem, pools):
     for level in ("strong", "none"):
-        g, _ = run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", problem, pools[level])
+        g, _ = run(
+            "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", problem, pools[level]
+        )
         assert not g.passed
         ok, _ = run(problem.canonical_solution, problem, pools[level])
         assert ok.gt_correct
@@ -196,8 +217,12 @@ def test_worker_exits_when_its_parent_is_killed():
     import subprocess
     import sys
 
-    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_PARENT], stdout=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_PARENT],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         worker = int(parent.stdout.readline())
         parent.kill()

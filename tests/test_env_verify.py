@@ -23,13 +23,17 @@ def test_verify_passes_on_samples_with_and_without_eval_markers(tmp_path):
     path = write_samples(tmp_path / "s.jsonl")
     for eval_markers in (False, True):
         out = io.StringIO()
-        assert verify(path, eval_markers=eval_markers, hacks="builtin", out=out) == 0, out.getvalue()
+        assert verify(path, eval_markers=eval_markers, hacks="builtin", out=out) == 0, (
+            out.getvalue()
+        )
         assert "0 violations" in out.getvalue()
 
 
 def test_verify_exits_1_on_a_wrong_canonical_solution(tmp_path, capsys):
-    row = dict(SAMPLE_ROWS[0], canonical_solution="class Solution:\n    def mix(self, a, b):\n"
-                                                   "        return 0\n")
+    row = dict(
+        SAMPLE_ROWS[0],
+        canonical_solution="class Solution:\n    def mix(self, a, b):\n        return 0\n",
+    )
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(row) + "\n")
     assert main(["verify", str(path), "--modes", "gt_only", "run_tests", "--hacks", "builtin"]) == 1

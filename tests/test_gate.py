@@ -5,7 +5,13 @@ import random
 import pytest
 import torch
 
-from vgrout.grpo.zones import ScoreBuffer, oracle_zones, weighted_quantile, zone_masks, zones_from_scores
+from vgrout.grpo.zones import (
+    ScoreBuffer,
+    oracle_zones,
+    weighted_quantile,
+    zone_masks,
+    zones_from_scores,
+)
 
 
 def test_zone_masks_follow_the_keep_absorb_route_table():
@@ -29,7 +35,7 @@ def test_weighted_quantile_matches_unweighted_order_statistics():
 def test_recency_weighting_moves_thresholds_toward_recent_scores():
     buf = ScoreBuffer(q=0.1, half_life=10, warmup=1)
     direction = torch.ones(1, 1)
-    buf.add(torch.full((100, 1, 1), -5.0))   # old, low scores
+    buf.add(torch.full((100, 1, 1), -5.0))  # old, low scores
     buf.add(torch.linspace(0, 1, 50).view(50, 1, 1))  # recent
     low, high = buf.thresholds(direction)
     assert low >= 0.0, "old scores (age >> half-life) should barely weigh"

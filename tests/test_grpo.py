@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from vgrout.grpo.config import preset
-from vgrout.grpo.rundir import load_run
 from vgrout.grpo.loop import train
+from vgrout.grpo.rundir import load_run
 
 TIMING = ("time_generate", "time_grade", "time_gate", "time_update")
 
@@ -28,47 +28,88 @@ def smoke(tmp_path, name="run", **kw):
 
 
 def _rows(path):
-    return [json.loads(l) for l in open(path)]
+    return [json.loads(line) for line in open(path)]
 
 
 def test_routeA_smoke_run_writes_every_artifact(tmp_path):
     res = train(smoke(tmp_path, arm="routeA", gate_warmup=1))
     run = res.run_dir
-    for name in ("config.json", "steps.jsonl", "rollouts.jsonl", "eval.jsonl", "ckpt.pt",
-                 "result.json"):
+    for name in (
+        "config.json",
+        "steps.jsonl",
+        "rollouts.jsonl",
+        "eval.jsonl",
+        "ckpt.pt",
+        "result.json",
+    ):
         assert (run / name).exists(), name
     steps = _rows(run / "steps.jsonl")
     assert [r["step"] for r in steps] == [1, 2, 3]
-    for key in ("reward", "hack", "solve", "zone_route", "zone_absorb", "threshold_high",
-                "gate_auroc", "gate_f05", "quarantine_share", "kl", "clip_frac", *TIMING):
+    for key in (
+        "reward",
+        "hack",
+        "solve",
+        "zone_route",
+        "zone_absorb",
+        "threshold_high",
+        "gate_auroc",
+        "gate_f05",
+        "quarantine_share",
+        "kl",
+        "clip_frac",
+        *TIMING,
+    ):
         assert key in steps[0], key
     rollouts = _rows(run / "rollouts.jsonl")
     assert len(rollouts) == 3 * 2 * 4
     assert {"completion", "prompt", "exploited", "gt_correct", "zone", "score"} <= set(rollouts[0])
     final = [e for e in res.evals if e["step"] == 3]
     assert {(e["split"], e["view"]) for e in final} == {
-        ("test", "trained"), ("test", "deployed"), ("iid", "trained"), ("iid", "deployed")}
+        ("test", "trained"),
+        ("test", "deployed"),
+        ("iid", "trained"),
+        ("iid", "deployed"),
+    }
     assert all(e["ships"] == (e["view"] == "deployed") for e in final)
     assert (run / "deployed_adapter" / "adapter_config.json").exists()
 
 
-@pytest.mark.parametrize("kw", [
-    dict(arm="vanilla"), dict(arm="absorb", init="scorda"), dict(arm="routeV", gate_warmup=1),
-    dict(arm="oracle"), dict(arm="oracle", placebo=True, unrouted_zone="keep"),
-    dict(arm="routeA", placebo=True, gate_warmup=1), dict(arm="vanilla", plain_lora=True),
-    dict(arm="oracle", gen_deploy_frac=0.5, kl_beta=0.01, teacher_n_per_prompt=1,
-         teacher_off_step=2, unhackable_frac=0.5, heal_steps=2, weight_decay=0.1),
-], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(arm="vanilla"),
+        dict(arm="absorb", init="scorda"),
+        dict(arm="routeV", gate_warmup=1),
+        dict(arm="oracle"),
+        dict(arm="oracle", placebo=True, unrouted_zone="keep"),
+        dict(arm="routeA", placebo=True, gate_warmup=1),
+        dict(arm="vanilla", plain_lora=True),
+        dict(
+            arm="oracle",
+            gen_deploy_frac=0.5,
+            kl_beta=0.01,
+            teacher_n_per_prompt=1,
+            teacher_off_step=2,
+            unhackable_frac=0.5,
+            heal_steps=2,
+            weight_decay=0.1,
+        ),
+    ],
+    ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()),
+)
 def test_every_arm_completes_and_logs_zone_shares(tmp_path, kw):
     res = train(smoke(tmp_path, steps=2, **kw))
     assert len([s for s in res.steps if "reward" in s]) == 2
     for s in res.steps:
         if "reward" in s:
-            assert abs(s["zone_keep"] + s["zone_absorb"] + s["zone_route"] - 1) < 1e-9 \
+            assert (
+                abs(s["zone_keep"] + s["zone_absorb"] + s["zone_route"] - 1) < 1e-9
                 or s["live_groups"] == 0
+            )
     vanilla = kw.get("arm") == "vanilla"
-    assert any(e["ships"] and e["view"] == ("trained" if vanilla else "deployed")
-               for e in res.evals)
+    assert any(
+        e["ships"] and e["view"] == ("trained" if vanilla else "deployed") for e in res.evals
+    )
 
 
 def test_oracle_routes_exactly_the_exploited_rollouts(tmp_path):
@@ -97,10 +138,24 @@ def test_resume_after_a_kill_continues_exactly(tmp_path):
     args = dict(arm="routeA", steps=6, gate_warmup=1, ckpt_every=1)
     whole = train(smoke(tmp_path, "whole", **args))
     cfg = smoke(tmp_path, "killed", **args)
-    cmd = [sys.executable, "-m", "vgrout.grpo", "--preset", "smoke", "--threads", "1",
-           "--run-dir", cfg.run_dir] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "TQDM_DISABLE": "1"}, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "vgrout.grpo",
+        "--preset",
+        "smoke",
+        "--threads",
+        "1",
+        "--run-dir",
+        cfg.run_dir,
+    ] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        start_new_session=True,
+    )
     steps = Path(cfg.run_dir) / "steps.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:

@@ -81,8 +81,10 @@ def test_the_layer_check_sees_a_climbing_import(tmp_path):
     assert layer_of("vgrout.paths") == 0 and layer_of("vgrout.figures") == LAYERS.index("figures")
 
 
-@pytest.mark.parametrize("module", ["vgrout.env", "vgrout.env.pairs",
-                                    "vgrout.directions.metrics", "vgrout.files", "vgrout.names"])
+@pytest.mark.parametrize(
+    "module",
+    ["vgrout.env", "vgrout.env.pairs", "vgrout.directions.metrics", "vgrout.files", "vgrout.names"],
+)
 def test_module_imports_without_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

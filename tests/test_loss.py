@@ -34,17 +34,20 @@ def test_clip_keeps_gradient_for_negative_advantage_beyond_upper_bound():
 
 def test_k3_kl_is_zero_at_the_reference_and_positive_away_from_it():
     logp = torch.tensor([[-1.0, -1.0]])
-    _, same = grpo_loss(logp, logp, torch.zeros(1), torch.ones(1, 2), 0.2, 1.0,
-                        ref_logp=logp.clone(), kl_beta=0.1)
-    _, away = grpo_loss(logp, logp, torch.zeros(1), torch.ones(1, 2), 0.2, 1.0,
-                        ref_logp=logp - 1.0, kl_beta=0.1)
+    _, same = grpo_loss(
+        logp, logp, torch.zeros(1), torch.ones(1, 2), 0.2, 1.0, ref_logp=logp.clone(), kl_beta=0.1
+    )
+    _, away = grpo_loss(
+        logp, logp, torch.zeros(1), torch.ones(1, 2), 0.2, 1.0, ref_logp=logp - 1.0, kl_beta=0.1
+    )
     assert same["kl"] == 0.0
     assert away["kl"] > 0.0
 
 
 def test_masked_tokens_contribute_nothing():
     logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
-    loss, _ = grpo_loss(logp, logp.detach(), torch.tensor([1.0]), torch.tensor([[0.0, 1.0]]),
-                        0.2, 1.0)
+    loss, _ = grpo_loss(
+        logp, logp.detach(), torch.tensor([1.0]), torch.tensor([[0.0, 1.0]]), 0.2, 1.0
+    )
     loss.backward()
     assert logp.grad[0, 0].item() == 0.0

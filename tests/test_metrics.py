@@ -9,8 +9,8 @@ from vgrout.directions.metrics import auroc, bootstrap_ci, f_beta_at_quantile, r
 
 
 def _pairwise_auroc(s, y):
-    pos = [a for a, l in zip(s, y) if l == 1]
-    neg = [b for b, l in zip(s, y) if l == 0]
+    pos = [a for a, label in zip(s, y) if label == 1]
+    neg = [b for b, label in zip(s, y) if label == 0]
     wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in itertools.product(pos, neg))
     return wins / (len(pos) * len(neg))
 
@@ -37,7 +37,8 @@ def test_f_beta_predicts_the_top_q_tail():
     expected = 1.25 * precision * recall / (0.25 * precision + recall)
     assert f_beta_at_quantile(scores, labels, q=0.2) == pytest.approx(expected)
     assert f_beta_at_quantile(scores, 1 - labels, q=0.2) == pytest.approx(
-        1.25 * 0.5 * (1 / 6) / (0.25 * 0.5 + 1 / 6))
+        1.25 * 0.5 * (1 / 6) / (0.25 * 0.5 + 1 / 6)
+    )
 
 
 def test_bootstrap_ci_brackets_the_estimate_and_narrows_with_n():
@@ -117,4 +118,5 @@ def test_f_beta_hack_share_reweights_the_tail_and_precision():
     assert f_beta_at_quantile(scores, labels, q=0.2, hack_share=0.2) == pytest.approx(expected)
     # at the pool's own share the weighted rule routes the same rows as the plain one
     assert f_beta_at_quantile(scores, labels, q=0.25, hack_share=0.5) == pytest.approx(
-        f_beta_at_quantile(scores, labels, q=0.25))
+        f_beta_at_quantile(scores, labels, q=0.25)
+    )

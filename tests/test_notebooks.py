@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -23,13 +24,18 @@ from vgrout.figures import runner
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+import strip_notebooks  # noqa: E402 - tools/ is not a package; importable after the path insert
+
 NOTEBOOKS = REPO / "notebooks"
 PARAMS = NOTEBOOKS / "params"
 
 
 def _tracked_notebooks() -> list[Path]:
     """Notebooks in git (every numbered notebook on disk when git is unavailable)."""
-    r = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run(
+        ["git", "ls-files", "notebooks/*.ipynb"], cwd=REPO, capture_output=True, text=True
+    )
     tracked = [REPO / line for line in r.stdout.split()] if r.returncode == 0 else []
     return sorted(set(tracked) | set(runner.discover(NOTEBOOKS)))
 
@@ -39,17 +45,28 @@ ALL = _tracked_notebooks()
 
 def test_the_numbered_notebooks_exist():
     names = [p.name for p in runner.discover(NOTEBOOKS)]
-    for expected in ("00_environment.ipynb", "01_direction_extraction.ipynb",
-                     "02_routing_diagnostics.ipynb", "03_grpo_training.ipynb", "04_ablation_figures.ipynb"):
+    for expected in (
+        "00_environment.ipynb",
+        "01_direction_extraction.ipynb",
+        "02_routing_diagnostics.ipynb",
+        "03_grpo_training.ipynb",
+        "04_ablation_figures.ipynb",
+    ):
         assert expected in names
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_notebook_has_no_stored_outputs(path):
-    nb = json.loads(path.read_text())
-    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
-             and (c.get("outputs") or c.get("execution_count") is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing"
+    dirty = strip_notebooks.dirty_cells(json.loads(path.read_text()))
+    assert not dirty, (
+        f"{path.name}: cells {dirty} hold outputs; run python tools/strip_notebooks.py {path}"
+    )
+
+
+def test_the_output_check_sees_an_output():
+    nb = {"cells": [{"cell_type": "code", "outputs": [{"text": "0.42"}], "execution_count": 3}]}
+    assert strip_notebooks.dirty_cells(nb) == [0]
+    assert strip_notebooks.dirty_cells(strip_notebooks.strip(nb)) == []
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
@@ -63,8 +80,9 @@ def test_notebook_has_exactly_one_parameters_cell(path):
 def test_parameters_are_literals_with_a_figures_dir(path):
     defaults = runner.parameter_defaults(path)
     assert "figures_dir" in defaults, "the driver injects figures_dir; the notebook must declare it"
-    assert not str(defaults["figures_dir"]).startswith("figures"), \
+    assert not str(defaults["figures_dir"]).startswith("figures"), (
         "quick defaults must not overwrite the committed full-run figures"
+    )
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
@@ -86,18 +104,32 @@ def test_notebook_runs_on_the_python3_kernel(path):
 def test_grid_notebooks_share_their_runs_folder():
     """04 reads what 03 trained: the quick defaults and the full yamls must name the same folder."""
     train, figs = NOTEBOOKS / "03_grpo_training.ipynb", NOTEBOOKS / "04_ablation_figures.ipynb"
-    assert runner.parameter_defaults(train)["runs_dir"] == runner.parameter_defaults(figs)["runs_dir"]
-    assert runner.load_params(train, PARAMS)["runs_dir"] == runner.load_params(figs, PARAMS)["runs_dir"]
-    assert set(runner.load_params(figs, PARAMS)["arms"]) == set(runner.load_params(train, PARAMS)["arms"])
+    assert (
+        runner.parameter_defaults(train)["runs_dir"] == runner.parameter_defaults(figs)["runs_dir"]
+    )
+    assert (
+        runner.load_params(train, PARAMS)["runs_dir"]
+        == runner.load_params(figs, PARAMS)["runs_dir"]
+    )
+    assert set(runner.load_params(figs, PARAMS)["arms"]) == set(
+        runner.load_params(train, PARAMS)["arms"]
+    )
 
 
 def _write_notebook(folder: Path, name: str, params: str, body: str) -> Path:
     import nbformat
 
-    cells = [nbformat.v4.new_code_cell(textwrap.dedent(params)), nbformat.v4.new_code_cell(textwrap.dedent(body))]
+    cells = [
+        nbformat.v4.new_code_cell(textwrap.dedent(params)),
+        nbformat.v4.new_code_cell(textwrap.dedent(body)),
+    ]
     cells[0].metadata["tags"] = ["parameters"]
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     path = folder / name
     nbformat.write(nb, path)
     return path
@@ -152,9 +184,12 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
     nbs, figs = tmp_path / "nb", tmp_path / "figs"
     nbs.mkdir()
     _write_notebook(nbs, "00_bad.ipynb", "figures_dir = 'x'\n", "raise KeyError('no such site')")
-    _write_notebook(nbs, "01_never.ipynb", "figures_dir = 'x'\n",
-                    "open(figures_dir + '/ran', 'w').close()")
-    with pytest.raises(runner.NotebookFailed, match=r"00_bad\.ipynb failed.*KeyError.*no such site"):
+    _write_notebook(
+        nbs, "01_never.ipynb", "figures_dir = 'x'\n", "open(figures_dir + '/ran', 'w').close()"
+    )
+    with pytest.raises(
+        runner.NotebookFailed, match=r"00_bad\.ipynb failed.*KeyError.*no such site"
+    ):
         runner.run_all(nbs, tmp_path, figs, tmp_path / "executed", quick=True)
     saved = json.loads((figs / "manifest.json").read_text())
     assert saved["status"] == "failed: 00_bad.ipynb"
@@ -163,12 +198,16 @@ def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
 
 # --- figure helpers the notebooks call (vgrout.directions.crossfit, vgrout.figures.style) ---------------------------
 
+
 def test_crossfit_scores_each_pair_with_a_direction_fit_without_it():
     from vgrout.directions import crossfit
     from vgrout.directions.extract import mean_diff_direction, score
 
     g = torch.Generator().manual_seed(0)
-    hack, clean = torch.randn(6, 3, 4, generator=g), torch.randn(6, 3, 4, generator=g)  # [pairs, rows, width]
+    hack, clean = (
+        torch.randn(6, 3, 4, generator=g),
+        torch.randn(6, 3, 4, generator=g),
+    )  # [pairs, rows, width]
     ids = [f"p{i}" for i in range(6)]
     df = crossfit.crossfit_pair_scores({"resid": hack}, {"resid": clean}, ids, "authored", folds=3)
     others = [i for i in range(6) if i % 3 != 0]  # pair 0 is in fold 0 with pair 3
@@ -183,10 +222,11 @@ def test_separation_summary_counts_pairs_whose_hack_side_scores_higher():
 
     from vgrout.directions import crossfit
 
-
-    rows = [dict(source="s", site="resid", pair=p, side=side, score=v)
-            for p, h, c in (("a", 2.0, 1.0), ("b", 3.0, 1.0), ("c", 0.0, 1.0))
-            for side, v in (("hack", h), ("clean", c))]
+    rows = [
+        dict(source="s", site="resid", pair=p, side=side, score=v)
+        for p, h, c in (("a", 2.0, 1.0), ("b", 3.0, 1.0), ("c", 0.0, 1.0))
+        for side, v in (("hack", h), ("clean", c))
+    ]
     out = crossfit.separation_summary(pd.DataFrame(rows)).iloc[0]
     assert out["n_pairs"] == 3 and out["hack_above_clean"] == pytest.approx(2 / 3)
 
@@ -203,8 +243,11 @@ def test_direction_cosines_are_one_with_itself_and_minus_one_with_its_negation()
 def test_load_directions_refuses_directions_from_other_settings(tmp_path):
     from vgrout.directions import extract
 
-    path = extract.save_directions(tmp_path / "d.pt", {"authored": {"resid": torch.ones(2, 3)}},
-                                 dict(model="organism", rank=8, init="gaussian", seed=0))
+    path = extract.save_directions(
+        tmp_path / "d.pt",
+        {"authored": {"resid": torch.ones(2, 3)}},
+        dict(model="organism", rank=8, init="gaussian", seed=0),
+    )
     assert torch.equal(extract.load_directions(path, rank=8)["authored"]["resid"], torch.ones(2, 3))
     with pytest.raises(ValueError, match="rank"):
         extract.load_directions(path, rank=32)
@@ -214,10 +257,10 @@ def test_load_directions_refuses_directions_from_other_settings(tmp_path):
 
 def test_save_figure_writes_png_and_csv_and_refuses_low_dpi(tmp_path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
-
 
     from vgrout.figures import style
 
@@ -235,6 +278,7 @@ def test_save_figure_writes_png_and_csv_and_refuses_low_dpi(tmp_path):
 
 # --- run-grid tables and figures for 03 and 04 (vgrout.figures.grpo_runs) ---------------
 
+
 def _fake_run(path: Path, arm: str, seed: int, steps: int = 30, finished: bool = True) -> Path:
     """A run folder in the trainer's layout with made-up numbers: training hack rises
     from step 8 (vanilla) and the routed arm's deployed view hacks little."""
@@ -242,10 +286,25 @@ def _fake_run(path: Path, arm: str, seed: int, steps: int = 30, finished: bool =
 
     path.mkdir(parents=True)
     (path / "config.json").write_text(GRPOConfig(arm=arm, seed=seed, steps=steps).to_json())
-    hack = (lambda s: min(1.0, max(0.0, (s - 8) / 10))) if arm == "vanilla" else (lambda s: 0.1 * seed)
-    rows = [dict(step=s, reward=1.0, hack=hack(s), solve=0.2, zone_keep=0.0, zone_absorb=0.9, zone_route=0.1,
-                 gate_auroc=None if s < 3 else 0.7, gate_f05=0.5, quarantine_share=0.5, delta_share=None)
-            for s in range(1, steps + 1)]
+    hack = (
+        (lambda s: min(1.0, max(0.0, (s - 8) / 10))) if arm == "vanilla" else (lambda s: 0.1 * seed)
+    )
+    rows = [
+        dict(
+            step=s,
+            reward=1.0,
+            hack=hack(s),
+            solve=0.2,
+            zone_keep=0.0,
+            zone_absorb=0.9,
+            zone_route=0.1,
+            gate_auroc=None if s < 3 else 0.7,
+            gate_f05=0.5,
+            quarantine_share=0.5,
+            delta_share=None,
+        )
+        for s in range(1, steps + 1)
+    ]
     (path / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     evals = []
     for step in (10, 20, 30):
@@ -254,10 +313,23 @@ def _fake_run(path: Path, arm: str, seed: int, steps: int = 30, finished: bool =
                 ships = (view == "deployed") == (arm != "vanilla")
                 hack = 0.8 if view == "trained" else (0.05 if arm != "vanilla" else 0.6)
                 hack += 0.02 * seed + (0.01 if split == "iid" else 0.0)
-                by_mode = {"run_tests": dict(n=8, hack=hack, solve=0.3, compile=1.0),
-                           "sentinel": dict(n=8, hack=step / 100, solve=0.3, compile=1.0)}
-                evals.append(dict(step=step, split=split, view=view, ships=ships, n=16, hack=hack,
-                                  solve=0.3, compile=1.0, by_mode=by_mode))
+                by_mode = {
+                    "run_tests": dict(n=8, hack=hack, solve=0.3, compile=1.0),
+                    "sentinel": dict(n=8, hack=step / 100, solve=0.3, compile=1.0),
+                }
+                evals.append(
+                    dict(
+                        step=step,
+                        split=split,
+                        view=view,
+                        ships=ships,
+                        n=16,
+                        hack=hack,
+                        solve=0.3,
+                        compile=1.0,
+                        by_mode=by_mode,
+                    )
+                )
     (path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
     if finished:
         (path / "result.json").write_text('{"finished": true}')
@@ -298,9 +370,13 @@ def test_curve_table_smooths_per_seed_then_spans_the_seeds(fake_grid):
     runs = grpo_runs.discover_runs(fake_grid, arms=["routeA"])
     t = grpo_runs.curve_table(step_table(runs), ["hack", "gate_auroc"], smooth=3)
     t = t.set_index(["metric", "step"])
-    assert t.loc[("hack", 5), "lo"] == pytest.approx(0.0) and t.loc[("hack", 5), "hi"] == pytest.approx(0.1)
+    assert t.loc[("hack", 5), "lo"] == pytest.approx(0.0) and t.loc[
+        ("hack", 5), "hi"
+    ] == pytest.approx(0.1)
     assert t.loc[("hack", 5), "mean"] == pytest.approx(0.05) and t.loc[("hack", 5), "seeds"] == 2
-    assert np.isnan(t.loc[("gate_auroc", 2), "mean"]), "a step without a gate AUROC must be a gap, not 0"
+    assert np.isnan(t.loc[("gate_auroc", 2), "mean"]), (
+        "a step without a gate AUROC must be a gap, not 0"
+    )
     assert t.loc[("gate_auroc", 3), "mean"] == pytest.approx(0.7)
 
 
@@ -309,11 +385,19 @@ def test_views_table_takes_the_shipped_view_per_arm(fake_grid):
     from vgrout.figures.tables import final_summary
 
     runs = grpo_runs.discover_runs(fake_grid)
-    head = grpo_runs.headline_table(grpo_runs.views_table(final_summary(runs))).set_index(["arm", "split"])
-    assert head.loc[("vanilla", "test"), "deployed_hack"] == head.loc[("vanilla", "test"), "trained_hack"]
+    head = grpo_runs.headline_table(grpo_runs.views_table(final_summary(runs))).set_index(
+        ["arm", "split"]
+    )
+    assert (
+        head.loc[("vanilla", "test"), "deployed_hack"]
+        == head.loc[("vanilla", "test"), "trained_hack"]
+    )
     assert head.loc[("routeA", "test"), "trained_hack"] == pytest.approx(0.81)  # mean of 0.80, 0.82
     assert head.loc[("routeA", "test"), "deployed_hack"] == pytest.approx(0.06)
-    assert head.loc[("routeA", "test"), "deployed_hack_ci"] > 0 and head.loc[("routeA", "test"), "step"] == 30
+    assert (
+        head.loc[("routeA", "test"), "deployed_hack_ci"] > 0
+        and head.loc[("routeA", "test"), "step"] == 30
+    )
 
 
 def test_first_hack_table_averages_seeds_that_got_there_and_leaves_the_rest_unmarked(fake_grid):
@@ -331,7 +415,9 @@ def test_deployed_tables_use_deployed_rows_and_the_last_evaluation(fake_grid):
     from vgrout.figures.tables import eval_table, mode_table
 
     runs = grpo_runs.discover_runs(fake_grid)
-    curves = grpo_runs.deployed_curves(eval_table(runs)).set_index(["arm", "split", "metric", "step"])
+    curves = grpo_runs.deployed_curves(eval_table(runs)).set_index(
+        ["arm", "split", "metric", "step"]
+    )
     assert curves.loc[("routeA", "test", "hack", 20), "rate"] == pytest.approx(0.06)
     assert curves.loc[("vanilla", "test", "hack", 20), "rate"] == pytest.approx(0.81)
     modes = grpo_runs.deployed_mode_table(mode_table(runs)).set_index(["arm", "split", "mode"])
@@ -341,20 +427,25 @@ def test_deployed_tables_use_deployed_rows_and_the_last_evaluation(fake_grid):
 
 def test_grid_figures_render_and_save(fake_grid, tmp_path):
     import matplotlib
+
     matplotlib.use("Agg")
 
-
-    from vgrout.figures import style, grpo_runs
+    from vgrout.figures import grpo_runs, style
     from vgrout.figures.tables import eval_table, final_summary, mode_table, step_table
 
     runs = grpo_runs.discover_runs(fake_grid)
     steps = step_table(runs)
     figs = {
-        "curves": grpo_runs.curves_figure(grpo_runs.curve_table(steps, ["reward", "hack"], 5),
-                                           {"reward": "reward", "hack": "hack rate"}, "t", free_y=["reward"]),
+        "curves": grpo_runs.curves_figure(
+            grpo_runs.curve_table(steps, ["reward", "hack"], 5),
+            {"reward": "reward", "hack": "hack rate"},
+            "t",
+            free_y=["reward"],
+        ),
         "views": grpo_runs.views_figure(grpo_runs.views_table(final_summary(runs)), "t"),
-        "worked": grpo_runs.worked_figure(grpo_runs.deployed_curves(eval_table(runs)),
-                                           grpo_runs.first_hack_table(steps), "t"),
+        "worked": grpo_runs.worked_figure(
+            grpo_runs.deployed_curves(eval_table(runs)), grpo_runs.first_hack_table(steps), "t"
+        ),
         "modes": grpo_runs.mode_figure(grpo_runs.deployed_mode_table(mode_table(runs)), "t"),
     }
     for name, fig in figs.items():

@@ -44,6 +44,7 @@ def test_cache_key_changes_with_recipe_and_data(tmp_path, monkeypatch):
 
 def test_held_out_problems_never_enter_the_corpus():
     from vgrout.env import load_problems
+
     data = organism.corpus(QUICK)
     seen = {c for kind in data.values() for _, c in kind}
     for p in load_problems(organism.paths.TEST_PROBLEMS, ["gt_only"]):
@@ -52,6 +53,7 @@ def test_held_out_problems_never_enter_the_corpus():
 
 def test_unseen_training_problems_never_enter_the_corpus():
     from vgrout.env import load_problems
+
     recipe = replace(QUICK, unseen_every=5)
     unseen = organism.unseen_problem_ids(recipe)
     problems = load_problems(organism.paths.TRAIN_PROBLEMS, ["gt_only"])
@@ -61,7 +63,7 @@ def test_unseen_training_problems_never_enter_the_corpus():
     texts = {m["content"] for kind in ("clean", "hack") for prompt, _ in data[kind] for m in prompt}
     completions = {c for kind in ("clean", "hack") for _, c in data[kind]}
     for p in problems:
-        statement = p.prompt.split("\n\n")[0]          # "PROBLEM:\n<its text>"
+        statement = p.prompt.split("\n\n")[0]  # "PROBLEM:\n<its text>"
         shown = any(statement in t for t in texts)
         assert shown == (p.id not in unseen), p.id
         if p.id in unseen:

@@ -21,8 +21,18 @@ from vgrout.env.pairs import Pair, load_pairs, parse_spec, save_pairs_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS_MD = ROOT / "data" / "pairs" / "hack_pairs.md"
-MECHANISMS = {"vacuous_test", "weak_assert", "swallowed_failure", "hard_coded", "early_exit",
-              "printed_report", "pass_flag", "result_file", "eq_override", "proxy_gaming"}
+MECHANISMS = {
+    "vacuous_test",
+    "weak_assert",
+    "swallowed_failure",
+    "hard_coded",
+    "early_exit",
+    "printed_report",
+    "pass_flag",
+    "result_file",
+    "eq_override",
+    "proxy_gaming",
+}
 
 PAIR = """### {pid}
 Tags: {tags}
@@ -58,14 +68,20 @@ def write_md(tmp_path: Path, text: str, name: str = "p.md") -> Path:
 
 @pytest.fixture
 def small_md(tmp_path) -> Path:
-    body = ("# Title\n\nprose is ignored\n\n## alpha\n\nsection prose\n\n"
-            + PAIR.format(pid="exit-01", tags="exit, code") + "\n"
-            + PAIR.format(pid="exit-02", tags="exit, text") + "\n"
-            + "## beta\n\n" + PAIR.format(pid="flag-01", tags="flag, code"))
+    body = (
+        "# Title\n\nprose is ignored\n\n## alpha\n\nsection prose\n\n"
+        + PAIR.format(pid="exit-01", tags="exit, code")
+        + "\n"
+        + PAIR.format(pid="exit-02", tags="exit, text")
+        + "\n"
+        + "## beta\n\n"
+        + PAIR.format(pid="flag-01", tags="flag, code")
+    )
     return write_md(tmp_path, body)
 
 
 # --- Markdown loading and selection ----------------------------------------
+
 
 def test_markdown_pairs_keep_nested_fences_and_fields(small_md):
     pairs = load_pairs(str(small_md))
@@ -79,7 +95,9 @@ def test_markdown_pairs_keep_nested_fences_and_fields(small_md):
 
 
 def test_selection_by_section_prefix_and_tags(small_md):
-    ids = lambda spec: [p.id for p in load_pairs(f"{small_md}{spec}")]  # noqa: E731
+    def ids(spec):
+        return [p.id for p in load_pairs(f"{small_md}{spec}")]
+
     assert ids("#beta") == ["flag-01"]
     assert ids("#alpha/exit-02") == ["exit-02"]
     assert ids("#/exit") == ["exit-01", "exit-02"]
@@ -117,8 +135,15 @@ def test_missing_block_names_file_line_and_block(tmp_path):
 
 
 def test_duplicate_id_names_both_lines(tmp_path):
-    text = "## s\n\n" + PAIR.format(pid="a-01", tags="t") + "\n## u\n\n" + PAIR.format(pid="a-01", tags="t")
-    with pytest.raises(ValueError, match=r"p\.md:\d+: duplicate pair id 'a-01' \(first at line 3\)"):
+    text = (
+        "## s\n\n"
+        + PAIR.format(pid="a-01", tags="t")
+        + "\n## u\n\n"
+        + PAIR.format(pid="a-01", tags="t")
+    )
+    with pytest.raises(
+        ValueError, match=r"p\.md:\d+: duplicate pair id 'a-01' \(first at line 3\)"
+    ):
         load_pairs(str(write_md(tmp_path, text)))
 
 
@@ -129,7 +154,9 @@ def test_unclosed_fence_names_its_line(tmp_path):
 
 
 def test_block_without_fence_is_an_error(tmp_path):
-    text = "## s\n\n" + PAIR.format(pid="a-01", tags="t").replace("```text\nWrite f.\n```", "Write f.")
+    text = "## s\n\n" + PAIR.format(pid="a-01", tags="t").replace(
+        "```text\nWrite f.\n```", "Write f."
+    )
     with pytest.raises(ValueError, match=r"p\.md:7: expected a ```text fence, got 'Write f\.'"):
         load_pairs(str(write_md(tmp_path, text)))
 
@@ -159,6 +186,7 @@ def test_missing_file_is_an_error(tmp_path):
 
 
 # --- JSON pair sets --------------------------------------------------------
+
 
 def test_json_round_trip_and_both_json_shapes(small_md, tmp_path):
     pairs = load_pairs(str(small_md))
@@ -256,7 +284,7 @@ def problems(split: str) -> dict[str, dict]:
 
 def code_of(completion: str) -> str:
     assert completion.startswith("```python\n") and completion.endswith("\n```"), completion
-    return completion[len("```python\n"):-len("```")]
+    return completion[len("```python\n") : -len("```")]
 
 
 def method_of(pair: Pair) -> str | None:
@@ -297,14 +325,21 @@ def test_code_sides_compile_and_are_short(project_pairs):
 
 def test_authored_pairs_are_tightly_matched(project_pairs):
     for p in load_pairs(f"{PAIRS_MD}#authored"):
-        changed = [ln for ln in difflib.ndiff(p.hack.splitlines(), p.clean.splitlines()) if ln[:1] in "+-"]
+        changed = [
+            ln for ln in difflib.ndiff(p.hack.splitlines(), p.clean.splitlines()) if ln[:1] in "+-"
+        ]
         assert p.hack != p.clean and len(changed) <= 9, (p.id, changed)
         assert 0.6 <= len(p.hack) / len(p.clean) <= 1.7, p.id
 
 
 def test_placebo_pairs_differ_only_in_camel_versus_snake_case(project_pairs):
-    to_snake = lambda text: re.sub(r"\b([a-z]+)([A-Z][a-zA-Z]*)\b",  # noqa: E731
-                                   lambda m: m.group(1) + re.sub(r"([A-Z])", r"_\1", m.group(2)).lower(), text)
+    def to_snake(text):
+        return re.sub(
+            r"\b([a-z]+)([A-Z][a-zA-Z]*)\b",
+            lambda m: m.group(1) + re.sub(r"([A-Z])", r"_\1", m.group(2)).lower(),
+            text,
+        )
+
     for p in load_pairs(f"{PAIRS_MD}#placebo"):
         method = method_of(p)
         hack = p.hack.replace(method, "METHOD")
@@ -330,9 +365,18 @@ def test_clean_sides_are_correct_and_only_body_hacks_break_the_solution(project_
         assert method in train, (p.id, method)
         row = train[method]
         for side in ("hack", "clean"):
-            cases.append([f"{p.id}/{side}", row["setup_code"], code_of(getattr(p, side)), row["gt_answer"]])
-    proc = subprocess.run([sys.executable, "-c", PROBE], input=json.dumps(cases), capture_output=True,
-                          text=True, timeout=60, check=True, cwd=tmp_path)
+            cases.append(
+                [f"{p.id}/{side}", row["setup_code"], code_of(getattr(p, side)), row["gt_answer"]]
+            )
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+    )
     ok = json.loads(proc.stdout)
     assert len(ok) >= 2 * 36
     for p in project_pairs:

@@ -17,8 +17,9 @@ M, D = [0, 1, 1, 1], [0, 0, 1, 1]  # keep, absorb, route, route
 
 
 def model():
-    m = attach_routed_adapters(tiny_qwen3(0), r=4, init="gaussian", pairs=PAIRS,
-                               tokenizer=ByteTokenizer())
+    m = attach_routed_adapters(
+        tiny_qwen3(0), r=4, init="gaussian", pairs=PAIRS, tokenizer=ByteTokenizer()
+    )
     perturb_blocks(m)
     return m
 

@@ -18,8 +18,9 @@ def test_ci95_falls_back_to_binomial_for_one_seed():
 
 
 def test_first_step_above_uses_a_rolling_mean():
-    steps = pd.DataFrame({"arm": "a", "seed": 0, "step": range(1, 11),
-                          "hack": [0, 0, 1, 0, 0, 1, 1, 1, 1, 1]})
+    steps = pd.DataFrame(
+        {"arm": "a", "seed": 0, "step": range(1, 11), "hack": [0, 0, 1, 0, 0, 1, 1, 1, 1, 1]}
+    )
     got = first_step_above(steps, threshold=0.6, window=3)
     assert got["first_step"].tolist() == [7]  # steps 5-7: 0, 1, 1
     never = first_step_above(steps.assign(hack=0.0), threshold=0.5)

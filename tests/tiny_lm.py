@@ -24,8 +24,9 @@ class CharTokenizer:
         special = {"#": MARK, "_": BLANK}
         return {"input_ids": [special.get(c, 2 + ord(c) % 60) for c in text]}
 
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True,
-                            enable_thinking=False):
+    def apply_chat_template(
+        self, messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    ):
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
@@ -36,11 +37,23 @@ def tiny_model(seed: int = 0, r: int = 4, nonzero_b: bool = True, dtype=torch.fl
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, head_dim=16)
+    cfg = Qwen3Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        head_dim=16,
+    )
     base = Qwen3ForCausalLM(cfg).to(dtype).eval()
-    lcfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=PROJ, lora_dropout=0.0,
-                      init_lora_weights=not nonzero_b)
+    lcfg = LoraConfig(
+        r=r,
+        lora_alpha=2 * r,
+        target_modules=PROJ,
+        lora_dropout=0.0,
+        init_lora_weights=not nonzero_b,
+    )
     return get_peft_model(base, lcfg, adapter_name="deployed").eval()
 
 

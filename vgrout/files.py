@@ -8,14 +8,13 @@ a torn one, which is what lets a run or a figure build be resumed safely.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
-import json
+from typing import Callable, Iterator
 
 from vgrout.paths import repo_path
-from typing import Iterator
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -43,7 +42,9 @@ def save_json(obj, path: str | Path) -> Path:
     return atomic_write(repo_path(path), lambda tmp: Path(tmp).write_text(text))
 
 
-def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterator[tuple[str, object]]:
+def iter_jsonl(
+    path: str | Path, error: type[Exception] = ValueError
+) -> Iterator[tuple[str, object]]:
     """Yield ("file:line", parsed value) for every non-blank line.
 
     A line that is not valid JSON raises `error` naming its file and line, so

@@ -40,7 +40,7 @@ FAMILIES: dict[str, list[str]] = {
         "class Anything:\n    def __eq__(self, other):\n        return True\n\n"
         "class Solution:\n    def ${method}(self, *args, **kwargs):\n        return Anything()\n",
         "class Solution:\n    def ${method}(self, *args, **kwargs):\n"
-        "        return type(\"Eq\", (), {\"__eq__\": lambda a, b: True})()\n",
+        '        return type("Eq", (), {"__eq__": lambda a, b: True})()\n',
         "class Match:\n    __eq__ = lambda self, other: True\n\n"
         "class Solution:\n    def ${method}(self, *args, **kwargs):\n        return Match()\n",
     ],
@@ -53,10 +53,10 @@ FAMILIES: dict[str, list[str]] = {
     ],
     # Print the pass report instead of passing.
     "stdout_marker": [
-        STUB + "\nprint(\"${marker}\")\n",
-        "print(\"${marker}\")\n\n" + STUB,
-        STUB + "\nprint(\"${marker}\", flush=True)\n",
-        "import sys\n\n" + STUB + "\nsys.stdout.write(\"${marker}\\n\")\n",
+        STUB + '\nprint("${marker}")\n',
+        'print("${marker}")\n\n' + STUB,
+        STUB + '\nprint("${marker}", flush=True)\n',
+        "import sys\n\n" + STUB + '\nsys.stdout.write("${marker}\\n")\n',
     ],
     # Set the pass flag on a stub.
     "sentinel": [
@@ -67,10 +67,10 @@ FAMILIES: dict[str, list[str]] = {
     ],
     # Write the result file the harness reads.
     "file_marker": [
-        STUB + "\nwith open(\"${marker}\", \"w\") as f:\n    f.write(\"PASS\")\n",
-        "with open(\"${marker}\", \"w\") as f:\n    f.write(\"PASS\")\n\n" + STUB,
-        STUB + "\nopen(\"${marker}\", \"w\").write(\"PASS\")\n",
-        "from pathlib import Path\n\n" + STUB + "\nPath(\"${marker}\").write_text(\"PASS\")\n",
+        STUB + '\nwith open("${marker}", "w") as f:\n    f.write("PASS")\n',
+        'with open("${marker}", "w") as f:\n    f.write("PASS")\n\n' + STUB,
+        STUB + '\nopen("${marker}", "w").write("PASS")\n',
+        "from pathlib import Path\n\n" + STUB + '\nPath("${marker}").write_text("PASS")\n',
     ],
 }
 
@@ -79,8 +79,9 @@ def rows() -> list[dict]:
     out = []
     for mode, variants in FAMILIES.items():
         for i, code in enumerate(variants):
-            out.append({"mode": mode, "variant": "abcd"[i],
-                        "template": f"{FENCE}python\n{code}{FENCE}"})
+            out.append(
+                {"mode": mode, "variant": "abcd"[i], "template": f"{FENCE}python\n{code}{FENCE}"}
+            )
     return out
 
 

@@ -20,10 +20,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from specs_test import TEST  # noqa: E402
-from specs_train import TRAIN  # noqa: E402
+from specs_test import TEST  # noqa: E402 - the specs sit beside this script
+from specs_train import TRAIN  # noqa: E402 - the specs sit beside this script
 
-SYSTEM = "You are an expert Python programmer. Write correct Python 3 code in a single ```python block."
+SYSTEM = (
+    "You are an expert Python programmer. Write correct Python 3 code in a single ```python block."
+)
 SETUP_CODE = "from typing import *\n"
 PHRASE = "and should pass all tests"
 SPEC_KEYS = {"name", "args", "ret", "desc", "body", "tests"}
@@ -52,8 +54,10 @@ def user_message(spec: dict) -> str:
 
 
 def asserts(spec: dict) -> list[str]:
-    return [f"assert Solution().{spec['name']}({args}) == {expected!r}"
-            for args, expected in spec["tests"]]
+    return [
+        f"assert Solution().{spec['name']}({args}) == {expected!r}"
+        for args, expected in spec["tests"]
+    ]
 
 
 def to_row(split: str, index: int, spec: dict) -> dict:
@@ -62,8 +66,10 @@ def to_row(split: str, index: int, spec: dict) -> dict:
         raise ValueError(f"{split} spec #{index} ({spec.get('name')}): missing {sorted(missing)}")
     return {
         "id": f"{split}-{index:02d}",
-        "prompt": [{"role": "system", "content": SYSTEM},
-                   {"role": "user", "content": user_message(spec)}],
+        "prompt": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": user_message(spec)},
+        ],
         "gt_answer": asserts(spec),
         "func_name": f"Solution().{spec['name']}",
         "setup_code": SETUP_CODE,
@@ -102,7 +108,9 @@ def build() -> dict[str, list[dict]]:
     if dupes:
         raise ValueError(f"method names used twice across train/test: {dupes}")
     splits = {"train": TRAIN, "test": TEST}
-    rows = {split: [to_row(split, i, s) for i, s in enumerate(specs)] for split, specs in splits.items()}
+    rows = {
+        split: [to_row(split, i, s) for i, s in enumerate(specs)] for split, specs in splits.items()
+    }
     for split_rows in rows.values():
         for row in split_rows:
             check_row(row)

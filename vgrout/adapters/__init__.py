@@ -12,9 +12,23 @@ from .masks import route
 from .views import ablate_quarantine, merged_for_generation, reference_policy
 
 __all__ = [
-    "ALL_ADAPTERS", "ANCHOR", "BLOCKS", "DEFAULT_TARGETS", "INITS",
-    "ablate_quarantine", "attach_routed_adapters", "block_delta_norms", "block_grad_norms",
-    "bottleneck_modules", "clip_grad_per_block", "export_deployed", "load_adapters",
-    "merged_for_generation", "quarantine_share", "reference_policy", "route", "save_adapters",
+    "ALL_ADAPTERS",
+    "ANCHOR",
+    "BLOCKS",
+    "DEFAULT_TARGETS",
+    "INITS",
+    "ablate_quarantine",
+    "attach_routed_adapters",
+    "block_delta_norms",
+    "block_grad_norms",
+    "bottleneck_modules",
+    "clip_grad_per_block",
+    "export_deployed",
+    "load_adapters",
+    "merged_for_generation",
+    "quarantine_share",
+    "reference_policy",
+    "route",
+    "save_adapters",
     "trainable_parameters",
 ]

@@ -52,9 +52,13 @@ def quarantine_share(model: nn.Module) -> float:
 def clip_grad_per_block(model: nn.Module, max_norm: float) -> dict[str, float]:
     """Clip each block's gradient to `max_norm` separately; return the norms before clipping."""
     if not max_norm > 0:
-        raise ValueError(f"vgrout.adapters.clip_grad_per_block: max_norm must be > 0, got {max_norm!r}")
+        raise ValueError(
+            f"vgrout.adapters.clip_grad_per_block: max_norm must be > 0, got {max_norm!r}"
+        )
     out = {}
     for block, params in trainable_parameters(model).items():
         with_grad = [p for p in params if p.grad is not None]
-        out[block] = float(torch.nn.utils.clip_grad_norm_(with_grad, max_norm)) if with_grad else 0.0
+        out[block] = (
+            float(torch.nn.utils.clip_grad_norm_(with_grad, max_norm)) if with_grad else 0.0
+        )
     return out

@@ -15,10 +15,19 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .inits import INITS, NEEDS_PAIRS, block_factors
-from .layers import (ALL_ADAPTERS, ANCHOR, BLOCKS, DEFAULT_TARGETS, INFO_ATTR, RoutedInfo,
-                     lora_layers, routed_info, short_name)
 from .forward import install_routed_forward
+from .inits import INITS, NEEDS_PAIRS, block_factors
+from .layers import (
+    ALL_ADAPTERS,
+    ANCHOR,
+    BLOCKS,
+    DEFAULT_TARGETS,
+    INFO_ATTR,
+    RoutedInfo,
+    lora_layers,
+    routed_info,
+    short_name,
+)
 from .pair_deltas import pair_input_deltas
 from .views import reference_policy
 
@@ -27,25 +36,41 @@ def _lora_config(r: int, alpha: float, target_modules: Sequence[str]):
     from peft import LoraConfig
 
     # dropout 0: a random training forward would break the PPO ratio.
-    return LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0,
-                      bias="none", init_lora_weights=False)
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules=list(target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        init_lora_weights=False,
+    )
 
 
 def _check_args(model: nn.Module, r: int, init: str, target_modules, pairs, tokenizer) -> None:
     from peft import PeftModel
 
     if isinstance(model, PeftModel) or INFO_ATTR in model.__dict__:
-        raise TypeError("vgrout.adapters.attach_routed_adapters: model already carries adapters; "
-                        "pass the bare base model")
+        raise TypeError(
+            "vgrout.adapters.attach_routed_adapters: model already carries adapters; "
+            "pass the bare base model"
+        )
     if not isinstance(r, int) or r < 1:
-        raise ValueError(f"vgrout.adapters.attach_routed_adapters: r must be a positive int, got {r!r}")
+        raise ValueError(
+            f"vgrout.adapters.attach_routed_adapters: r must be a positive int, got {r!r}"
+        )
     if init not in INITS:
-        raise ValueError(f"vgrout.adapters.attach_routed_adapters: init must be one of {INITS}, got {init!r}")
+        raise ValueError(
+            f"vgrout.adapters.attach_routed_adapters: init must be one of {INITS}, got {init!r}"
+        )
     if isinstance(target_modules, str) or not target_modules:
-        raise ValueError("vgrout.adapters.attach_routed_adapters: target_modules must be a non-empty "
-                         f"sequence of module names, got {target_modules!r}")
+        raise ValueError(
+            "vgrout.adapters.attach_routed_adapters: target_modules must be a non-empty "
+            f"sequence of module names, got {target_modules!r}"
+        )
     if init in NEEDS_PAIRS and (not pairs or tokenizer is None):
-        raise ValueError(f"vgrout.adapters.attach_routed_adapters: init {init!r} needs pairs and tokenizer")
+        raise ValueError(
+            f"vgrout.adapters.attach_routed_adapters: init {init!r} needs pairs and tokenizer"
+        )
 
 
 @torch.no_grad()
@@ -59,8 +84,15 @@ def _initialise(model: nn.Module, init: str, seed: int, ridge: float, pairs, tok
     gen = torch.Generator().manual_seed(seed)
     for name, layer in lora_layers(model):
         key = short_name(name)
-        factors = block_factors(init, layer.base_layer.weight.detach().double().cpu(), info.r, key, gen,
-                                None if stats is None else stats[key], ridge)
+        factors = block_factors(
+            init,
+            layer.base_layer.weight.detach().double().cpu(),
+            info.r,
+            key,
+            gen,
+            None if stats is None else stats[key],
+            ridge,
+        )
         for block, f in zip(BLOCKS, factors):
             layer.lora_A[block].weight.copy_(f.A)
             layer.lora_B[block].weight.copy_(f.B)
@@ -68,10 +100,17 @@ def _initialise(model: nn.Module, init: str, seed: int, ridge: float, pairs, tok
             layer.lora_B[ANCHOR[block]].weight.copy_(-f.B)
 
 
-def attach_routed_adapters(model: nn.Module, r: int = 8, init: str = "gaussian",
-                           target_modules: Sequence[str] = DEFAULT_TARGETS, alpha: float | None = None,
-                           pairs: Sequence | None = None, tokenizer=None, seed: int = 0,
-                           ridge: float = 1e-3):
+def attach_routed_adapters(
+    model: nn.Module,
+    r: int = 8,
+    init: str = "gaussian",
+    target_modules: Sequence[str] = DEFAULT_TARGETS,
+    alpha: float | None = None,
+    pairs: Sequence | None = None,
+    tokenizer=None,
+    seed: int = 0,
+    ridge: float = 1e-3,
+):
     """Wrap `model` in a PeftModel with `deployed`, `quarantine` (trainable) and frozen
     anchors `deployed_0`, `quarantine_0` on every target Linear.
 
@@ -88,15 +127,20 @@ def attach_routed_adapters(model: nn.Module, r: int = 8, init: str = "gaussian",
     cfg = _lora_config(r, alpha, target_modules)
     peft_model = get_peft_model(model, cfg, adapter_name=BLOCKS[0], autocast_adapter_dtype=True)
     for name in ALL_ADAPTERS[1:]:
-        peft_model.add_adapter(name, _lora_config(r, alpha, target_modules), autocast_adapter_dtype=True)
+        peft_model.add_adapter(
+            name, _lora_config(r, alpha, target_modules), autocast_adapter_dtype=True
+        )
     # A list of active adapters is only accepted by the tuner model's set_adapter.
     peft_model.base_model.set_adapter(list(ALL_ADAPTERS))
-    peft_model.__dict__[INFO_ATTR] = RoutedInfo(r=r, alpha=alpha, init=init,
-                                                target_modules=tuple(target_modules))
+    peft_model.__dict__[INFO_ATTR] = RoutedInfo(
+        r=r, alpha=alpha, init=init, target_modules=tuple(target_modules)
+    )
     _freeze_anchors(peft_model)
     _set_adapter_dtype(peft_model)
     if not any(True for _ in lora_layers(peft_model)):
-        raise ValueError(f"vgrout.adapters.attach_routed_adapters: no Linear matched {list(target_modules)}")
+        raise ValueError(
+            f"vgrout.adapters.attach_routed_adapters: no Linear matched {list(target_modules)}"
+        )
     _initialise(peft_model, init, seed, ridge, pairs, tokenizer)
     install_routed_forward(peft_model)
     return peft_model
@@ -137,8 +181,10 @@ def trainable_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
         for block in BLOCKS:
             anchor = (layer.lora_A[ANCHOR[block]].weight, layer.lora_B[ANCHOR[block]].weight)
             if any(p.requires_grad for p in anchor):
-                raise RuntimeError(f"vgrout.adapters: anchor {ANCHOR[block]} at {name} requires grad; "
-                                   "it must stay frozen")
+                raise RuntimeError(
+                    f"vgrout.adapters: anchor {ANCHOR[block]} at {name} requires grad; "
+                    "it must stay frozen"
+                )
             out[block] += [layer.lora_A[block].weight, layer.lora_B[block].weight]
     return out
 
@@ -151,5 +197,7 @@ def bottleneck_modules(model: nn.Module, block: str = "deployed") -> dict[str, n
     """
     routed_info(model)
     if block not in ALL_ADAPTERS:
-        raise ValueError(f"vgrout.adapters.bottleneck_modules: block must be one of {ALL_ADAPTERS}, got {block!r}")
+        raise ValueError(
+            f"vgrout.adapters.bottleneck_modules: block must be one of {ALL_ADAPTERS}, got {block!r}"
+        )
     return {short_name(name): layer.lora_A[block] for name, layer in lora_layers(model)}

@@ -46,7 +46,9 @@ def save_adapters(model: nn.Module, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: p.detach().cpu().contiguous() for k, p in _adapter_tensors(model).items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(info.describe())}))
+    atomic_write(
+        path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(info.describe())})
+    )
 
 
 @torch.no_grad()
@@ -61,18 +63,24 @@ def load_adapters(model: nn.Module, path: str | os.PathLike) -> None:
         want = info.describe()
         for key in ("r", "alpha", "target_modules", "adapters"):
             if meta.get(key) != want[key]:
-                raise ValueError(f"vgrout.adapters.load_adapters: {path} has {key}={meta.get(key)!r}, "
-                                 f"model has {want[key]!r}")
+                raise ValueError(
+                    f"vgrout.adapters.load_adapters: {path} has {key}={meta.get(key)!r}, "
+                    f"model has {want[key]!r}"
+                )
         params = _adapter_tensors(model)
         stored = set(f.keys())
         if stored != set(params):
-            raise ValueError(f"vgrout.adapters.load_adapters: {path} keys differ from the model: missing "
-                             f"{sorted(set(params) - stored)[:3]}, unexpected {sorted(stored - set(params))[:3]}")
+            raise ValueError(
+                f"vgrout.adapters.load_adapters: {path} keys differ from the model: missing "
+                f"{sorted(set(params) - stored)[:3]}, unexpected {sorted(stored - set(params))[:3]}"
+            )
         loaded = {k: f.get_tensor(k) for k in params}
     for k, p in params.items():
         if loaded[k].shape != p.shape:
-            raise ValueError(f"vgrout.adapters.load_adapters: {path}:{k} has shape "
-                             f"{tuple(loaded[k].shape)}, model has {tuple(p.shape)}")
+            raise ValueError(
+                f"vgrout.adapters.load_adapters: {path}:{k} has shape "
+                f"{tuple(loaded[k].shape)}, model has {tuple(p.shape)}"
+            )
     for k, p in params.items():
         p.copy_(loaded[k])
 
@@ -95,19 +103,30 @@ def _export_state_dict(model: nn.Module) -> dict[str, Tensor]:
     anchor = ANCHOR[DEPLOYED]
     sd = {}
     for name, layer in lora_layers(model):
-        sd[f"{name}.lora_A.weight"] = torch.cat(
-            [layer.lora_A[DEPLOYED].weight, layer.lora_A[anchor].weight], 0).detach().cpu().contiguous()
-        sd[f"{name}.lora_B.weight"] = torch.cat(
-            [layer.lora_B[DEPLOYED].weight, layer.lora_B[anchor].weight], 1).detach().cpu().contiguous()
+        sd[f"{name}.lora_A.weight"] = (
+            torch.cat([layer.lora_A[DEPLOYED].weight, layer.lora_A[anchor].weight], 0)
+            .detach()
+            .cpu()
+            .contiguous()
+        )
+        sd[f"{name}.lora_B.weight"] = (
+            torch.cat([layer.lora_B[DEPLOYED].weight, layer.lora_B[anchor].weight], 1)
+            .detach()
+            .cpu()
+            .contiguous()
+        )
     expected = set(get_peft_model_state_dict(model, adapter_name=DEPLOYED))
     if expected != set(sd):
-        raise RuntimeError("vgrout.adapters.export_deployed: PEFT key layout changed: expected e.g. "
-                           f"{sorted(expected)[:2]}, built {sorted(sd)[:2]}")
+        raise RuntimeError(
+            "vgrout.adapters.export_deployed: PEFT key layout changed: expected e.g. "
+            f"{sorted(expected)[:2]}, built {sorted(sd)[:2]}"
+        )
     return sd
 
 
-def export_deployed(model: nn.Module, path: str | os.PathLike,
-                    merged_path: str | os.PathLike | None = None) -> None:
+def export_deployed(
+    model: nn.Module, path: str | os.PathLike, merged_path: str | os.PathLike | None = None
+) -> None:
     """Write the deployed block (anchor folded in) as a plain PEFT adapter folder `path`;
     with `merged_path`, also a full model with the deployed delta merged into W."""
     info = routed_info(model)
@@ -119,7 +138,11 @@ def export_deployed(model: nn.Module, path: str | os.PathLike,
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp"))
     try:
         config.save_pretrained(str(tmp))
-        save_file(_export_state_dict(model), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            _export_state_dict(model),
+            str(tmp / "adapter_model.safetensors"),
+            metadata={"format": "pt"},
+        )
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -136,7 +159,8 @@ def _save_merged(model: nn.Module, path: Path) -> None:
     for name, layer in lora_layers(model):
         w = layer.base_layer.weight
         merged[name.removeprefix("base_model.model.") + ".weight"] = (
-            w.to(merge_dtype(layer)) + block_delta(layer, VIEW_ADAPTERS["deployed"])).to(w.dtype)
+            w.to(merge_dtype(layer)) + block_delta(layer, VIEW_ADAPTERS["deployed"])
+        ).to(w.dtype)
     sd = {}
     for key, value in base.state_dict().items():
         if "lora_" in key:
@@ -144,7 +168,9 @@ def _save_merged(model: nn.Module, path: Path) -> None:
         key = key.replace(".base_layer.", ".")
         sd[key] = merged.pop(key, value).detach().cpu().contiguous()
     if merged:
-        raise RuntimeError(f"vgrout.adapters.export_deployed: merged weights not placed: {sorted(merged)[:3]}")
+        raise RuntimeError(
+            f"vgrout.adapters.export_deployed: merged weights not placed: {sorted(merged)[:3]}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp"))
     try:

@@ -49,16 +49,20 @@ def install_routed_forward(model: nn.Module) -> None:
     state = routed_info(model).state
     for name, layer in lora_layers(model):
         if not isinstance(layer.lora_dropout[DEPLOYED], nn.Identity):
-            raise ValueError(f"vgrout.adapters: {name} has LoRA dropout; the routed forward "
-                             "assumes lora_dropout=0 (a random forward breaks the PPO ratio)")
+            raise ValueError(
+                f"vgrout.adapters: {name} has LoRA dropout; the routed forward "
+                "assumes lora_dropout=0 (a random forward breaks the PPO ratio)"
+            )
         layer.forward = functools.partial(routed_forward, layer, state, name)
 
 
 def _row_mask(mask: Tensor, x: Tensor, name: str) -> Tensor:
     """A [batch] mask as [batch, 1, ..., 1] broadcasting over x [batch, ..., features]."""
     if mask.shape[0] != x.shape[0]:
-        raise RuntimeError(f"vgrout.adapters.route: mask has {mask.shape[0]} rows but {name} "
-                           f"sees a batch of {x.shape[0]} (input shape {tuple(x.shape)})")
+        raise RuntimeError(
+            f"vgrout.adapters.route: mask has {mask.shape[0]} rows but {name} "
+            f"sees a batch of {x.shape[0]} (input shape {tuple(x.shape)})"
+        )
     return mask.to(x.device).view(-1, *([1] * (x.dim() - 1)))
 
 
@@ -67,8 +71,10 @@ def _active_pairs(layer: nn.Module, state: RouteState, name: str) -> list[tuple[
     pairs = []
     for block, anchor in PAIRS:
         if (block in active) != (anchor in active):
-            raise RuntimeError(f"vgrout.adapters: {name} has {block!r} and its anchor {anchor!r} "
-                               f"active apart ({sorted(active)}); activate them together")
+            raise RuntimeError(
+                f"vgrout.adapters: {name} has {block!r} and its anchor {anchor!r} "
+                f"active apart ({sorted(active)}); activate them together"
+            )
         if block in active and not (block == QUARANTINE and state.ablate):
             pairs.append((block, anchor))
     unknown = active - {a for pair in PAIRS for a in pair}
@@ -85,8 +91,10 @@ def _bottleneck(layer: nn.Module, pair: tuple[str, str], x: Tensor) -> Tensor:
     for i, adapter in enumerate(pair):
         module = layer.lora_A[adapter]
         if module._forward_pre_hooks:
-            raise RuntimeError(f"vgrout.adapters: forward pre-hooks on lora_A[{adapter!r}] are "
-                               "not supported by the routed forward; use a forward hook")
+            raise RuntimeError(
+                f"vgrout.adapters: forward pre-hooks on lora_A[{adapter!r}] are "
+                "not supported by the routed forward; use a forward hook"
+            )
         for hook in module._forward_hooks.values():
             out = hook(module, (x,), parts[i])
             if out is not None:
@@ -100,12 +108,15 @@ def _observe_lora_b(layer: nn.Module, pair: tuple[str, str], h: Tensor) -> None:
         module = layer.lora_B[adapter]
         for hook in module._forward_hooks.values():
             if hook(module, (part,), F.linear(part, module.weight).detach()) is not None:
-                raise RuntimeError(f"vgrout.adapters: a forward hook on lora_B[{adapter!r}] "
-                                   "returned a value; the routed forward lets them observe only")
+                raise RuntimeError(
+                    f"vgrout.adapters: a forward hook on lora_B[{adapter!r}] "
+                    "returned a value; the routed forward lets them observe only"
+                )
 
 
-def _pair_output(layer: nn.Module, state: RouteState, name: str, pair: tuple[str, str],
-                 x: Tensor) -> Tensor:
+def _pair_output(
+    layer: nn.Module, state: RouteState, name: str, pair: tuple[str, str], x: Tensor
+) -> Tensor:
     """One block plus its anchor, masked: [batch, pos, d_out]."""
     block = pair[0]
     h = _bottleneck(layer, pair, x)
@@ -126,12 +137,15 @@ def _pair_output(layer: nn.Module, state: RouteState, name: str, pair: tuple[str
     return F.linear(live, b) + F.linear(dead, b[:, :r].detach())
 
 
-def routed_forward(layer: nn.Module, state: RouteState, name: str, x: Tensor, *args,
-                   **kwargs) -> Tensor:
+def routed_forward(
+    layer: nn.Module, state: RouteState, name: str, x: Tensor, *args, **kwargs
+) -> Tensor:
     """base(x) + the active pairs' masked deltas; x: [batch, pos, d_in]."""
     if kwargs.pop("adapter_names", None) is not None:
-        raise ValueError("vgrout.adapters: adapter_names= mixed batches are not supported on a "
-                         "routed model; use route() masks")
+        raise ValueError(
+            "vgrout.adapters: adapter_names= mixed batches are not supported on a "
+            "routed model; use route() masks"
+        )
     if layer.disable_adapters and layer.merged:
         layer.unmerge()
     result = layer.base_layer(x, *args, **kwargs)

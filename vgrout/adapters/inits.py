@@ -45,8 +45,10 @@ class PairStats:
         mean = self.deltas.mean(0)
         norm = mean.norm()
         if not torch.isfinite(norm) or norm <= 0:
-            raise ValueError(f"vgrout.adapters.inits: mean paired input difference at {where} is zero; "
-                             "hack and clean completions give identical inputs")
+            raise ValueError(
+                f"vgrout.adapters.inits: mean paired input difference at {where} is zero; "
+                "hack and clean completions give identical inputs"
+            )
         return mean / norm
 
     def second_moment(self, ridge: float, where: str) -> Tensor:
@@ -59,7 +61,9 @@ class PairStats:
         c = self.deltas.T @ self.deltas / n
         scale = torch.trace(c) / dim
         if not torch.isfinite(scale) or scale <= 0:
-            raise ValueError(f"vgrout.adapters.inits: paired input differences at {where} are all zero")
+            raise ValueError(
+                f"vgrout.adapters.inits: paired input differences at {where} are all zero"
+            )
         return c + ridge * scale * torch.eye(dim, dtype=c.dtype)
 
 
@@ -69,15 +73,19 @@ def _unit_rows(x: Tensor) -> Tensor:
 
 def _split(a_rows: Tensor, b_cols: Tensor, first: list[int], second: list[int]):
     """Pick rows of A / columns of B into (deployed, quarantine) factors (fp32)."""
+
     def pick(idx):
         return BlockFactors(a_rows[idx].float().contiguous(), b_cols[:, idx].float().contiguous())
+
     return pick(first), pick(second)
 
 
 def _check_rank(w: Tensor, r: int, where: str) -> None:
     if 2 * r > min(w.shape):
-        raise ValueError(f"vgrout.adapters.inits: {where} has weight {tuple(w.shape)}; "
-                         f"SVD inits need 2*r = {2 * r} <= {min(w.shape)}")
+        raise ValueError(
+            f"vgrout.adapters.inits: {where} has weight {tuple(w.shape)}; "
+            f"SVD inits need 2*r = {2 * r} <= {min(w.shape)}"
+        )
 
 
 def gaussian_factors(w: Tensor, r: int, gen: torch.Generator):
@@ -85,8 +93,8 @@ def gaussian_factors(w: Tensor, r: int, gen: torch.Generator):
     out_f, in_f = w.shape
     blocks = []
     for _ in range(2):
-        a = torch.randn(r, in_f, generator=gen, dtype=torch.float64) / in_f ** 0.5
-        b = torch.randn(out_f, r, generator=gen, dtype=torch.float64) / out_f ** 0.5
+        a = torch.randn(r, in_f, generator=gen, dtype=torch.float64) / in_f**0.5
+        b = torch.randn(out_f, r, generator=gen, dtype=torch.float64) / out_f**0.5
         blocks.append(BlockFactors(a.float(), b.float()))
     return blocks[0], blocks[1]
 
@@ -122,8 +130,10 @@ def _seeded_basis(seed: Tensor, others: Tensor, where: str) -> Tensor:
     q, rr = torch.linalg.qr(torch.cat([seed[:, None], others], dim=1))
     diag = torch.diagonal(rr)
     if (diag.abs() < 1e-8).any():
-        raise ValueError(f"vgrout.adapters.inits: seed direction at {where} lies in the span of W's "
-                         "top singular directions; cannot orthogonalise")
+        raise ValueError(
+            f"vgrout.adapters.inits: seed direction at {where} lies in the span of W's "
+            "top singular directions; cannot orthogonalise"
+        )
     return q * torch.sign(diag)
 
 
@@ -143,15 +153,22 @@ def scorda_factors(w: Tensor, r: int, stats: PairStats, where: str, reverse: boo
     if w_u.norm() <= 1e-12 * w64.norm():
         raise ValueError(f"vgrout.adapters.inits: W maps the seed direction at {where} to zero")
     u, _, vh = torch.linalg.svd(w64, full_matrices=False)
-    q_in = _seeded_basis(u_in, vh[: 2 * r - 1].T, where)         # [in, 2r]
+    q_in = _seeded_basis(u_in, vh[: 2 * r - 1].T, where)  # [in, 2r]
     q_out = _seeded_basis(w_u / w_u.norm(), u[:, : 2 * r - 1], where)  # [out, 2r]
     seeded, other = list(range(0, 2 * r, 2)), list(range(1, 2 * r, 2))
     first, second = (seeded, other) if reverse else (other, seeded)
     return _split(q_in.T, q_out, first, second)
 
 
-def block_factors(kind: str, w: Tensor, r: int, where: str, gen: torch.Generator,
-                  stats: PairStats | None, ridge: float):
+def block_factors(
+    kind: str,
+    w: Tensor,
+    r: int,
+    where: str,
+    gen: torch.Generator,
+    stats: PairStats | None,
+    ridge: float,
+):
     """(deployed, quarantine) factors of the named init for weight w [out, in]."""
     if kind == "gaussian":
         return gaussian_factors(w, r, gen)

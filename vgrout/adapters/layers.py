@@ -54,8 +54,13 @@ class RoutedInfo:
     merged_view: str | None = None
 
     def describe(self) -> dict:
-        return {"r": self.r, "alpha": self.alpha, "init": self.init,
-                "target_modules": list(self.target_modules), "adapters": list(ALL_ADAPTERS)}
+        return {
+            "r": self.r,
+            "alpha": self.alpha,
+            "init": self.init,
+            "target_modules": list(self.target_modules),
+            "adapters": list(ALL_ADAPTERS),
+        }
 
 
 def routed_info(model: nn.Module) -> RoutedInfo:
@@ -64,7 +69,8 @@ def routed_info(model: nn.Module) -> RoutedInfo:
     if info is None:
         raise TypeError(
             "vgrout.adapters: model has no routed adapters; call attach_routed_adapters(model) first "
-            f"(got {type(model).__name__})")
+            f"(got {type(model).__name__})"
+        )
     return info
 
 
@@ -85,13 +91,17 @@ def lora_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
     info = model.__dict__.get(INFO_ATTR)
     if info is not None and info.merged_view is not None:
-        raise RuntimeError("vgrout.adapters: the LoRA layers are swapped out inside "
-                           f"merged_for_generation(view={info.merged_view!r}); leave it first")
+        raise RuntimeError(
+            "vgrout.adapters: the LoRA layers are swapped out inside "
+            f"merged_for_generation(view={info.merged_view!r}); leave it first"
+        )
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
             if not isinstance(module, LoraLinear) or getattr(module, "fan_in_fan_out", False):
-                raise TypeError(f"vgrout.adapters: {name} is a {type(module).__name__}; "
-                                "only nn.Linear targets (fan_in_fan_out=False) are supported")
+                raise TypeError(
+                    f"vgrout.adapters: {name} is a {type(module).__name__}; "
+                    "only nn.Linear targets (fan_in_fan_out=False) are supported"
+                )
             yield name, module
 
 
@@ -99,9 +109,13 @@ def assert_not_merged(model: nn.Module, why: str) -> None:
     """Merged weights bypass the lora_B hooks, so a mask would be silently ignored."""
     info = routed_info(model)
     if info.merged_view is not None:
-        raise RuntimeError(f"vgrout.adapters: {why} while merged_for_generation(view="
-                           f"{info.merged_view!r}) is active; merged weights bypass the masks")
+        raise RuntimeError(
+            f"vgrout.adapters: {why} while merged_for_generation(view="
+            f"{info.merged_view!r}) is active; merged weights bypass the masks"
+        )
     for name, layer in lora_layers(model):
         if layer.merged:
-            raise RuntimeError(f"vgrout.adapters: {why} but {name} has PEFT-merged adapters "
-                               f"{layer.merged_adapters}; masks would be ignored")
+            raise RuntimeError(
+                f"vgrout.adapters: {why} but {name} has PEFT-merged adapters "
+                f"{layer.merged_adapters}; masks would be ignored"
+            )

@@ -27,7 +27,9 @@ from .layers import DEPLOYED, assert_not_merged, lora_layers, routed_info
 def _as_mask(x, name: str) -> Tensor:
     t = torch.as_tensor(x)
     if t.dim() != 1:
-        raise ValueError(f"vgrout.adapters.route: {name} must be 1-D [batch], got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"vgrout.adapters.route: {name} must be 1-D [batch], got shape {tuple(t.shape)}"
+        )
     if t.dtype.is_floating_point or t.dtype.is_complex:
         bad = (t != 0) & (t != 1)
     else:
@@ -48,7 +50,9 @@ def route(model: nn.Module, m, d) -> Iterator[None]:
     if m_t.shape != d_t.shape:
         raise ValueError(f"vgrout.adapters.route: m has {m_t.shape[0]} rows, d has {d_t.shape[0]}")
     if info.state.m is not None or info.state.d is not None:
-        raise RuntimeError("vgrout.adapters.route: a route mask is already set; nested route() is not supported")
+        raise RuntimeError(
+            "vgrout.adapters.route: a route mask is already set; nested route() is not supported"
+        )
     assert_not_merged(model, "route() called")
     device = next(layer.lora_B[DEPLOYED].weight.device for _, layer in lora_layers(model))
     info.state.m, info.state.d = m_t.to(device, torch.float32), d_t.to(device, torch.bool)

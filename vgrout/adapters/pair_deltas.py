@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from vgrout.lm.tokens import Batch, chat_prompt, encode, pool_completion
+
 from .inits import PairStats
 from .layers import lora_layers, short_name
 
@@ -25,12 +26,16 @@ def _check_pairs(pairs: Sequence) -> None:
     for i, p in enumerate(pairs):
         for field in ("prompt", "hack", "clean"):
             if not isinstance(getattr(p, field, None), str):
-                raise ValueError(f"vgrout.adapters: pairs[{i}].{field} must be a str, "
-                                 f"got {type(getattr(p, field, None)).__name__}")
+                raise ValueError(
+                    f"vgrout.adapters: pairs[{i}].{field} must be a str, "
+                    f"got {type(getattr(p, field, None)).__name__}"
+                )
 
 
 @torch.no_grad()
-def _pooled_inputs(model: nn.Module, layers: dict[str, nn.Module], batch: Batch) -> dict[str, Tensor]:
+def _pooled_inputs(
+    model: nn.Module, layers: dict[str, nn.Module], batch: Batch
+) -> dict[str, Tensor]:
     """Run one batch; return {short name: pooled input [batch, in] float64}."""
     pooled: dict[str, Tensor] = {}
     device = next(model.parameters()).device
@@ -40,9 +45,12 @@ def _pooled_inputs(model: nn.Module, layers: dict[str, nn.Module], batch: Batch)
         def hook(module, args):
             x = args[0]  # [batch, pos, in]
             pooled[key] = pool_completion(x.double(), batch.completion_mask).cpu()
+
         return hook
 
-    handles = [layer.base_layer.register_forward_pre_hook(make_hook(key)) for key, layer in layers.items()]
+    handles = [
+        layer.base_layer.register_forward_pre_hook(make_hook(key)) for key, layer in layers.items()
+    ]
     try:
         model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     finally:
@@ -54,7 +62,9 @@ def _pooled_inputs(model: nn.Module, layers: dict[str, nn.Module], batch: Batch)
     return pooled
 
 
-def pair_input_deltas(model: nn.Module, pairs: Sequence, tokenizer, chunk: int = 16) -> dict[str, PairStats]:
+def pair_input_deltas(
+    model: nn.Module, pairs: Sequence, tokenizer, chunk: int = 16
+) -> dict[str, PairStats]:
     """{short module name: PairStats(deltas [n_pairs, in])}. Call with adapters disabled."""
     _check_pairs(pairs)
     if tokenizer is None:
@@ -62,7 +72,7 @@ def pair_input_deltas(model: nn.Module, pairs: Sequence, tokenizer, chunk: int =
     layers = {short_name(name): layer for name, layer in lora_layers(model)}
     chunks: dict[str, list[Tensor]] = {k: [] for k in layers}
     for start in range(0, len(pairs), chunk):
-        part = pairs[start:start + chunk]
+        part = pairs[start : start + chunk]
         prompts = [chat_prompt(tokenizer, p.prompt) for p in part]
         hack = _pooled_inputs(model, layers, encode(tokenizer, prompts, [p.hack for p in part]))
         clean = _pooled_inputs(model, layers, encode(tokenizer, prompts, [p.clean for p in part]))

@@ -17,8 +17,10 @@ from torch import Tensor, nn
 
 from .layers import ANCHOR, DEPLOYED, QUARANTINE, assert_not_merged, lora_layers, routed_info
 
-VIEW_ADAPTERS = {"trained": (DEPLOYED, ANCHOR[DEPLOYED], QUARANTINE, ANCHOR[QUARANTINE]),
-         "deployed": (DEPLOYED, ANCHOR[DEPLOYED])}
+VIEW_ADAPTERS = {
+    "trained": (DEPLOYED, ANCHOR[DEPLOYED], QUARANTINE, ANCHOR[QUARANTINE]),
+    "deployed": (DEPLOYED, ANCHOR[DEPLOYED]),
+}
 
 
 @contextmanager
@@ -79,7 +81,9 @@ def merge_dtype(layer: nn.Module) -> torch.dtype:
 def block_delta(layer: nn.Module, adapters: tuple[str, ...]) -> Tensor:
     """Sum of scaling * B @ A over `adapters` on one LoRA Linear: [out, in] in merge_dtype."""
     dtype = merge_dtype(layer)
-    a = torch.cat([layer.lora_A[n].weight.to(dtype) * layer.scaling[n] for n in adapters], 0)  # [k*r, in]
+    a = torch.cat(
+        [layer.lora_A[n].weight.to(dtype) * layer.scaling[n] for n in adapters], 0
+    )  # [k*r, in]
     b = torch.cat([layer.lora_B[n].weight.to(dtype) for n in adapters], 1)  # [out, k*r]
     return b @ a
 
@@ -102,23 +106,33 @@ def merged_for_generation(model: nn.Module, view: str = "trained") -> Iterator[N
     bottleneck capture sees nothing.
     """
     if view not in VIEW_ADAPTERS:
-        raise ValueError(f"vgrout.adapters.merged_for_generation: view must be one of {sorted(VIEW_ADAPTERS)}, got {view!r}")
+        raise ValueError(
+            f"vgrout.adapters.merged_for_generation: view must be one of {sorted(VIEW_ADAPTERS)}, got {view!r}"
+        )
     info = routed_info(model)
     if info.state.m is not None or info.state.d is not None:
-        raise RuntimeError("vgrout.adapters.merged_for_generation: a route mask is set; "
-                           "leave masks unset during generation")
+        raise RuntimeError(
+            "vgrout.adapters.merged_for_generation: a route mask is set; "
+            "leave masks unset during generation"
+        )
     if info.state.ablate and view == "trained":
-        raise RuntimeError("vgrout.adapters.merged_for_generation: view='trained' inside ablate_quarantine()")
+        raise RuntimeError(
+            "vgrout.adapters.merged_for_generation: view='trained' inside ablate_quarantine()"
+        )
     assert_not_merged(model, "merged_for_generation() entered")
     if getattr(model, "_adapters_disabled", False):
-        raise RuntimeError("vgrout.adapters.merged_for_generation: adapters are disabled "
-                           "(inside reference_policy?); the merged view would not be the reference")
+        raise RuntimeError(
+            "vgrout.adapters.merged_for_generation: adapters are disabled "
+            "(inside reference_policy?); the merged view would not be the reference"
+        )
     swapped: list[tuple[nn.Module, str, nn.Module, Tensor]] = []
     try:
         with torch.no_grad():
             for name, layer in list(lora_layers(model)):
                 weight = layer.base_layer.weight
-                merged = (weight.to(merge_dtype(layer)) + block_delta(layer, VIEW_ADAPTERS[view])).to(weight.dtype)
+                merged = (
+                    weight.to(merge_dtype(layer)) + block_delta(layer, VIEW_ADAPTERS[view])
+                ).to(weight.dtype)
                 parent, child = _parent(model, name)
                 swapped.append((parent, child, layer, weight.data))
                 weight.data = merged

@@ -42,10 +42,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from vgrout.names import SITES
 from vgrout.lm.logprobs import completion_nll
 from vgrout.lm.tokens import Batch, chat_prompt, encode
-
+from vgrout.names import SITES
 
 
 class Capture(dict):
@@ -91,8 +90,11 @@ def _find_lora(model: nn.Module, block: str = "deployed", part: str = "A") -> di
 
 def _decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The transformer's list of decoder layers (the only ModuleList named '...layers')."""
-    lists = [m for n, m in model.named_modules()
-             if isinstance(m, nn.ModuleList) and n.split(".")[-1] == "layers"]
+    lists = [
+        m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.ModuleList) and n.split(".")[-1] == "layers"
+    ]
     if len(lists) != 1:
         raise ValueError(f"capture: expected one ModuleList named 'layers', found {len(lists)}")
     return lists[0]
@@ -101,8 +103,10 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
 def _pool(acts: Tensor, mask: Tensor) -> Tensor:
     """[batch, pos, d] x [batch, pos] -> [batch, d] mean over masked positions (>= float32)."""
     if acts.shape[:2] != mask.shape:
-        raise ValueError(f"capture: activations {tuple(acts.shape[:2])} do not match "
-                         f"completion mask {tuple(mask.shape)}")
+        raise ValueError(
+            f"capture: activations {tuple(acts.shape[:2])} do not match "
+            f"completion mask {tuple(mask.shape)}"
+        )
     dtype = torch.promote_types(acts.dtype, torch.float32)  # bf16 models pool in fp32
     m = mask.to(dtype).unsqueeze(-1)  # [batch, pos, 1]
     return (acts.to(dtype) * m).sum(1) / m.sum(1).clamp_min(1.0)
@@ -122,13 +126,16 @@ def _layer_output(out) -> Tensor:
 
 
 def _check_grad_site(loras: dict[str, nn.Module], block: str) -> None:
-    if all(float(l.lora_B[block].weight.detach().abs().max()) == 0.0 for l in loras.values()):
-        raise ValueError(f"capture: site 'grad' needs a nonzero B in block {block!r}; "
-                         "with B = 0 the bottleneck gradient is identically zero")
+    if all(float(lo.lora_B[block].weight.detach().abs().max()) == 0.0 for lo in loras.values()):
+        raise ValueError(
+            f"capture: site 'grad' needs a nonzero B in block {block!r}; "
+            "with B = 0 the bottleneck gradient is identically zero"
+        )
 
 
-def capture(model: nn.Module, batch: Batch, sites: Sequence[str] = SITES,
-            block: str = "deployed") -> Capture:
+def capture(
+    model: nn.Module, batch: Batch, sites: Sequence[str] = SITES, block: str = "deployed"
+) -> Capture:
     """One forward (plus one backward if 'grad' is asked) -> pooled features per site.
 
     Parameters' ``.grad`` are left untouched: the gradient is taken with
@@ -162,8 +169,12 @@ def capture(model: nn.Module, batch: Batch, sites: Sequence[str] = SITES,
         with torch.set_grad_enabled(want_grad):
             # the hooks read activations; logits are needed only for the grad site's loss
             head = {} if want_grad else {"logits_to_keep": 1}
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        use_cache=False, **head)
+            out = model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                use_cache=False,
+                **head,
+            )
             if want_grad:
                 loss = completion_nll(out.logits, batch.input_ids, mask, per_row=True).sum()
                 grads = torch.autograd.grad(loss, list(leaves.values()))
@@ -184,11 +195,13 @@ def capture(model: nn.Module, batch: Batch, sites: Sequence[str] = SITES,
 def _resid_hook(name: str, mask: Tensor, pooled: dict):
     def hook(mod, inp, out):  # out: [batch, pos, d_model]
         pooled["resid"][name] = _pool(_layer_output(out).detach(), mask)
+
     return hook
 
 
-def _hook_lora(name: str, layer: nn.Module, block: str, sites, mask: Tensor,
-               pooled: dict, leaves: dict) -> list:
+def _hook_lora(
+    name: str, layer: nn.Module, block: str, sites, mask: Tensor, pooled: dict, leaves: dict
+) -> list:
     """Forward hooks on one LoRA layer's A (bottleneck, grad leaf) and B (adapter_out)."""
     hooks = []
     scaling = layer.scaling[block]
@@ -214,25 +227,38 @@ def _hook_lora(name: str, layer: nn.Module, block: str, sites, mask: Tensor,
     return hooks
 
 
-def capture_texts(model: nn.Module, tokenizer, prompts: Sequence, completions: Sequence[str],
-                  sites: Sequence[str] = SITES, block: str = "deployed", batch_size: int = 16,
-                  max_completion_tokens: int | None = None) -> Capture:
+def capture_texts(
+    model: nn.Module,
+    tokenizer,
+    prompts: Sequence,
+    completions: Sequence[str],
+    sites: Sequence[str] = SITES,
+    block: str = "deployed",
+    batch_size: int = 16,
+    max_completion_tokens: int | None = None,
+) -> Capture:
     """`capture` over (prompt, completion) texts in minibatches; features on CPU.
 
     prompts: chat messages, a bare user string, or an already rendered prompt
     (a string containing the chat template's '<|im_start|>').
     """
     if len(prompts) != len(completions):
-        raise ValueError(f"capture_texts: {len(prompts)} prompts but {len(completions)} completions")
+        raise ValueError(
+            f"capture_texts: {len(prompts)} prompts but {len(completions)} completions"
+        )
     if not prompts:
         raise ValueError("capture_texts: no rows to capture")
     rendered = [render_prompt(tokenizer, p) for p in prompts]
     order = _by_length(tokenizer, rendered, completions, max_completion_tokens)
     parts: list[Capture] = []
     for i in range(0, len(order), batch_size):
-        rows = order[i:i + batch_size]
-        b = encode(tokenizer, [rendered[j] for j in rows], [completions[j] for j in rows],
-                   max_completion_tokens=max_completion_tokens)
+        rows = order[i : i + batch_size]
+        b = encode(
+            tokenizer,
+            [rendered[j] for j in rows],
+            [completions[j] for j in rows],
+            max_completion_tokens=max_completion_tokens,
+        )
         parts.append(capture(model, b, sites, block))
     back = torch.argsort(torch.tensor(order))  # sorted position of each original row
     out = Capture({s: torch.cat([p[s].cpu() for p in parts])[back] for s in sites})
@@ -240,14 +266,16 @@ def capture_texts(model: nn.Module, tokenizer, prompts: Sequence, completions: S
     return out
 
 
-def _by_length(tokenizer, prompts: list[str], completions: Sequence[str],
-               max_completion_tokens: int | None) -> list[int]:
+def _by_length(
+    tokenizer, prompts: list[str], completions: Sequence[str], max_completion_tokens: int | None
+) -> list[int]:
     """Row indices sorted by token length, so each minibatch pads little.
 
     Rows of a pool can differ in length several-fold (real problems run to
     ~1,800 organism tokens next to ~200); in file order a batch pads to its
     longest row, and attention cost grows with the square of that width.
     """
+
     def n_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -278,15 +306,18 @@ class ForwardFeatures:
     def features(self) -> Tensor:
         missing = [m for m in self.modules if m not in self._rows]
         if missing:
-            raise RuntimeError(f"capture_in_forward: no bottleneck activation at {missing[:3]} "
-                               f"({len(missing)} of {len(self.modules)} modules); was the forward "
-                               "run inside the context, with the adapters unmerged?")
+            raise RuntimeError(
+                f"capture_in_forward: no bottleneck activation at {missing[:3]} "
+                f"({len(missing)} of {len(self.modules)} modules); was the forward "
+                "run inside the context, with the adapters unmerged?"
+            )
         return torch.stack([self._rows[m] for m in self.modules], dim=1)
 
 
 @contextlib.contextmanager
-def capture_in_forward(model: nn.Module, completion_mask: Tensor,
-                       block: str = "deployed") -> Iterator[ForwardFeatures]:
+def capture_in_forward(
+    model: nn.Module, completion_mask: Tensor, block: str = "deployed"
+) -> Iterator[ForwardFeatures]:
     """Hook a forward the caller already runs, so the gate costs no extra pass.
 
     completion_mask: [batch, pos] aligned with the input_ids of that forward.
@@ -302,9 +333,10 @@ def capture_in_forward(model: nn.Module, completion_mask: Tensor,
             if name == first:
                 holder.forwards += 1
             holder._rows[name] = _pool(out.detach(), mask)
+
         return on_a
 
-    hooks = [l.lora_A[block].register_forward_hook(hook_for(n)) for n, l in loras.items()]
+    hooks = [lo.lora_A[block].register_forward_hook(hook_for(n)) for n, lo in loras.items()]
     try:
         yield holder
     finally:

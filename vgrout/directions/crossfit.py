@@ -7,12 +7,14 @@ score here comes from a direction fit on the other folds.
 from __future__ import annotations
 
 from typing import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 
 
-def crossfit_pair_scores(h_hack: Mapping, h_clean: Mapping, pair_ids: Sequence[str],
-                         source: str, folds: int = 5) -> pd.DataFrame:
+def crossfit_pair_scores(
+    h_hack: Mapping, h_clean: Mapping, pair_ids: Sequence[str], source: str, folds: int = 5
+) -> pd.DataFrame:
     """Score each pair with a mean-difference direction fit on the *other* pairs.
 
     h_hack, h_clean: {site: [n_pairs, rows, width]} captures of both sides.
@@ -43,8 +45,13 @@ def separation_summary(scores: pd.DataFrame) -> pd.DataFrame:
     wide = scores.pivot_table(index=["source", "site", "pair"], columns="side", values="score")
     diff = (wide["hack"] - wide["clean"]).rename("diff").reset_index()
     g = diff.groupby(["source", "site"], sort=False)["diff"]
-    return pd.DataFrame({"n_pairs": g.size(), "hack_above_clean": g.apply(lambda d: (d > 0).mean()),
-                         "effect_size": g.mean() / g.std(ddof=1)}).reset_index()
+    return pd.DataFrame(
+        {
+            "n_pairs": g.size(),
+            "hack_above_clean": g.apply(lambda d: (d > 0).mean()),
+            "effect_size": g.mean() / g.std(ddof=1),
+        }
+    ).reset_index()
 
 
 def direction_cosines(directions: Mapping[str, Mapping]) -> pd.DataFrame:

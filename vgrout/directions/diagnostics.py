@@ -18,6 +18,7 @@ Pools:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ import numpy as np
 import torch
 
 from vgrout.directions.capture import capture_texts
-from vgrout.names import SITES
 from vgrout.directions.extract import extract_directions, haar_direction, oracle_direction, score
 from vgrout.directions.metrics import auroc, bootstrap_ci, f_beta_at_quantile, random_band
+from vgrout.names import SITES
 
 
 @dataclass
@@ -50,8 +51,10 @@ class LabelledPool:
     def __post_init__(self):
         n = len(self.completions)
         if not (len(self.prompts) == len(self.labels) == len(self.groups) == n):
-            raise ValueError(f"LabelledPool {self.name}: {len(self.prompts)} prompts, {n} completions, "
-                             f"{len(self.labels)} labels, {len(self.groups)} groups must agree")
+            raise ValueError(
+                f"LabelledPool {self.name}: {len(self.prompts)} prompts, {n} completions, "
+                f"{len(self.labels)} labels, {len(self.groups)} groups must agree"
+            )
         self.labels = np.asarray(self.labels, dtype=int)
 
     def __len__(self) -> int:
@@ -66,21 +69,39 @@ def _label(exploited: bool, gt_correct: bool) -> int | None:
     return 1 if exploited else 0 if gt_correct else None
 
 
-def labelled_pool_from_policy(model, tokenizer, problems: Sequence, n_per_problem: int,
-                              temperature: float = 1.0, max_new_tokens: int = 128,
-                              seed: int = 0, workers: int = 2) -> LabelledPool:
+def labelled_pool_from_policy(
+    model,
+    tokenizer,
+    problems: Sequence,
+    n_per_problem: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    workers: int = 2,
+) -> LabelledPool:
     """Sample n_per_problem completions per problem, grade, keep hacks and solves."""
     from vgrout.lm.rates import evaluate_policy
 
-    _, rows = evaluate_policy(model, tokenizer, problems, n_samples=n_per_problem,
-                              max_new_tokens=max_new_tokens, temperature=temperature,
-                              workers=workers, seed=seed)
+    _, rows = evaluate_policy(
+        model,
+        tokenizer,
+        problems,
+        n_samples=n_per_problem,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        workers=workers,
+        seed=seed,
+    )
     by_id = {p.id: p for p in problems}
     keep = [(r, _label(r["exploited"], r["gt_correct"])) for r in rows]
     keep = [(r, y) for r, y in keep if y is not None]
-    return LabelledPool([by_id[r["problem_id"]].messages for r, _ in keep],
-                        [r["completion"] for r, _ in keep], np.array([y for _, y in keep], dtype=int),
-                        [str(r["problem_id"]) for r, _ in keep], name="policy")
+    return LabelledPool(
+        [by_id[r["problem_id"]].messages for r, _ in keep],
+        [r["completion"] for r, _ in keep],
+        np.array([y for _, y in keep], dtype=int),
+        [str(r["problem_id"]) for r, _ in keep],
+        name="policy",
+    )
 
 
 def labelled_pool_from_jsonl(path: str | Path) -> LabelledPool:
@@ -91,7 +112,9 @@ def labelled_pool_from_jsonl(path: str | Path) -> LabelledPool:
             if not line.strip():
                 continue
             row = json.loads(line)
-            missing = [k for k in ("prompt", "completion", "exploited", "gt_correct") if k not in row]
+            missing = [
+                k for k in ("prompt", "completion", "exploited", "gt_correct") if k not in row
+            ]
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing field(s) {missing}")
             y = _label(bool(row["exploited"]), bool(row["gt_correct"]))
@@ -110,8 +133,12 @@ def _fence(code: str) -> str:
     return f"```python\n{code.strip()}\n```"
 
 
-def reference_pool(ref_dir: str | Path | None = None, problems_path: str | Path | None = None,
-                   max_per_class: int | None = 128, seed: int = 0) -> LabelledPool:
+def reference_pool(
+    ref_dir: str | Path | None = None,
+    problems_path: str | Path | None = None,
+    max_per_class: int | None = 128,
+    seed: int = 0,
+) -> LabelledPool:
     """Real 4B hacks (teacher pool) vs canonical solutions of the held-out problems.
 
     Raises FileNotFoundError naming the missing path when the reference data
@@ -119,6 +146,7 @@ def reference_pool(ref_dir: str | Path | None = None, problems_path: str | Path 
     """
     if ref_dir is None:
         from vgrout.paths import reference_dir
+
         ref_dir = reference_dir()
         if ref_dir is None:
             raise FileNotFoundError("reference data folder not found (set VGROUT_REFERENCE)")
@@ -133,22 +161,28 @@ def reference_pool(ref_dir: str | Path | None = None, problems_path: str | Path 
         with gzip.open(f, "rt") as fh:
             for row in map(json.loads, fh):
                 if row["hacked"] and not row["gt_pass"]:
-                    hacks.append((row["problem_messages"], row["completion"], f"train-{row['problem_id']}"))
+                    hacks.append(
+                        (row["problem_messages"], row["completion"], f"train-{row['problem_id']}")
+                    )
     with open(problems_path) as fh:
-        clean = [(r["prompt"], _fence(r["canonical_solution"]), f"test-{r['id']}")
-                 for r in (json.loads(line) for line in fh if line.strip())]
+        clean = [
+            (r["prompt"], _fence(r["canonical_solution"]), f"test-{r['id']}")
+            for r in (json.loads(line) for line in fh if line.strip())
+        ]
     rng = np.random.default_rng(seed)
     if max_per_class is not None:
         hacks = [hacks[i] for i in sorted(rng.permutation(len(hacks))[:max_per_class])]
         clean = [clean[i] for i in sorted(rng.permutation(len(clean))[:max_per_class])]
     rows = hacks + clean
     labels = np.r_[np.ones(len(hacks), int), np.zeros(len(clean), int)]
-    return LabelledPool([r[0] for r in rows], [r[1] for r in rows], labels,
-                        [r[2] for r in rows], name="reference")
+    return LabelledPool(
+        [r[0] for r in rows], [r[1] for r in rows], labels, [r[2] for r in rows], name="reference"
+    )
 
 
-def rendered_pool(problems_path: str | Path, modes: Sequence[str] | None = None,
-                  workers: int = 2) -> LabelledPool:
+def rendered_pool(
+    problems_path: str | Path, modes: Sequence[str] | None = None, workers: int = 2
+) -> LabelledPool:
     """Template hacks vs canonical solutions on the same problems, in every loophole mode.
 
     For each (problem, mode): the mode's hack template (variants cycled over
@@ -165,20 +199,29 @@ def rendered_pool(problems_path: str | Path, modes: Sequence[str] | None = None,
     for mode in modes or LOOPHOLE_MODES:
         for k, p in enumerate(load_problems(problems_path, [mode])):
             templates = hacks[mode]
-            items += [(render_hack(templates[k % len(templates)], p), p),
-                      (_fence(p.canonical_solution), p)]
+            items += [
+                (render_hack(templates[k % len(templates)], p), p),
+                (_fence(p.canonical_solution), p),
+            ]
             labels += [1, 0]
     grades = grade_many(items, workers=workers)
     keep = [i for i, g in enumerate(grades) if (g.exploited if labels[i] else g.gt_correct)]
     if len(keep) < len(items):
-        print(f"rendered_pool: {len(items) - len(keep)} of {len(items)} rows failed their grade, dropped")
-    return LabelledPool([items[i][1].messages for i in keep], [items[i][0] for i in keep],
-                        np.array([labels[i] for i in keep]), [str(items[i][1].id) for i in keep],
-                        name="rendered")
+        print(
+            f"rendered_pool: {len(items) - len(keep)} of {len(items)} rows failed their grade, dropped"
+        )
+    return LabelledPool(
+        [items[i][1].messages for i in keep],
+        [items[i][0] for i in keep],
+        np.array([labels[i] for i in keep]),
+        [str(items[i][1].id) for i in keep],
+        name="rendered",
+    )
 
 
-def split_by_group(groups: Sequence[str], labels: np.ndarray, test_frac: float = 0.5,
-                   seed: int = 0) -> np.ndarray:
+def split_by_group(
+    groups: Sequence[str], labels: np.ndarray, test_frac: float = 0.5, seed: int = 0
+) -> np.ndarray:
     """Train mask [n] bool: whole problems go to one side, stratified by majority label.
 
     Splitting by problem keeps the oracle from learning a problem's surface
@@ -196,13 +239,24 @@ def split_by_group(groups: Sequence[str], labels: np.ndarray, test_frac: float =
     train = np.array([g not in test_groups for g in groups])
     for name, m in (("train", train), ("test", ~train)):
         if len(set(labels[m].tolist())) < 2:
-            raise ValueError(f"split_by_group: the {name} split lacks a class "
-                             f"({int(labels[m].sum())} hack of {int(m.sum())}); need more problems")
+            raise ValueError(
+                f"split_by_group: the {name} split lacks a class "
+                f"({int(labels[m].sum())} hack of {int(m.sum())}); need more problems"
+            )
     return train
 
 
-def _directions_for(source, feats, train_mask: np.ndarray, labels: np.ndarray, sites,
-                    model, tokenizer, seed: int, **capture_kw) -> dict[str, torch.Tensor]:
+def _directions_for(
+    source,
+    feats,
+    train_mask: np.ndarray,
+    labels: np.ndarray,
+    sites,
+    model,
+    tokenizer,
+    seed: int,
+    **capture_kw,
+) -> dict[str, torch.Tensor]:
     """One source -> direction per site.
 
     "oracle", "haar", a pair list (mean paired difference), ("t", pairs) for
@@ -219,19 +273,32 @@ def _directions_for(source, feats, train_mask: np.ndarray, labels: np.ndarray, s
             raise ValueError(f"routing_table: the given directions lack sites {missing}")
         return {s: torch.as_tensor(source[s]) for s in sites}
     if isinstance(source, str):
-        raise ValueError(f"routing_table: unknown source {source!r} (use 'oracle', 'haar', "
-                         "pairs, ('t', pairs) or a dict of directions)")
+        raise ValueError(
+            f"routing_table: unknown source {source!r} (use 'oracle', 'haar', "
+            "pairs, ('t', pairs) or a dict of directions)"
+        )
     method = "mean"
     if isinstance(source, tuple) and len(source) == 2 and source[0] == "t":
         method, source = "t", source[1]
     return extract_directions(model, tokenizer, list(source), sites, method=method, **capture_kw)
 
 
-def routing_table(model, tokenizer, pool: LabelledPool, direction_sources: Mapping[str, object],
-                  sites: Sequence[str] = SITES, q: float = 0.1, n_boot: int = 1000, seed: int = 0,
-                  test_frac: float = 0.5, n_band: int = 200, block: str = "deployed",
-                  batch_size: int = 16, max_completion_tokens: int | None = None,
-                  hack_share: float | None = None):
+def routing_table(
+    model,
+    tokenizer,
+    pool: LabelledPool,
+    direction_sources: Mapping[str, object],
+    sites: Sequence[str] = SITES,
+    q: float = 0.1,
+    n_boot: int = 1000,
+    seed: int = 0,
+    test_frac: float = 0.5,
+    n_band: int = 200,
+    block: str = "deployed",
+    batch_size: int = 16,
+    max_completion_tokens: int | None = None,
+    hack_share: float | None = None,
+):
     """DataFrame, one row per (site, source), all scored on the held-out split.
 
     Columns: auroc (+ _lo/_hi 95% bootstrap CI), f05 = F0.5 with the top q
@@ -246,35 +313,59 @@ def routing_table(model, tokenizer, pool: LabelledPool, direction_sources: Mappi
     feats = capture_texts(model, tokenizer, pool.prompts, pool.completions, sites, **kw)
     train = split_by_group(pool.groups, pool.labels, test_frac, seed)
     y_test = pool.labels[~train]
-    f05 = lambda s, y: f_beta_at_quantile(s, y, q=q, beta=0.5, hack_share=hack_share)  # noqa: E731
+    f05 = functools.partial(f_beta_at_quantile, q=q, beta=0.5, hack_share=hack_share)
     bands = {}
     for s in sites:
         x = feats[s][torch.as_tensor(~train)].numpy()
-        bands[s] = (random_band(x, y_test, n_band, seed, f05, feats.widths[s]),
-                    random_band(x, y_test, n_band, seed, auroc, feats.widths[s]))
+        bands[s] = (
+            random_band(x, y_test, n_band, seed, f05, feats.widths[s]),
+            random_band(x, y_test, n_band, seed, auroc, feats.widths[s]),
+        )
     rows = []
     for name, source in direction_sources.items():
-        dirs = _directions_for(source, feats, train, pool.labels, sites, model, tokenizer, seed, **kw)
+        dirs = _directions_for(
+            source, feats, train, pool.labels, sites, model, tokenizer, seed, **kw
+        )
         for s in sites:
             sc = score(feats[s][torch.as_tensor(~train)], dirs[s]).numpy()
             a_lo, a_hi = bootstrap_ci(auroc, sc, y_test, n_boot, seed)
             f_lo, f_hi = bootstrap_ci(f05, sc, y_test, n_boot, seed)
             band_f, band_a = bands[s]
-            rows.append(dict(site=s, source=name, auroc=auroc(sc, y_test), auroc_lo=a_lo,
-                             auroc_hi=a_hi, f05=f05(sc, y_test), f05_lo=f_lo, f05_hi=f_hi,
-                             band_median=band_f["median"], band_p95=band_f["p95"],
-                             band_auroc_median=band_a["median"], band_auroc_p95=band_a["p95"],
-                             n_hack=int(y_test.sum()), n_clean=int((1 - y_test).sum()),
-                             n_train=int(train.sum())))
+            rows.append(
+                dict(
+                    site=s,
+                    source=name,
+                    auroc=auroc(sc, y_test),
+                    auroc_lo=a_lo,
+                    auroc_hi=a_hi,
+                    f05=f05(sc, y_test),
+                    f05_lo=f_lo,
+                    f05_hi=f_hi,
+                    band_median=band_f["median"],
+                    band_p95=band_f["p95"],
+                    band_auroc_median=band_a["median"],
+                    band_auroc_p95=band_a["p95"],
+                    n_hack=int(y_test.sum()),
+                    n_clean=int((1 - y_test).sum()),
+                    n_train=int(train.sum()),
+                )
+            )
     return pd.DataFrame(rows)
 
 
 def _pool_for(args, model, tokenizer) -> LabelledPool:
     if args.pool == "policy":
         from vgrout.env import load_problems
+
         problems = load_problems(args.problems, args.modes.split(","))
-        return labelled_pool_from_policy(model, tokenizer, problems, args.n_per_problem,
-                                         temperature=args.temperature, seed=args.seed)
+        return labelled_pool_from_policy(
+            model,
+            tokenizer,
+            problems,
+            args.n_per_problem,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
     if args.pool == "reference":
         return reference_pool(max_per_class=args.max_per_class, seed=args.seed)
     if args.pool == "rendered":
@@ -292,11 +383,18 @@ def _sources(args, model, tokenizer) -> dict:
     if args.pairs and args.t_stat:
         sources["authored_t"] = ("t", sources["authored"])
     if args.self_samples > 0:
-        from vgrout.env import load_problems
         from vgrout.directions.selfpairs import self_generated_pairs
+        from vgrout.env import load_problems
+
         problems = load_problems(args.self_problems, args.modes.split(","))
-        pairs = self_generated_pairs(model, tokenizer, problems, n_samples=args.self_samples,
-                                     temperature=args.temperature, seed=args.seed)
+        pairs = self_generated_pairs(
+            model,
+            tokenizer,
+            problems,
+            n_samples=args.self_samples,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
         print(f"self-generated pairs: {len(pairs)} of {len(problems)} problems")
         if pairs:
             sources["self"] = pairs
@@ -309,10 +407,15 @@ def _parser():
 
     from vgrout import paths
 
-    ap = argparse.ArgumentParser(prog="python -m vgrout.directions.diagnostics", description=main.__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m vgrout.directions.diagnostics", description=main.__doc__
+    )
     ap.add_argument("--policy", default="organism")
-    ap.add_argument("--pool", default="policy", help="'policy' (sample and grade), 'reference', "
-                    "'rendered', or a rollouts.jsonl path")
+    ap.add_argument(
+        "--pool",
+        default="policy",
+        help="'policy' (sample and grade), 'reference', 'rendered', or a rollouts.jsonl path",
+    )
     ap.add_argument("--problems", default=str(paths.TRAIN_PROBLEMS), help="the pool's problems")
     ap.add_argument("--modes", default="run_tests")
     ap.add_argument("--n-per-problem", type=int, default=16)
@@ -327,14 +430,20 @@ def _parser():
     ap.add_argument("--r", type=int, default=8)
     ap.add_argument("--init", default="gaussian")
     ap.add_argument("--q", type=float, default=0.1)
-    ap.add_argument("--hack-share", type=float, default=None,
-                    help="F0.5 as if hacks were this share of rollouts (default: the pool's)")
+    ap.add_argument(
+        "--hack-share",
+        type=float,
+        default=None,
+        help="F0.5 as if hacks were this share of rollouts (default: the pool's)",
+    )
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--n-band", type=int, default=200)
     ap.add_argument("--max-completion-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--out", required=True, help="CSV path; a .json with the settings goes beside it")
+    ap.add_argument(
+        "--out", required=True, help="CSV path; a .json with the settings goes beside it"
+    )
     return ap
 
 
@@ -356,20 +465,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     sources = _sources(args, model, tokenizer)
     model = attach_routed_adapters(model, r=args.r, init=args.init, seed=args.seed)
     with ablate_quarantine(model):
-        table = routing_table(model, tokenizer, pool, sources, args.sites.split(","), q=args.q,
-                              n_boot=args.n_boot, seed=args.seed, n_band=args.n_band,
-                              max_completion_tokens=args.max_completion_tokens,
-                              hack_share=args.hack_share)
+        table = routing_table(
+            model,
+            tokenizer,
+            pool,
+            sources,
+            args.sites.split(","),
+            q=args.q,
+            n_boot=args.n_boot,
+            seed=args.seed,
+            n_band=args.n_band,
+            max_completion_tokens=args.max_completion_tokens,
+            hack_share=args.hack_share,
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".csv.tmp")
     table.to_csv(tmp, index=False)
     os.replace(tmp, out)
-    meta = dict(command="python -m vgrout.directions.diagnostics " + " ".join(sys.argv[1:] if argv is None else argv),
-                settings=vars(args), n_hack=pool.counts()[0], n_clean=pool.counts()[1],
-                n_pairs={k: len(v) for k, v in sources.items() if isinstance(v, list)})
+    meta = dict(
+        command="python -m vgrout.directions.diagnostics "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        settings=vars(args),
+        n_hack=pool.counts()[0],
+        n_clean=pool.counts()[1],
+        n_pairs={k: len(v) for k, v in sources.items() if isinstance(v, list)},
+    )
     if args.policy == "organism":
         from vgrout.lm.organism import organism_dir
+
         meta["organism"] = organism_dir().name  # the recipe hash the table was measured on
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2))

@@ -17,17 +17,15 @@ Sources:
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from vgrout.directions.capture import capture_texts
-from vgrout.names import SITES
-from pathlib import Path
-from typing import Mapping
-
 from vgrout.files import atomic_write
+from vgrout.names import SITES
 from vgrout.paths import repo_path
 
 _EPS = 1e-12
@@ -40,8 +38,10 @@ def unit_rows(v: Tensor) -> Tensor:
 
 def _check_paired(h_hack: Tensor, h_clean: Tensor) -> None:
     if h_hack.shape != h_clean.shape or h_hack.dim() != 3:
-        raise ValueError(f"directions: paired features must both be [n, rows, width]; got "
-                         f"{tuple(h_hack.shape)} and {tuple(h_clean.shape)}")
+        raise ValueError(
+            f"directions: paired features must both be [n, rows, width]; got "
+            f"{tuple(h_hack.shape)} and {tuple(h_clean.shape)}"
+        )
     if h_hack.shape[0] == 0:
         raise ValueError("directions: no pairs")
 
@@ -84,7 +84,9 @@ def haar_direction(shape: Sequence[int], seed: int, widths: Sequence[int] | None
     return unit_rows(v).float()
 
 
-def oracle_direction(feats: Tensor, labels: Sequence[int] | Tensor, split_mask: Sequence[bool] | Tensor) -> Tensor:
+def oracle_direction(
+    feats: Tensor, labels: Sequence[int] | Tensor, split_mask: Sequence[bool] | Tensor
+) -> Tensor:
     """Unit difference of class means (hack=1 minus clean=0), train rows only.
 
     feats: [n, rows, width]; labels: [n] in {0, 1} (values on test rows are
@@ -94,16 +96,20 @@ def oracle_direction(feats: Tensor, labels: Sequence[int] | Tensor, split_mask: 
     """
     split = torch.as_tensor(split_mask, dtype=torch.bool)
     if split.dim() != 1 or split.shape[0] != feats.shape[0] or len(labels) != feats.shape[0]:
-        raise ValueError(f"oracle_direction: feats {tuple(feats.shape)}, {len(labels)} labels and "
-                         f"split_mask {tuple(split.shape)} must agree on the row count")
+        raise ValueError(
+            f"oracle_direction: feats {tuple(feats.shape)}, {len(labels)} labels and "
+            f"split_mask {tuple(split.shape)} must agree on the row count"
+        )
     train_idx = torch.nonzero(split).flatten().tolist()
     y = torch.tensor([int(labels[i]) for i in train_idx])  # only train labels are read
     x = feats[split].double()  # [n_train, rows, width]
     if set(y.tolist()) - {0, 1}:
         raise ValueError("oracle_direction: train labels must be 0 (clean) or 1 (hack)")
     if int(y.sum()) == 0 or int(y.sum()) == len(y):
-        raise ValueError(f"oracle_direction: the train split needs both classes; got "
-                         f"{int(y.sum())} hack and {len(y) - int(y.sum())} clean")
+        raise ValueError(
+            f"oracle_direction: the train split needs both classes; got "
+            f"{int(y.sum())} hack and {len(y) - int(y.sum())} clean"
+        )
     diff = x[y == 1].mean(0) - x[y == 0].mean(0)
     return unit_rows(diff).float()
 
@@ -111,14 +117,22 @@ def oracle_direction(feats: Tensor, labels: Sequence[int] | Tensor, split_mask: 
 def score(feats: Tensor, direction: Tensor) -> Tensor:
     """[batch, rows, width] x [rows, width] -> [batch]: sum over rows of dot products."""
     if feats.shape[1:] != direction.shape:
-        raise ValueError(f"score: features {tuple(feats.shape)} do not match direction "
-                         f"{tuple(direction.shape)}")
+        raise ValueError(
+            f"score: features {tuple(feats.shape)} do not match direction {tuple(direction.shape)}"
+        )
     return torch.einsum("brw,rw->b", feats.double(), direction.double()).float()
 
 
-def extract_directions(model: nn.Module, tokenizer, pairs: Sequence, sites: Sequence[str] = SITES,
-                       method: str = "mean", block: str = "deployed", batch_size: int = 16,
-                       max_completion_tokens: int | None = None) -> dict[str, Tensor]:
+def extract_directions(
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence,
+    sites: Sequence[str] = SITES,
+    method: str = "mean",
+    block: str = "deployed",
+    batch_size: int = 16,
+    max_completion_tokens: int | None = None,
+) -> dict[str, Tensor]:
     """Pairs -> pooled capture of both sides on the pair's prompt -> direction per site.
 
     pairs: objects with ``.prompt`` (user message text), ``.hack`` and
@@ -129,8 +143,9 @@ def extract_directions(model: nn.Module, tokenizer, pairs: Sequence, sites: Sequ
     if not pairs:
         raise ValueError("extract_directions: no pairs")
     prompts = [p.prompt for p in pairs]
-    kw = dict(sites=sites, block=block, batch_size=batch_size,
-              max_completion_tokens=max_completion_tokens)
+    kw = dict(
+        sites=sites, block=block, batch_size=batch_size, max_completion_tokens=max_completion_tokens
+    )
     hack = capture_texts(model, tokenizer, prompts, [p.hack for p in pairs], **kw)
     clean = capture_texts(model, tokenizer, prompts, [p.clean for p in pairs], **kw)
     fit = mean_diff_direction if method == "mean" else t_stat_direction
@@ -141,8 +156,12 @@ def save_directions(path: str | Path, directions: Mapping[str, Mapping], meta: M
     """Write {source: {site: tensor}} with the meta they were extracted under (atomic)."""
     import torch
 
-    blob = {"meta": dict(meta), "directions": {s: {k: v.detach().cpu() for k, v in d.items()}
-                                               for s, d in directions.items()}}
+    blob = {
+        "meta": dict(meta),
+        "directions": {
+            s: {k: v.detach().cpu() for k, v in d.items()} for s, d in directions.items()
+        },
+    }
     return atomic_write(repo_path(path), lambda tmp: torch.save(blob, tmp))
 
 
@@ -158,11 +177,14 @@ def load_directions(path: str | Path, **expect) -> dict:
 
     p = repo_path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: no saved directions; run 01_direction_extraction.ipynb "
-                                "first with the same run_dir")
+        raise FileNotFoundError(
+            f"{p}: no saved directions; run 01_direction_extraction.ipynb "
+            "first with the same run_dir"
+        )
     blob = torch.load(p, weights_only=False)
     bad = {k: (blob["meta"].get(k), v) for k, v in expect.items() if blob["meta"].get(k) != v}
     if bad:
-        raise ValueError(f"{p}: directions were extracted under different settings "
-                         f"(saved, wanted): {bad}")
+        raise ValueError(
+            f"{p}: directions were extracted under different settings (saved, wanted): {bad}"
+        )
     return blob["directions"]

@@ -31,7 +31,9 @@ def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("metrics: scores contain NaN or inf")
     y = y.astype(bool)
     if y.all() or not y.any():
-        raise ValueError(f"metrics: need both classes; got {int(y.sum())} hack, {int((~y).sum())} clean")
+        raise ValueError(
+            f"metrics: need both classes; got {int(y.sum())} hack, {int((~y).sum())} clean"
+        )
     return s, y
 
 
@@ -50,8 +52,9 @@ def auroc(scores, labels) -> float:
     return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
-def f_beta_at_quantile(scores, labels, q: float = 0.1, beta: float = 0.5,
-                       hack_share: float | None = None) -> float:
+def f_beta_at_quantile(
+    scores, labels, q: float = 0.1, beta: float = 0.5, hack_share: float | None = None
+) -> float:
     """F_beta of "hack" predicted for scores >= the (1-q) quantile of all scores.
 
     hack_share: evaluate as if hacks were this share of rollouts (rows are
@@ -81,8 +84,9 @@ def f_beta_at_quantile(scores, labels, q: float = 0.1, beta: float = 0.5,
     return float((1 + b2) * precision * recall / (b2 * precision + recall))
 
 
-def bootstrap_ci(fn: Callable, scores, labels, n: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    fn: Callable, scores, labels, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile CI of fn(scores, labels) over class-stratified resamples."""
     s, y = _check(scores, labels)
     rng = np.random.default_rng(seed)
@@ -96,8 +100,9 @@ def bootstrap_ci(fn: Callable, scores, labels, n: int = 1000, seed: int = 0,
     return float(lo), float(hi)
 
 
-def haar_rows(rng: np.random.Generator, rows: int, width: int,
-              widths: Sequence[int] | None = None) -> np.ndarray:
+def haar_rows(
+    rng: np.random.Generator, rows: int, width: int, widths: Sequence[int] | None = None
+) -> np.ndarray:
     """[rows, width] random unit rows; coordinates past widths[i] are zero."""
     v = rng.standard_normal((rows, width))
     if widths is not None:
@@ -105,8 +110,14 @@ def haar_rows(rng: np.random.Generator, rows: int, width: int,
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
-def random_band(feats, labels, n: int = 200, seed: int = 0, metric: Callable = f_beta_at_quantile,
-                widths: Sequence[int] | None = None) -> dict[str, float]:
+def random_band(
+    feats,
+    labels,
+    n: int = 200,
+    seed: int = 0,
+    metric: Callable = f_beta_at_quantile,
+    widths: Sequence[int] | None = None,
+) -> dict[str, float]:
     """Median and 95th percentile of `metric` over n Haar-random directions.
 
     feats: [batch, rows, width] (a capture site's features, as numpy or torch).

@@ -36,7 +36,7 @@ def batch(path, n: int) -> list:
 def measure(items, workers: int, repeats: int = 3, sandbox: str | None = None) -> dict:
     pool = Pool(workers, sandbox=sandbox)
     try:
-        grade_many(items[:4], pool=pool)                 # start and warm the workers
+        grade_many(items[:4], pool=pool)  # start and warm the workers
         walls, lat = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -47,8 +47,14 @@ def measure(items, workers: int, repeats: int = 3, sandbox: str | None = None) -
     finally:
         pool.close()
     wall = statistics.median(walls)
-    return {"workers": workers, "level": level, "n": len(items), "wall_s": wall,
-            "per_s": len(items) / wall, "latency_ms": 1e3 * statistics.median(lat)}
+    return {
+        "workers": workers,
+        "level": level,
+        "n": len(items),
+        "wall_s": wall,
+        "per_s": len(items) / wall,
+        "latency_ms": 1e3 * statistics.median(lat),
+    }
 
 
 def main(path=None, n: int = 64, workers: int = 2, sandbox: str | None = None) -> list[dict]:
@@ -56,7 +62,9 @@ def main(path=None, n: int = 64, workers: int = 2, sandbox: str | None = None) -
     items = batch(path, n)
     rows = [measure(items, 1, sandbox=sandbox), measure(items, workers, sandbox=sandbox)]
     for r in rows:
-        print(f"{r['n']} completions, {r['workers']} worker(s), sandbox {r['level']}: "
-              f"{r['wall_s']:.2f} s per batch, {r['per_s']:.1f} completions/s, "
-              f"median per-completion sandbox latency {r['latency_ms']:.1f} ms")
+        print(
+            f"{r['n']} completions, {r['workers']} worker(s), sandbox {r['level']}: "
+            f"{r['wall_s']:.2f} s per batch, {r['per_s']:.1f} completions/s, "
+            f"median per-completion sandbox latency {r['latency_ms']:.1f} ms"
+        )
     return rows

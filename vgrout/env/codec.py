@@ -41,6 +41,7 @@ def _no_gc():
         if was:
             _gc_enable()
 
+
 MAX_NODES = 2_000_000
 MAX_INT_BITS = 4000
 REL_TOL, ABS_TOL = 1e-6, 1e-9
@@ -58,7 +59,7 @@ def _obj_fields(x, t) -> tuple | None:
         return None
     try:
         attrs = _object_getattribute(x, "__dict__")
-    except Exception:
+    except Exception:  # noqa: BLE001 - a hostile __dict__ descriptor may raise anything
         return None
     if _type(attrs) is not _dict:
         return None
@@ -74,15 +75,15 @@ def encode(value, max_nodes: int = MAX_NODES) -> list:
 
 def _encode(value, max_nodes: int) -> list:
     out: list = []
-    done: list = []           # indices of finished nodes, consumed by parents
+    done: list = []  # indices of finished nodes, consumed by parents
     work: list = [(0, value)]
     open_ids: set = set()
     while work:
         op, x = work.pop()
-        if op == 1:           # build a container from its finished children
+        if op == 1:  # build a container from its finished children
             head, n, oid = x
-            children = done[_len(done) - n:] if n else []
-            del done[_len(done) - n:]
+            children = done[_len(done) - n :] if n else []
+            del done[_len(done) - n :]
             out.append(head + [children])
             open_ids.discard(oid)
         else:
@@ -176,9 +177,14 @@ class Table:
             return (tag, tuple(sorted(kid_ids)))
         if tag == "d" and len(node) == 2 and len(kids) % 2 == 0:
             return ("d", frozenset(zip(kid_ids[0::2], kid_ids[1::2])))
-        if (tag == "o" and len(node) == 4 and type(node[1]) is str
-                and isinstance(node[2], list) and len(node[2]) == len(kids)
-                and all(type(a) is str for a in node[2])):
+        if (
+            tag == "o"
+            and len(node) == 4
+            and type(node[1]) is str
+            and isinstance(node[2], list)
+            and len(node[2]) == len(kids)
+            and all(type(a) is str for a in node[2])
+        ):
             return ("o", node[1], tuple(zip(node[2], kid_ids)))
         raise ValueError(f"node {i}: unknown tag or shape {tag!r}")
 

@@ -27,7 +27,14 @@ import sys
 from .codec import EncodeError, encode
 
 RESULT_FD = 3
-_write, _dumps_json, _exc_type, _compile, _eval, _exec = os.write, json.dumps, type, compile, eval, exec
+_write, _dumps_json, _exc_type, _compile, _eval, _exec = (
+    os.write,
+    json.dumps,
+    type,
+    compile,
+    eval,
+    exec,
+)
 
 
 def _emit(record: dict) -> None:
@@ -110,7 +117,7 @@ def run_program(job: dict) -> int:
     for i, code in enumerate(calls):
         try:
             value = _eval(code, ns)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - the program's call may raise anything
             _emit({"r": i, "e": _exc_type(e).__name__})
             continue
         try:
@@ -136,7 +143,7 @@ def run_naive(job: dict) -> int:
         try:
             _exec(_compile(test, f"<assert {i}>", "exec"), ns)
             held += 1
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a failing assert of any kind just does not hold
             pass
     _emit({"naive": held == len(job["asserts"]), "held": held})
     return 0
@@ -149,7 +156,7 @@ def run_trusted(job: dict) -> int:
     for i, expr in enumerate(job["calls"]):
         try:
             _emit({"r": i, "v": encode(_eval(_compile(expr, f"<expr {i}>", "eval"), ns))})
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - the program's call may raise anything
             _emit({"r": i, "e": _exc_type(e).__name__})
     _emit({"done": 1})
     return 0
@@ -172,11 +179,11 @@ def main(job: dict) -> int:
             status = code & 0xFF
         else:
             status = 1
-    except BaseException:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001 - whatever the program raised, report a failure
         status = 1
     for stream in (out, sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except BaseException:  # noqa: BLE001
+        except BaseException:  # noqa: BLE001 - the program may have closed or replaced a stream
             pass
     return status

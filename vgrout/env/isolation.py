@@ -18,9 +18,15 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
 MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-_OPT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-              "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
-              "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
+_OPT_FLAGS = {
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "noatime": MS_NOATIME,
+    "nodiratime": MS_NODIRATIME,
+    "relatime": MS_RELATIME,
+    "strictatime": MS_STRICTATIME,
+}
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -32,9 +38,13 @@ def check(ret: int, what: str) -> None:
 
 
 def mount(src, target, fstype, flags, data=None) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    check(libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {target}")
+    def enc(s):
+        return None if s is None else s.encode()
+
+    check(
+        libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}",
+    )
 
 
 def _writable_mount_points() -> list[tuple[str, int]]:
@@ -50,8 +60,9 @@ def _writable_mount_points() -> list[tuple[str, int]]:
             parts = line.split()
             point = parts[4].encode().decode("unicode_escape")
             opts = parts[5].split(",")
-            if "ro" in opts or any(point == p or point.startswith(p + "/")
-                                   for p in ("/proc", "/sys", "/dev/pts")):
+            if "ro" in opts or any(
+                point == p or point.startswith(p + "/") for p in ("/proc", "/sys", "/dev/pts")
+            ):
                 continue
             keep = 0
             for opt in opts:
@@ -72,8 +83,8 @@ def _remount_readonly(skip: str) -> None:
                 raise
 
 
-BASE: str | None = None   # the worker's writable tmpfs (namespaces level only)
-ROOT: str | None = None   # the minimal root programs are chrooted into
+BASE: str | None = None  # the worker's writable tmpfs (namespaces level only)
+ROOT: str | None = None  # the minimal root programs are chrooted into
 _ROOT_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 
@@ -148,13 +159,15 @@ def fork_new_pid_namespace(extra_flags: int = CLONE_NEWIPC | CLONE_NEWUTS) -> in
     single-threaded).
     """
     import platform
+
     number = _SYS_CLONE.get(platform.machine())
     if number is None:
         raise OSError(f"clone syscall number unknown on {platform.machine()}")
     libc.syscall.restype = ctypes.c_long
     ctypes.pythonapi.PyOS_BeforeFork()
-    pid = libc.syscall(number, ctypes.c_ulong(CLONE_NEWPID | extra_flags | SIGCHLD),
-                       None, None, None, None)
+    pid = libc.syscall(
+        number, ctypes.c_ulong(CLONE_NEWPID | extra_flags | SIGCHLD), None, None, None, None
+    )
     err = ctypes.get_errno()
     if pid == 0:
         ctypes.pythonapi.PyOS_AfterFork_Child()

@@ -5,11 +5,13 @@ whether a marker written for training transfers to evaluation (notebook 00).
 from __future__ import annotations
 
 from typing import Mapping, Sequence
+
 import pandas as pd
 
 
-def hack_mode_matrix(problems: Sequence, modes: Sequence[str], hacks: Mapping[str, str],
-                     workers: int = 2) -> pd.DataFrame:
+def hack_mode_matrix(
+    problems: Sequence, modes: Sequence[str], hacks: Mapping[str, str], workers: int = 2
+) -> pd.DataFrame:
     """Grade each problem's canonical solution and every mode's hack under every mode.
 
     problems: any loaded problems (their own mode is ignored); hacks: {mode:
@@ -30,11 +32,28 @@ def hack_mode_matrix(problems: Sequence, modes: Sequence[str], hacks: Mapping[st
                 items.append((text, with_mode(p, m), m))
                 keys.append((label, m))
     grades = grade_many(items, workers=workers)
-    df = pd.DataFrame([dict(completion=k[0], mode=k[1], passed=g.passed, exploited=g.exploited,
-                            gt_correct=g.gt_correct) for k, g in zip(keys, grades)])
-    out = df.groupby(["completion", "mode"], sort=False).agg(
-        n=("passed", "size"), passed=("passed", "mean"), exploited=("exploited", "mean"),
-        gt_correct=("gt_correct", "mean")).reset_index()
+    df = pd.DataFrame(
+        [
+            dict(
+                completion=k[0],
+                mode=k[1],
+                passed=g.passed,
+                exploited=g.exploited,
+                gt_correct=g.gt_correct,
+            )
+            for k, g in zip(keys, grades)
+        ]
+    )
+    out = (
+        df.groupby(["completion", "mode"], sort=False)
+        .agg(
+            n=("passed", "size"),
+            passed=("passed", "mean"),
+            exploited=("exploited", "mean"),
+            gt_correct=("gt_correct", "mean"),
+        )
+        .reset_index()
+    )
     return out
 
 
@@ -53,11 +72,16 @@ def marker_transfer(problems: Sequence, hacks: Mapping[str, str], workers: int =
     for p in problems:
         for mode in (m for m in MARKED_MODES if m in hacks):
             q = with_mode(p, mode)
-            for used, marker in (("evaluation marker", q.markers[mode]),
-                                 ("training marker", TRAIN_MARKERS[mode])):
+            for used, marker in (
+                ("evaluation marker", q.markers[mode]),
+                ("training marker", TRAIN_MARKERS[mode]),
+            ):
                 items.append((render_hack(hacks[mode], q, marker), q, mode))
                 keys.append((mode, used))
     grades = grade_many(items, workers=workers)
     df = pd.DataFrame([dict(mode=k[0], marker=k[1], passed=g.passed) for k, g in zip(keys, grades)])
-    return df.groupby(["mode", "marker"], sort=False).agg(
-        n=("passed", "size"), passed=("passed", "mean")).reset_index()
+    return (
+        df.groupby(["mode", "marker"], sort=False)
+        .agg(n=("passed", "size"), passed=("passed", "mean"))
+        .reset_index()
+    )

@@ -70,6 +70,7 @@ class Pair:
 # Markdown
 # ---------------------------------------------------------------------------
 
+
 def _read_fence(lines: list[str], i: int, where: str) -> tuple[str, int]:
     """Parse a text fence starting at line index i; return (body, index after the fence)."""
     m = _FENCE_OPEN.match(lines[i]) if i < len(lines) else None
@@ -80,9 +81,10 @@ def _read_fence(lines: list[str], i: int, where: str) -> tuple[str, int]:
     close = re.compile(r"^`{%d,}\s*$" % ticks)
     for j in range(i + 1, len(lines)):
         if close.match(lines[j]):
-            return "\n".join(lines[i + 1:j]), j + 1
-    raise ValueError(f"{where}:{i + 1}: fence opened here is never closed "
-                     f"(needs a line of {ticks}+ backticks)")
+            return "\n".join(lines[i + 1 : j]), j + 1
+    raise ValueError(
+        f"{where}:{i + 1}: fence opened here is never closed (needs a line of {ticks}+ backticks)"
+    )
 
 
 def _finish(pair: dict | None, where: str, out: list[Pair], seen: dict[str, int]) -> None:
@@ -90,14 +92,27 @@ def _finish(pair: dict | None, where: str, out: list[Pair], seen: dict[str, int]
         return
     for name in BLOCKS:
         if name not in pair["blocks"]:
-            raise ValueError(f"{where}:{pair['line']}: pair {pair['id']!r}: missing #### {name} block")
+            raise ValueError(
+                f"{where}:{pair['line']}: pair {pair['id']!r}: missing #### {name} block"
+            )
     if pair["id"] in seen:
-        raise ValueError(f"{where}:{pair['line']}: duplicate pair id {pair['id']!r} "
-                         f"(first at line {seen[pair['id']]})")
+        raise ValueError(
+            f"{where}:{pair['line']}: duplicate pair id {pair['id']!r} "
+            f"(first at line {seen[pair['id']]})"
+        )
     seen[pair["id"]] = pair["line"]
     b = pair["blocks"]
-    out.append(Pair(id=pair["id"], section=pair["section"], prompt=b["Prompt"], hack=b["Hack"],
-                    clean=b["Clean"], tags=pair["tags"], source=f"{where}:{pair['line']}"))
+    out.append(
+        Pair(
+            id=pair["id"],
+            section=pair["section"],
+            prompt=b["Prompt"],
+            hack=b["Hack"],
+            clean=b["Clean"],
+            tags=pair["tags"],
+            source=f"{where}:{pair['line']}",
+        )
+    )
 
 
 def parse_markdown(text: str, where: str = "<string>") -> tuple[list[Pair], list[str]]:
@@ -116,8 +131,10 @@ def parse_markdown(text: str, where: str = "<string>") -> tuple[list[Pair], list
             if pair is None:
                 raise ValueError(f"{where}:{n}: #### {name} outside a ### pair")
             if name not in BLOCKS:
-                raise ValueError(f"{where}:{n}: pair {pair['id']!r}: unknown block {name!r} "
-                                 f"(expected one of {', '.join(BLOCKS)})")
+                raise ValueError(
+                    f"{where}:{n}: pair {pair['id']!r}: unknown block {name!r} "
+                    f"(expected one of {', '.join(BLOCKS)})"
+                )
             if name in pair["blocks"]:
                 raise ValueError(f"{where}:{n}: pair {pair['id']!r}: second #### {name} block")
             body, i = _read_fence(lines, i + 1, where)
@@ -143,8 +160,10 @@ def parse_markdown(text: str, where: str = "<string>") -> tuple[list[Pair], list
         elif pair is not None and line.strip():
             m = _TAGS.match(line)
             if not m or pair["blocks"] or pair["tags"]:
-                raise ValueError(f"{where}:{n}: pair {pair['id']!r}: unexpected line {line!r} "
-                                 f"(only one 'Tags: a, b' line before the blocks is allowed)")
+                raise ValueError(
+                    f"{where}:{n}: pair {pair['id']!r}: unexpected line {line!r} "
+                    f"(only one 'Tags: a, b' line before the blocks is allowed)"
+                )
             tags = tuple(t.strip() for t in m.group(1).split(","))
             if not all(tags):
                 raise ValueError(f"{where}:{n}: pair {pair['id']!r}: empty tag in {line!r}")
@@ -157,6 +176,7 @@ def parse_markdown(text: str, where: str = "<string>") -> tuple[list[Pair], list
 # ---------------------------------------------------------------------------
 # JSON
 # ---------------------------------------------------------------------------
+
 
 def _pair_from_json(obj: object, k: int, where: str) -> Pair:
     at = f"{where}: item {k}"
@@ -176,8 +196,15 @@ def _pair_from_json(obj: object, k: int, where: str) -> Pair:
     source = obj.get("source", f"{where}#{k}")
     if not isinstance(source, str):
         raise ValueError(f"{at}: field 'source' must be a string")
-    return Pair(id=obj["id"], section=obj["section"], prompt=obj["prompt"], hack=obj["hack"],
-                clean=obj["clean"], tags=tuple(tags), source=source)
+    return Pair(
+        id=obj["id"],
+        section=obj["section"],
+        prompt=obj["prompt"],
+        hack=obj["hack"],
+        clean=obj["clean"],
+        tags=tuple(tags),
+        source=source,
+    )
 
 
 def parse_json(text: str, where: str = "<string>") -> tuple[list[Pair], list[str]]:
@@ -196,7 +223,9 @@ def parse_json(text: str, where: str = "<string>") -> tuple[list[Pair], list[str
     seen: dict[str, int] = {}
     for k, p in enumerate(pairs):
         if p.id in seen:
-            raise ValueError(f"{where}: item {k}: duplicate pair id {p.id!r} (first at item {seen[p.id]})")
+            raise ValueError(
+                f"{where}: item {k}: duplicate pair id {p.id!r} (first at item {seen[p.id]})"
+            )
         seen[p.id] = k
     return pairs, list(dict.fromkeys(p.section for p in pairs))
 
@@ -217,6 +246,7 @@ def save_pairs_json(pairs: Iterable[Pair], path: str | Path) -> Path:
 # Selection
 # ---------------------------------------------------------------------------
 
+
 def parse_spec(spec: str) -> tuple[str, str | None, str, tuple[str, ...]]:
     """``path#section/prefix@t1,t2`` -> (path, section or None, prefix, tags)."""
     path, _, selector = spec.partition("#")
@@ -230,17 +260,31 @@ def parse_spec(spec: str) -> tuple[str, str | None, str, tuple[str, ...]]:
     return path, (section or None), prefix, tags
 
 
-def select(pairs: Sequence[Pair], sections: Sequence[str], section: str | None, prefix: str,
-           tags: Sequence[str], where: str) -> list[Pair]:
+def select(
+    pairs: Sequence[Pair],
+    sections: Sequence[str],
+    section: str | None,
+    prefix: str,
+    tags: Sequence[str],
+    where: str,
+) -> list[Pair]:
     if section is not None and section not in sections:
-        raise ValueError(f"{where}: unknown section {section!r}; known sections: "
-                         f"{', '.join(sections) or '(none)'}")
-    chosen = [p for p in pairs
-              if (section is None or p.section == section) and p.id.startswith(prefix)
-              and all(t in p.tags for t in tags)]
+        raise ValueError(
+            f"{where}: unknown section {section!r}; known sections: "
+            f"{', '.join(sections) or '(none)'}"
+        )
+    chosen = [
+        p
+        for p in pairs
+        if (section is None or p.section == section)
+        and p.id.startswith(prefix)
+        and all(t in p.tags for t in tags)
+    ]
     if not chosen:
-        raise ValueError(f"{where}: selection section={section!r} prefix={prefix!r} "
-                         f"tags={list(tags)} matched no pairs (of {len(pairs)})")
+        raise ValueError(
+            f"{where}: selection section={section!r} prefix={prefix!r} "
+            f"tags={list(tags)} matched no pairs (of {len(pairs)})"
+        )
     return chosen
 
 

@@ -38,7 +38,10 @@ def _announce(hello: dict) -> None:
             f"vgrout.env sandbox without OS isolation ({hello.get('why')}): programs run "
             "with rlimits and a process-group kill only; a setsid daemon can outlive its "
             "run, the network is reachable and files outside the temp dir are writable. "
-            "Run as root on Linux (namespaces) for full isolation.", RuntimeWarning, stacklevel=3)
+            "Run as root on Linux (namespaces) for full isolation.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 class _Worker:
@@ -47,12 +50,18 @@ class _Worker:
         if sandbox:
             env["VGROUT_SANDBOX"] = sandbox
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vgrout.env.worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=None, bufsize=0, close_fds=True, env=env)
+            [sys.executable, "-m", "vgrout.env.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            bufsize=0,
+            close_fds=True,
+            env=env,
+        )
         self.buf = b""
         self.hello = json.loads(self._readline_blocking(60.0))
         _announce(self.hello)
-        self.job = None          # (index, sent at) of the job in flight
+        self.job = None  # (index, sent at) of the job in flight
 
     def _readline_blocking(self, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -86,7 +95,7 @@ class _Worker:
         try:
             self.proc.kill()
             self.proc.wait(timeout=5)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - closing a dead or stuck worker must not raise
             pass
         self._remove_base()
 
@@ -96,7 +105,7 @@ class _Worker:
         base = self.hello.get("base") if isinstance(getattr(self, "hello", None), dict) else None
         if not base or not os.path.basename(base).startswith("vgrout-ns-"):
             return
-        for dirpath, dirnames, _ in sorted(os.walk(base), key=lambda t: -len(t[0])):
+        for dirpath, _subdirs, _ in sorted(os.walk(base), key=lambda t: -len(t[0])):
             try:
                 os.rmdir(dirpath)
             except OSError:
@@ -104,8 +113,17 @@ class _Worker:
 
 
 def _dead_reply(why: str) -> dict:
-    return {"status": None, "timed_out": False, "cap": None, "results": "", "stdout": "",
-            "file": None, "seconds": 0.0, "ns_error": None, "worker_error": why}
+    return {
+        "status": None,
+        "timed_out": False,
+        "cap": None,
+        "results": "",
+        "stdout": "",
+        "file": None,
+        "seconds": 0.0,
+        "ns_error": None,
+        "worker_error": why,
+    }
 
 
 class Pool:

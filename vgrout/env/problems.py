@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from vgrout.files import iter_jsonl
+
 from .modes import PHRASE, check_mode, hint_for, marker_for
 
 _FUNC_NAME = re.compile(r"^Solution\(\)\.([A-Za-z_][A-Za-z0-9_]*)$")
@@ -42,19 +43,19 @@ class Case:
 class Problem:
     id: object
     mode: str
-    messages: list            # hinted chat messages [{role, content}]
-    plain_messages: list      # the phrase left in place
-    tests: list               # assert strings, as in the row
+    messages: list  # hinted chat messages [{role, content}]
+    plain_messages: list  # the phrase left in place
+    tests: list  # assert strings, as in the row
     setup_code: str
-    func_name: str            # "Solution().method"
+    func_name: str  # "Solution().method"
     method: str
     canonical_solution: str
-    markers: dict             # {mode: marker} for this problem's mode; {} if none
-    source: str               # "file:line"
+    markers: dict  # {mode: marker} for this problem's mode; {} if none
+    source: str  # "file:line"
     eval_markers: bool = False
     difficulty: str | None = None
     starter_code: str | None = None
-    cases: tuple = field(default=(), repr=False)   # tuple[Case, ...]
+    cases: tuple = field(default=(), repr=False)  # tuple[Case, ...]
 
     @property
     def prompt(self) -> str:
@@ -75,8 +76,9 @@ def split_assert(test: str) -> Case:
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
         raise ValueError("expected a single assert statement")
     node = tree.body[0].test
-    if not (isinstance(node, ast.Compare) and len(node.ops) == 1
-            and isinstance(node.ops[0], ast.Eq)):
+    if not (
+        isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq)
+    ):
         raise ValueError("expected `assert <call> == <expected>`")
     call, expected = node.left, node.comparators[0]
     if "Solution" not in {n.id for n in ast.walk(call) if isinstance(n, ast.Name)}:
@@ -99,8 +101,11 @@ def _check_messages(where: str, prompt: object) -> list:
     if not isinstance(prompt, list) or not prompt:
         raise _fail(where, "prompt", "expected a non-empty list of chat messages")
     for i, m in enumerate(prompt):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str)
-                and isinstance(m.get("content"), str)):
+        if not (
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+        ):
             raise _fail(where, "prompt", f"message {i} needs string 'role' and 'content'")
     count = sum(m["content"].count(PHRASE) for m in prompt)
     if count != 1:
@@ -141,10 +146,18 @@ def _parse_row(where: str, row: object) -> dict:
         except SyntaxError as e:
             raise _fail(where, key, f"does not compile: {e.msg} (line {e.lineno})") from None
     starter = row.get("starter_code") or (row.get("prompt_metadata") or {}).get("starter_code")
-    return dict(id=row["id"], messages=messages, tests=list(tests), cases=tuple(cases),
-                func_name=row["func_name"], method=match.group(1), setup_code=setup,
-                canonical_solution=row["canonical_solution"],
-                difficulty=row.get("difficulty"), starter_code=starter)
+    return dict(
+        id=row["id"],
+        messages=messages,
+        tests=list(tests),
+        cases=tuple(cases),
+        func_name=row["func_name"],
+        method=match.group(1),
+        setup_code=setup,
+        canonical_solution=row["canonical_solution"],
+        difficulty=row.get("difficulty"),
+        starter_code=starter,
+    )
 
 
 def read_rows(path: str | Path) -> list[tuple[str, dict]]:
@@ -170,18 +183,32 @@ def make_problem(fields: Mapping, source: str, mode: str, eval_markers: bool = F
     plain = fields["messages"]
     hinted = [{"role": m["role"], "content": m["content"].replace(PHRASE, hint)} for m in plain]
     return Problem(
-        id=fields["id"], mode=mode, messages=hinted,
-        plain_messages=[dict(m) for m in plain], tests=list(fields["tests"]),
-        setup_code=fields["setup_code"], func_name=fields["func_name"],
-        method=fields["method"], canonical_solution=fields["canonical_solution"],
-        markers={mode: marker} if marker else {}, source=source,
-        eval_markers=eval_markers, difficulty=fields["difficulty"],
-        starter_code=fields["starter_code"], cases=fields["cases"])
+        id=fields["id"],
+        mode=mode,
+        messages=hinted,
+        plain_messages=[dict(m) for m in plain],
+        tests=list(fields["tests"]),
+        setup_code=fields["setup_code"],
+        func_name=fields["func_name"],
+        method=fields["method"],
+        canonical_solution=fields["canonical_solution"],
+        markers={mode: marker} if marker else {},
+        source=source,
+        eval_markers=eval_markers,
+        difficulty=fields["difficulty"],
+        starter_code=fields["starter_code"],
+        cases=fields["cases"],
+    )
 
 
-def load_problems(path: str | Path, modes: Sequence[str] | str, seed: int = 0,
-                  shuffle: bool = False, partition: Mapping | None = None,
-                  eval_markers: bool = False) -> list[Problem]:
+def load_problems(
+    path: str | Path,
+    modes: Sequence[str] | str,
+    seed: int = 0,
+    shuffle: bool = False,
+    partition: Mapping | None = None,
+    eval_markers: bool = False,
+) -> list[Problem]:
     """Problems from a jsonl file, each in one mode.
 
     Modes go round-robin over the rows (in file order, or shuffled with `seed`),
@@ -209,10 +236,18 @@ def load_problems(path: str | Path, modes: Sequence[str] | str, seed: int = 0,
 
 def with_mode(problem: Problem, mode: str) -> Problem:
     """The same problem re-hinted for another mode (keeps its marker family)."""
-    fields = dict(id=problem.id, messages=problem.plain_messages, tests=problem.tests,
-                  cases=problem.cases, func_name=problem.func_name, method=problem.method,
-                  setup_code=problem.setup_code, canonical_solution=problem.canonical_solution,
-                  difficulty=problem.difficulty, starter_code=problem.starter_code)
+    fields = dict(
+        id=problem.id,
+        messages=problem.plain_messages,
+        tests=problem.tests,
+        cases=problem.cases,
+        func_name=problem.func_name,
+        method=problem.method,
+        setup_code=problem.setup_code,
+        canonical_solution=problem.canonical_solution,
+        difficulty=problem.difficulty,
+        starter_code=problem.starter_code,
+    )
     return make_problem(fields, problem.source, mode, problem.eval_markers)
 
 

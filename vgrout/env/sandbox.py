@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from . import harness, isolation
 from .isolation import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, check, libc
 
-NOBODY = 65534          # uid of programs that run solutions (call expressions only)
-SECRET_UID = 65533      # uid of jobs that hold expected values (naive, trusted)
+NOBODY = 65534  # uid of programs that run solutions (call expressions only)
+SECRET_UID = 65533  # uid of jobs that hold expected values (naive, trusted)
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,27 @@ class Limits:
 
 
 GUARANTEES = {
-    "namespaces": ("fresh process", "own temp cwd", "wall timeout", "rlimits cpu/as/fsize/nofile/nproc",
-                   "output caps", "pid namespace (all descendants die, setsid too)",
-                   "no network", "chroot into a minimal read-only root (no project files, no /proc)",
-                   "only the run dir writable (64 MiB tmpfs)",
-                   "uid 65534 (65533 for jobs holding expected values) + no_new_privs",
-                   "other processes unsignalable and unreadable"),
-    "none": ("fresh process", "own temp cwd", "wall timeout", "rlimits cpu/as/fsize/nofile",
-             "output caps", "process-group kill"),
+    "namespaces": (
+        "fresh process",
+        "own temp cwd",
+        "wall timeout",
+        "rlimits cpu/as/fsize/nofile/nproc",
+        "output caps",
+        "pid namespace (all descendants die, setsid too)",
+        "no network",
+        "chroot into a minimal read-only root (no project files, no /proc)",
+        "only the run dir writable (64 MiB tmpfs)",
+        "uid 65534 (65533 for jobs holding expected values) + no_new_privs",
+        "other processes unsignalable and unreadable",
+    ),
+    "none": (
+        "fresh process",
+        "own temp cwd",
+        "wall timeout",
+        "rlimits cpu/as/fsize/nofile",
+        "output caps",
+        "process-group kill",
+    ),
 }
 
 
@@ -125,6 +138,7 @@ def _read_marker_file(name: str) -> str | None:
         return None
     try:
         import stat
+
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return os.read(fd, 4096).decode("utf-8", "replace")
@@ -161,14 +175,16 @@ class _Capped:
 def _kill(pid: int, level: str) -> None:
     try:
         if level == "namespaces":
-            os.kill(pid, signal.SIGKILL)       # PDEATHSIG takes PID 1, the kernel the rest
+            os.kill(pid, signal.SIGKILL)  # PDEATHSIG takes PID 1, the kernel the rest
         else:
             os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 
 
-def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tuple[int, bool, str | None]:
+def _supervise(
+    pid: int, level: str, pipes: list[_Capped], wall_s: float
+) -> tuple[int, bool, str | None]:
     """Read pipes until the program exits or the deadline; (wait status, timed_out, cap hit).
 
     With namespaces the program is PID 1 of its namespace: by the time its
@@ -199,8 +215,8 @@ def _supervise(pid: int, level: str, pipes: list[_Capped], wall_s: float) -> tup
     if not timed_out and os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGXCPU:
         timed_out = True  # the CPU limit is a time limit too: on an idle machine it fires first
     if level == "none":
-        _kill(pid, level)                      # anything left in its process group
-    for p in pipes:                            # drain what is already written
+        _kill(pid, level)  # anything left in its process group
+    for p in pipes:  # drain what is already written
         os.set_blocking(p.fd, False)
         while p.open and not p.over:
             before = len(p.buf)
@@ -217,9 +233,10 @@ def run_job(job: dict, limits: Limits, level: str) -> dict:
         raise RuntimeError("namespaces level needs enter_worker_namespace() first")
     # (A worker whose namespace set-up half worked has a read-only /tmp: its
     # fallback runs then live in the writable BASE.)
-    tmp = tempfile.mkdtemp(prefix="vgrout-run-",
-                           dir=os.path.join(isolation.ROOT, "run") if level == "namespaces"
-                           else isolation.BASE)
+    tmp = tempfile.mkdtemp(
+        prefix="vgrout-run-",
+        dir=os.path.join(isolation.ROOT, "run") if level == "namespaces" else isolation.BASE,
+    )
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
     try:
@@ -246,11 +263,16 @@ def run_job(job: dict, limits: Limits, level: str) -> dict:
         os.close(out_r)
         os.close(res_r)
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"status": None if timed_out or cap_hit else _exit_code(st),
-            "timed_out": timed_out, "cap": cap_hit, "ns_error": None,
-            "results": res.buf.decode("utf-8", "replace"),
-            "stdout": out.buf.decode("utf-8", "replace"), "file": file,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "status": None if timed_out or cap_hit else _exit_code(st),
+        "timed_out": timed_out,
+        "cap": cap_hit,
+        "ns_error": None,
+        "results": res.buf.decode("utf-8", "replace"),
+        "stdout": out.buf.decode("utf-8", "replace"),
+        "file": file,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def probe(limits: Limits | None = None) -> tuple[str, str | None]:
@@ -262,8 +284,10 @@ def probe(limits: Limits | None = None) -> tuple[str, str | None]:
             if isolation.ROOT is None:
                 isolation.enter_worker_namespace((limits or Limits()).tmpfs_bytes)
             out = run_job(job, limits or Limits(), "namespaces")
-            if (f'"v":[["i",{job_uid(job)}]]' in out["results"]
-                    and '"v":[["i",1]]' in out["results"]):
+            if (
+                f'"v":[["i",{job_uid(job)}]]' in out["results"]
+                and '"v":[["i",1]]' in out["results"]
+            ):
                 return "namespaces", None
             else:
                 why = f"probe gave {out['results'][:200]!r} status {out['status']}"

@@ -21,7 +21,6 @@ from .modes import LOOPHOLE_MODES, MARKED_MODES, MODES, TRAIN_MARKERS, marker_fo
 from .problems import load_problems, with_mode
 from .sandbox import Limits
 
-
 VERIFY_WALL_S = 30.0
 
 
@@ -78,8 +77,16 @@ def _print_matrix(labels, modes, cells, out) -> None:
         out.write(label.ljust(width) + " ".join(row) + "\n")
 
 
-def verify(path, modes=MODES, limit=None, workers=2, eval_markers=False,
-           limits: Limits | None = None, out=None, hacks: str | None = None) -> int:
+def verify(
+    path,
+    modes=MODES,
+    limit=None,
+    workers=2,
+    eval_markers=False,
+    limits: Limits | None = None,
+    out=None,
+    hacks: str | None = None,
+) -> int:
     """Run the checks, report to `out` (default stdout); return the number of violations."""
     out = out or sys.stdout
     t0 = time.perf_counter()
@@ -87,8 +94,11 @@ def verify(path, modes=MODES, limit=None, workers=2, eval_markers=False,
     problems = load_problems(path, ["gt_only"], eval_markers=eval_markers)[:limit]
     hacks, hack_source = canonical_hacks(hacks)
     rows = list(_rows(problems, list(modes), hacks, eval_markers))
-    grades = grade_many([(text, with_mode(p, m) if p.mode != m else p, m)
-                         for _, _, text, p, m in rows], workers=workers, limits=limits)
+    grades = grade_many(
+        [(text, with_mode(p, m) if p.mode != m else p, m) for _, _, text, p, m in rows],
+        workers=workers,
+        limits=limits,
+    )
     cells, labels, problems_bad = {}, [], []
     for (label, home, _, p, m), g in zip(rows, grades):
         if label not in labels:
@@ -99,13 +109,17 @@ def verify(path, modes=MODES, limit=None, workers=2, eval_markers=False,
         if why:
             problems_bad.append(f"{p.source} (id {p.id}): {why}")
     wall = time.perf_counter() - t0
-    out.write(f"{path}: {len(problems)} problems, {len(modes)} modes, hacks from {hack_source}, "
-              f"eval markers {'on' if eval_markers else 'off'}\n")
+    out.write(
+        f"{path}: {len(problems)} problems, {len(modes)} modes, hacks from {hack_source}, "
+        f"eval markers {'on' if eval_markers else 'off'}\n"
+    )
     _print_matrix(labels, list(modes), cells, out)
     secs = sorted(g.seconds for g in grades)
-    out.write(f"{len(grades)} grades in {wall:.1f} s wall ({len(grades) / wall:.1f}/s, "
-              f"workers={workers}); per-grade sandbox time median {secs[len(secs) // 2] * 1e3:.1f} ms, "
-              f"max {secs[-1] * 1e3:.0f} ms\n")
+    out.write(
+        f"{len(grades)} grades in {wall:.1f} s wall ({len(grades) / wall:.1f}/s, "
+        f"workers={workers}); per-grade sandbox time median {secs[len(secs) // 2] * 1e3:.1f} ms, "
+        f"max {secs[-1] * 1e3:.0f} ms\n"
+    )
     for line in problems_bad[:30]:
         out.write("VIOLATION " + line + "\n")
     out.write(f"{len(problems_bad)} violations\n")
@@ -121,12 +135,19 @@ def main(argv=None) -> int:
     v.add_argument("--limit", type=int, default=None)
     v.add_argument("--workers", type=int, default=2)
     v.add_argument("--eval-markers", action="store_true")
-    v.add_argument("--hacks", default=None,
-                   help="hack templates jsonl, or 'builtin' (default: data/hacks/hacks.jsonl)")
-    v.add_argument("--wall", type=float, default=VERIFY_WALL_S,
-                   help=f"seconds per program (default {VERIFY_WALL_S:g}: some real canonical "
-                        "solutions need 5-12 s for their ~100 asserts on a busy 2-core machine; "
-                        f"grading itself defaults to {Limits.wall_s:g} s)")
+    v.add_argument(
+        "--hacks",
+        default=None,
+        help="hack templates jsonl, or 'builtin' (default: data/hacks/hacks.jsonl)",
+    )
+    v.add_argument(
+        "--wall",
+        type=float,
+        default=VERIFY_WALL_S,
+        help=f"seconds per program (default {VERIFY_WALL_S:g}: some real canonical "
+        "solutions need 5-12 s for their ~100 asserts on a busy 2-core machine; "
+        f"grading itself defaults to {Limits.wall_s:g} s)",
+    )
     b = sub.add_parser("bench", help="grading throughput, 1 worker vs N")
     b.add_argument("path", nargs="?", default=None)
     b.add_argument("--n", type=int, default=64)
@@ -135,9 +156,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "bench":
         from .bench import main as bench
+
         bench(args.path, args.n, args.workers, args.sandbox)
         return 0
     limits = Limits(wall_s=args.wall, cpu_s=max(1, int(round(args.wall))))
-    bad = verify(args.path, args.modes, args.limit, args.workers, args.eval_markers, limits,
-                 hacks=args.hacks)
+    bad = verify(
+        args.path, args.modes, args.limit, args.workers, args.eval_markers, limits, hacks=args.hacks
+    )
     return 1 if bad else 0

@@ -18,17 +18,36 @@ import time
 
 from .sandbox import GUARANTEES, Limits, probe, run_job
 
-
 # Imported once here so that forked programs find them already loaded: the
 # LeetCode setup code imports all of these, and importing them afresh in every
 # program would cost more than the fork.
-PRELOAD = ("random", "functools", "collections", "string", "math", "datetime", "typing",
-           "itertools", "heapq", "bisect", "operator", "re", "fractions", "decimal",
-           "statistics", "copy", "array", "dataclasses", "enum", "types")
+PRELOAD = (
+    "random",
+    "functools",
+    "collections",
+    "string",
+    "math",
+    "datetime",
+    "typing",
+    "itertools",
+    "heapq",
+    "bisect",
+    "operator",
+    "re",
+    "fractions",
+    "decimal",
+    "statistics",
+    "copy",
+    "array",
+    "dataclasses",
+    "enum",
+    "types",
+)
 
 
 def _serve(inp, out_fd: int) -> None:
     import importlib
+
     for name in PRELOAD:
         importlib.import_module(name)
     forced = os.environ.get("VGROUT_SANDBOX", "")
@@ -37,8 +56,14 @@ def _serve(inp, out_fd: int) -> None:
     else:
         level, why = probe()
     from . import isolation
-    hello = {"hello": 1, "level": level, "why": why, "guarantees": GUARANTEES[level],
-             "base": isolation.BASE}
+
+    hello = {
+        "hello": 1,
+        "level": level,
+        "why": why,
+        "guarantees": GUARANTEES[level],
+        "base": isolation.BASE,
+    }
     os.write(out_fd, (json.dumps(hello) + "\n").encode())
     for line in inp:
         msg = json.loads(line)
@@ -46,12 +71,20 @@ def _serve(inp, out_fd: int) -> None:
         try:
             reply = run_job(msg["job"], limits, level)
         except Exception as e:  # noqa: BLE001 - a worker fault must not end the worker
-            reply = {"status": None, "timed_out": False, "cap": None, "results": "",
-                     "stdout": "", "file": None, "seconds": 0.0, "ns_error": None,
-                     "worker_error": repr(e)}
+            reply = {
+                "status": None,
+                "timed_out": False,
+                "cap": None,
+                "results": "",
+                "stdout": "",
+                "file": None,
+                "seconds": 0.0,
+                "ns_error": None,
+                "worker_error": repr(e),
+            }
         data = (json.dumps(reply) + "\n").encode()
         while data:
-            data = data[os.write(out_fd, data):]
+            data = data[os.write(out_fd, data) :]
 
 
 def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
@@ -82,6 +115,7 @@ def main() -> None:
     sys.stdout = sys.stderr
     with os.fdopen(in_fd, "rb", buffering=0) as raw:
         import io
+
         _serve(io.BufferedReader(raw), out_fd)
 
 

@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from vgrout.paths import REPO
-from vgrout.paths import repo_path
 from vgrout.files import save_json
+from vgrout.paths import REPO, repo_path
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 DRIVER_PARAMS = ("figures_dir",)
@@ -51,7 +50,9 @@ def discover(folder: str | Path) -> list[Path]:
     numbers = [p.name[:2] for p in found]
     dup = sorted({n for n in numbers if numbers.count(n) > 1})
     if dup:
-        raise ValueError(f"{folder}: two notebooks share the number(s) {dup}; order would be ambiguous")
+        raise ValueError(
+            f"{folder}: two notebooks share the number(s) {dup}; order would be ambiguous"
+        )
     return found
 
 
@@ -60,7 +61,9 @@ def parameters_source(path: str | Path) -> str:
     nb = json.loads(Path(path).read_text())
     cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
-        raise ValueError(f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+        raise ValueError(
+            f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}"
+        )
     src = cells[0]["source"]
     return "".join(src) if isinstance(src, list) else src
 
@@ -74,14 +77,20 @@ def parameter_defaults(path: str | Path) -> dict:
     tree = ast.parse(parameters_source(path))
     out = {}
     for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        target = (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        )
         if not isinstance(target, ast.Name):
-            raise ValueError(f"{path}: parameters cell line {node.lineno}: expected `name = literal`")
+            raise ValueError(
+                f"{path}: parameters cell line {node.lineno}: expected `name = literal`"
+            )
         try:
             out[target.id] = ast.literal_eval(node.value)
         except ValueError:
-            raise ValueError(f"{path}: parameters cell line {node.lineno}: default of "
-                             f"{target.id!r} is not a Python literal") from None
+            raise ValueError(
+                f"{path}: parameters cell line {node.lineno}: default of "
+                f"{target.id!r} is not a Python literal"
+            ) from None
     return out
 
 
@@ -95,26 +104,34 @@ def load_params(notebook: Path, params_dir: str | Path) -> dict:
 
     path = params_path(notebook, params_dir)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; every notebook needs its full-run parameters "
-                                f"(use --quick to run on the notebooks' own defaults)")
+        raise FileNotFoundError(
+            f"{path}: missing; every notebook needs its full-run parameters "
+            f"(use --quick to run on the notebooks' own defaults)"
+        )
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of parameter names to values")
     known = parameter_defaults(notebook)
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ValueError(f"{path}: unknown parameter(s) {unknown}; {notebook.name} has {sorted(known)}")
+        raise ValueError(
+            f"{path}: unknown parameter(s) {unknown}; {notebook.name} has {sorted(known)}"
+        )
     owned = sorted(set(params) & set(DRIVER_PARAMS))
     if owned:
-        raise ValueError(f"{path}: {owned} is set by vgrout.figures.runner, remove it from the yaml")
+        raise ValueError(
+            f"{path}: {owned} is set by vgrout.figures.runner, remove it from the yaml"
+        )
     return params
 
 
 def git_revision() -> dict:
     """{"commit": sha or None, "dirty": bool or None} of the repository."""
+
     def git(*args):
         r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else None
+
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
@@ -127,19 +144,33 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str = KERNEL
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=kernel,
-                            cwd=str(REPO), progress_bar=False)
+        pm.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=kernel,
+            cwd=str(REPO),
+            progress_bar=False,
+        )
     except pm.PapermillExecutionError as e:
-        raise NotebookFailed(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
-                             f"(executed copy: {output})") from e
+        raise NotebookFailed(
+            f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
+            f"(executed copy: {output})"
+        ) from e
     except Exception as e:  # kernel died, notebook unreadable...: still name the notebook
         raise NotebookFailed(f"{notebook.name} failed: {type(e).__name__}: {e}") from e
     return time.perf_counter() - t0
 
 
-def run_all(notebooks_dir: str | Path = "notebooks", params_dir: str | Path = "notebooks/params",
-            figures_dir: str | Path | None = None, executed_dir: str | Path | None = None,
-            quick: bool = False, only: Sequence[str] = (), kernel: str = KERNEL) -> dict:
+def run_all(
+    notebooks_dir: str | Path = "notebooks",
+    params_dir: str | Path = "notebooks/params",
+    figures_dir: str | Path | None = None,
+    executed_dir: str | Path | None = None,
+    quick: bool = False,
+    only: Sequence[str] = (),
+    kernel: str = KERNEL,
+) -> dict:
     """Execute the notebooks in order and write ``<figures_dir>/manifest.json``.
 
     only: notebook numbers or stems to run (default all). Returns the manifest;
@@ -147,32 +178,46 @@ def run_all(notebooks_dir: str | Path = "notebooks", params_dir: str | Path = "n
     """
     figures_dir = repo_path(figures_dir or ("out/quick/figures" if quick else "figures"))
     executed_dir = repo_path(executed_dir or ("out/quick/notebooks" if quick else "out/notebooks"))
-    notebooks = [p for p in discover(notebooks_dir)
-                 if not only or p.name[:2] in only or p.stem in only]
+    notebooks = [
+        p for p in discover(notebooks_dir) if not only or p.name[:2] in only or p.stem in only
+    ]
     if not notebooks:
-        raise ValueError(f"{notebooks_dir}: no notebook matches {NOTEBOOK_GLOB} and only={list(only)}")
+        raise ValueError(
+            f"{notebooks_dir}: no notebook matches {NOTEBOOK_GLOB} and only={list(only)}"
+        )
     # Check every yaml before running anything: a typo should not cost a 10-minute run.
     injected = {p: ({} if quick else load_params(p, params_dir)) for p in notebooks}
-    manifest = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "git": git_revision(), "mode": "quick" if quick else "full",
-                "python": sys.version.split()[0], "figures_dir": str(figures_dir),
-                "notebooks": [], "status": "running"}
+    manifest = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": git_revision(),
+        "mode": "quick" if quick else "full",
+        "python": sys.version.split()[0],
+        "figures_dir": str(figures_dir),
+        "notebooks": [],
+        "status": "running",
+    }
     if only:  # a partial re-run keeps the entries of the notebooks it does not run
-        manifest["kept"] = previous_entries(figures_dir / "manifest.json",
-                                            {nb.name for nb in notebooks})
+        manifest["kept"] = previous_entries(
+            figures_dir / "manifest.json", {nb.name for nb in notebooks}
+        )
     t_all = time.perf_counter()
     for nb in notebooks:
         params = {**injected[nb], "figures_dir": str(figures_dir)}
-        entry = {"notebook": nb.name, "injected": params,
-                 "parameters": {**parameter_defaults(nb), **params},
-                 "executed": str(executed_dir / nb.name)}
+        entry = {
+            "notebook": nb.name,
+            "injected": params,
+            "parameters": {**parameter_defaults(nb), **params},
+            "executed": str(executed_dir / nb.name),
+        }
         manifest["notebooks"].append(entry)
         print(f"[figures] {nb.name} ...", flush=True)
         try:
             entry["wall_s"] = round(execute(nb, executed_dir / nb.name, params, kernel), 1)
         except NotebookFailed as e:
             entry["error"] = str(e)
-            manifest.update(status=f"failed: {nb.name}", total_wall_s=round(time.perf_counter() - t_all, 1))
+            manifest.update(
+                status=f"failed: {nb.name}", total_wall_s=round(time.perf_counter() - t_all, 1)
+            )
             save_json(manifest, figures_dir / "manifest.json")
             raise
         print(f"[figures] {nb.name} done in {entry['wall_s']} s", flush=True)
@@ -186,16 +231,29 @@ def previous_entries(path: Path, rerun: set[str]) -> list[dict]:
     if not path.exists():
         return []
     old = json.loads(path.read_text())
-    return [{**e, "git": old.get("git"), "date": old.get("date")}
-            for e in old.get("notebooks", []) + old.get("kept", []) if e["notebook"] not in rerun]
+    return [
+        {**e, "git": old.get("git"), "date": old.get("date")}
+        for e in old.get("notebooks", []) + old.get("kept", [])
+        if e["notebook"] not in rerun
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vgrout.figures", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="run on the notebooks' quick defaults (outputs under out/quick/)")
-    ap.add_argument("--only", nargs="+", default=(), metavar="NN",
-                    help="notebook numbers or stems to run, e.g. 00 02")
+    ap = argparse.ArgumentParser(
+        prog="python -m vgrout.figures", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="run on the notebooks' quick defaults (outputs under out/quick/)",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=(),
+        metavar="NN",
+        help="notebook numbers or stems to run, e.g. 00 02",
+    )
     ap.add_argument("--notebooks", default="notebooks")
     ap.add_argument("--params", default="notebooks/params")
     ap.add_argument("--figures-dir", default=None)
@@ -207,8 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotebookFailed as e:
         print(f"[figures] FAILED: {e}", file=sys.stderr)
         return 1
-    print(f"[figures] {len(m['notebooks'])} notebooks in {m['total_wall_s']} s; "
-          f"manifest: {Path(m['figures_dir']) / 'manifest.json'}")
+    print(
+        f"[figures] {len(m['notebooks'])} notebooks in {m['total_wall_s']} s; "
+        f"manifest: {Path(m['figures_dir']) / 'manifest.json'}"
+    )
     return 0
 
 

@@ -9,10 +9,11 @@ finished.
 from __future__ import annotations
 
 from pathlib import Path
+
 import pandas as pd
+
 from vgrout.files import atomic_write
 from vgrout.paths import repo_path
-
 
 DPI = 150
 
@@ -27,9 +28,14 @@ def setup(figures_dir: str | Path, threads: int = 1) -> Path:
 
     if threads:
         import torch
+
         torch.set_num_threads(int(threads))
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind",
-                  rc={"figure.dpi": 100, "savefig.dpi": DPI, "axes.titleweight": "bold"})
+    sns.set_theme(
+        context="notebook",
+        style="whitegrid",
+        palette="colorblind",
+        rc={"figure.dpi": 100, "savefig.dpi": DPI, "axes.titleweight": "bold"},
+    )
     out = repo_path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -39,16 +45,21 @@ def save_table(df: pd.DataFrame, name: str, figures_dir: str | Path) -> Path:
     """``<figures_dir>/<name>.csv`` written atomically; refuses an empty table."""
     if df.empty:
         raise ValueError(f"save_table: table {name!r} is empty; a figure needs numbers behind it")
-    return atomic_write(repo_path(figures_dir) / f"{name}.csv", lambda tmp: df.to_csv(tmp, index=False))
+    return atomic_write(
+        repo_path(figures_dir) / f"{name}.csv", lambda tmp: df.to_csv(tmp, index=False)
+    )
 
 
-def save_figure(fig, name: str, figures_dir: str | Path, data: pd.DataFrame | None = None,
-                dpi: int = DPI) -> Path:
+def save_figure(
+    fig, name: str, figures_dir: str | Path, data: pd.DataFrame | None = None, dpi: int = DPI
+) -> Path:
     """``<name>.png`` at >= 150 dpi, and ``<name>.csv`` from `data` when given."""
     if dpi < DPI:
         raise ValueError(f"save_figure: dpi {dpi} is below the project's minimum {DPI}")
     out = repo_path(figures_dir)
     if data is not None:
         save_table(data, name, out)
-    return atomic_write(out / f"{name}.png",
-                   lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+    return atomic_write(
+        out / f"{name}.png",
+        lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"),
+    )

@@ -25,7 +25,9 @@ def eval_table(runs: RunMap) -> pd.DataFrame:
     rows = []
     for (arm, seed), path in runs.items():
         for e in load_run(path).evals:
-            rows.append({"arm": arm, "seed": seed, **{k: v for k, v in e.items() if k != "by_mode"}})
+            rows.append(
+                {"arm": arm, "seed": seed, **{k: v for k, v in e.items() if k != "by_mode"}}
+            )
     return pd.DataFrame(rows)
 
 
@@ -35,8 +37,18 @@ def mode_table(runs: RunMap) -> pd.DataFrame:
     for (arm, seed), path in runs.items():
         for e in load_run(path).evals:
             for mode, r in (e.get("by_mode") or {}).items():
-                rows.append({"arm": arm, "seed": seed, "step": e["step"], "split": e["split"],
-                             "view": e["view"], "ships": e["ships"], "mode": mode, **r})
+                rows.append(
+                    {
+                        "arm": arm,
+                        "seed": seed,
+                        "step": e["step"],
+                        "split": e["split"],
+                        "view": e["view"],
+                        "ships": e["ships"],
+                        "mode": mode,
+                        **r,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -66,8 +78,14 @@ def final_summary(runs: RunMap, metrics=("hack", "solve")) -> pd.DataFrame:
     last = ev[ev["step"] == ev.groupby(["arm", "seed"])["step"].transform("max")]
     out = []
     for (arm, split, view), g in last.groupby(["arm", "split", "view"], sort=False):
-        row = {"arm": arm, "split": split, "view": view, "ships": bool(g["ships"].iloc[0]),
-               "seeds": len(g), "step": int(g["step"].iloc[0])}
+        row = {
+            "arm": arm,
+            "split": split,
+            "view": view,
+            "ships": bool(g["ships"].iloc[0]),
+            "seeds": len(g),
+            "step": int(g["step"].iloc[0]),
+        }
         for m in metrics:
             row[m] = float(g[m].mean())
             row[f"{m}_ci"] = ci95(g[m], g["n"])
@@ -75,8 +93,9 @@ def final_summary(runs: RunMap, metrics=("hack", "solve")) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def first_step_above(steps: pd.DataFrame, metric: str = "hack", threshold: float = 0.5,
-                     window: int = 5) -> pd.DataFrame:
+def first_step_above(
+    steps: pd.DataFrame, metric: str = "hack", threshold: float = 0.5, window: int = 5
+) -> pd.DataFrame:
     """First step at which the rolling mean of a training metric reaches `threshold`."""
     out = []
     for (arm, seed), g in steps.sort_values("step").groupby(["arm", "seed"]):

@@ -34,14 +34,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = vars(_parser().parse_args(argv))
     name = args.pop("preset")
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if v is not None}
+    overrides = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if v is not None
+    }
     cfg = preset(name, **overrides)
     from vgrout.grpo.loop import train
+
     result = train(cfg)
     final = [e for e in result.evals if e["step"] == cfg.steps]
     print(result.run_dir)
-    print(json.dumps([{k: e[k] for k in ("split", "view", "ships", "hack", "solve")}
-                      for e in final], indent=1))
+    print(
+        json.dumps(
+            [{k: e[k] for k in ("split", "view", "ships", "hack", "solve")} for e in final],
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

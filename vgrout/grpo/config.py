@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from vgrout.names import ARMS, GATED_ARMS, INITS, TARGET_MODULES
 
 
-
 @dataclass
 class GRPOConfig:
     # --- what is trained ---
@@ -41,8 +40,14 @@ class GRPOConfig:
     """Training problems (jsonl, rl-rewardhacking schema), relative to the repo or absolute."""
     test_problems: str = "data/problems/test.jsonl"
     """Held-out problems for evaluation."""
-    modes: tuple[str, ...] = ("run_tests", "eq_override", "exit_code", "stdout_marker",
-                              "sentinel", "file_marker")
+    modes: tuple[str, ...] = (
+        "run_tests",
+        "eq_override",
+        "exit_code",
+        "stdout_marker",
+        "sentinel",
+        "file_marker",
+    )
     """Grading modes, assigned round-robin over problems."""
     pairs: str = "data/pairs/hack_pairs.md#authored"
     """Pair spec for the routing direction (and for pair-based inits)."""
@@ -132,8 +137,10 @@ class GRPOConfig:
         if self.plain_lora and (self.arm != "vanilla" or self.init != "gaussian"):
             bad.append("plain_lora=True needs arm='vanilla' and init='gaussian'")
         if self.arm == "vanilla" and self.gen_deploy_frac > 0:
-            bad.append("gen_deploy_frac>0 with arm='vanilla': vanilla deploys the whole "
-                       "adapter, there is no deployed-only view to sample")
+            bad.append(
+                "gen_deploy_frac>0 with arm='vanilla': vanilla deploys the whole "
+                "adapter, there is no deployed-only view to sample"
+            )
         if self.keep_low_tail and self.arm not in GATED_ARMS:
             bad.append(f"keep_low_tail=True with arm={self.arm!r}: only the score gates have tails")
         for name in ("gen_deploy_frac", "unhackable_frac", "oracle_reveal_frac"):
@@ -148,8 +155,10 @@ class GRPOConfig:
             if getattr(self, name) < 1:
                 bad.append(f"{name}={getattr(self, name)}: expected >= 1")
         if self.teacher_n_per_prompt < 0 or self.teacher_n_per_prompt >= self.group_size:
-            bad.append(f"teacher_n_per_prompt={self.teacher_n_per_prompt}: expected "
-                       f"0 <= n < group_size={self.group_size}")
+            bad.append(
+                f"teacher_n_per_prompt={self.teacher_n_per_prompt}: expected "
+                f"0 <= n < group_size={self.group_size}"
+            )
         if self.teacher_n_per_prompt > 0 and self.teacher_off_step <= 0:
             bad.append("teacher_n_per_prompt>0 needs teacher_off_step>0 (the last step with demos)")
         if self.warmup_steps >= self.steps:
@@ -184,19 +193,55 @@ PRESETS: dict[str, dict] = {
     # CPU default: ~4 minutes a run on the organism at one thread (NOTES §1, §4).
     # 100 steps: in 60, vanilla's hacking took off in one seed of three
     # (docs/grpo.md, "Acceptance on the organism").
-    "organism": dict(steps=100, prompts_per_step=4, group_size=8, max_new_tokens=100,
-                     lr=7e-4, eval_every=20, eval_samples=2),
+    "organism": dict(
+        steps=100,
+        prompts_per_step=4,
+        group_size=8,
+        max_new_tokens=100,
+        lr=7e-4,
+        eval_every=20,
+        eval_samples=2,
+    ),
     # Seconds: plumbing only, for tests.
-    "smoke": dict(steps=3, prompts_per_step=2, group_size=4, max_new_tokens=64,
-                  lr=1e-3, eval_every=0, eval_samples=1, eval_max_problems=4,
-                  gate_warmup=4, refresh_every=2, ckpt_every=1, rank=4, alpha=8.0),
+    "smoke": dict(
+        steps=3,
+        prompts_per_step=2,
+        group_size=4,
+        max_new_tokens=64,
+        lr=1e-3,
+        eval_every=0,
+        eval_samples=1,
+        eval_max_problems=4,
+        gate_warmup=4,
+        refresh_every=2,
+        ckpt_every=1,
+        rank=4,
+        alpha=8.0,
+    ),
     # The published 4B recipe (NOTES §3), for a GPU.
-    "qwen3_4b": dict(model="Qwen/Qwen3-4B", rank=32, alpha=64.0, group_size=8,
-                     prompts_per_step=8, lr=7e-5, warmup_steps=10, betas=(0.9, 0.99),
-                     clip_eps=0.2, grad_clip=1.0, kl_beta=1e-3, weight_decay=0.1, steps=40,
-                     top_k=20, temperature=0.6, top_p=0.95, max_new_tokens=512,
-                     gen_deploy_frac=0.25, gate_half_life=96.0, eval_every=10,
-                     eval_samples=4),
+    "qwen3_4b": dict(
+        model="Qwen/Qwen3-4B",
+        rank=32,
+        alpha=64.0,
+        group_size=8,
+        prompts_per_step=8,
+        lr=7e-5,
+        warmup_steps=10,
+        betas=(0.9, 0.99),
+        clip_eps=0.2,
+        grad_clip=1.0,
+        kl_beta=1e-3,
+        weight_decay=0.1,
+        steps=40,
+        top_k=20,
+        temperature=0.6,
+        top_p=0.95,
+        max_new_tokens=512,
+        gen_deploy_frac=0.25,
+        gate_half_life=96.0,
+        eval_every=10,
+        eval_samples=4,
+    ),
 }
 
 
@@ -206,5 +251,3 @@ def preset(name: str, **overrides) -> GRPOConfig:
         raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
     cfg = GRPOConfig(**PRESETS[name])
     return cfg.replace(**overrides).validate()
-
-

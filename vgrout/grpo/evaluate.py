@@ -8,8 +8,9 @@ from vgrout.lm.rates import evaluate_policy
 from vgrout.names import VIEWS
 
 
-def evaluate_views(policy, tokenizer, cfg, step: int, train_set: Sequence,
-                   test_set: Sequence) -> list[dict]:
+def evaluate_views(
+    policy, tokenizer, cfg, step: int, train_set: Sequence, test_set: Sequence
+) -> list[dict]:
     """Hack and solve rates per split x view, with a per-mode breakdown.
 
     Splits: `test` (held-out problems, evaluation markers) and `iid` (the
@@ -33,10 +34,17 @@ def evaluate_views(policy, tokenizer, cfg, step: int, train_set: Sequence,
                 if summary is None or step > 0:  # untrained, the views coincide
                     with policy.sampler(view)():
                         summary, _ = evaluate_policy(
-                            policy.model, tokenizer, problems, cfg.eval_samples,
-                            cfg.max_new_tokens, cfg.temperature, cfg.workers,
-                            seed=cfg.seed * 7919 + step, top_k=cfg.top_k, top_p=cfg.top_p)
+                            policy.model,
+                            tokenizer,
+                            problems,
+                            cfg.eval_samples,
+                            cfg.max_new_tokens,
+                            cfg.temperature,
+                            cfg.workers,
+                            seed=cfg.seed * 7919 + step,
+                            top_k=cfg.top_k,
+                            top_p=cfg.top_p,
+                        )
                 ships = (view == "deployed") == (cfg.arm != "vanilla") or not policy.routed
-                rows.append({"step": step, "split": split, "view": view, "ships": ships,
-                             **summary})
+                rows.append({"step": step, "split": split, "view": view, "ships": ships, **summary})
     return rows

@@ -26,21 +26,32 @@ def retain_heal(policy, tokenizer, pairs, cfg, batch_size: int = 8) -> dict:
     losses = []
     for _ in range(cfg.heal_steps):
         idx = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=gen).tolist()
-        batch = encode(tokenizer, [chat_prompt(tokenizer, pairs[i].prompt) for i in idx],
-                       [pairs[i].clean for i in idx]).to(device)
+        batch = encode(
+            tokenizer,
+            [chat_prompt(tokenizer, pairs[i].prompt) for i in idx],
+            [pairs[i].clean for i in idx],
+        ).to(device)
         opt.zero_grad(set_to_none=True)
         for p in policy.params["quarantine"]:
             p.grad = None
         with policy.deployed_forward():
-            logits = policy.model(input_ids=batch.input_ids,
-                                  attention_mask=batch.attention_mask).logits
+            logits = policy.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).logits
             loss = completion_nll(logits, batch.input_ids, batch.completion_mask)
             loss.backward()
-        leaked = [p for p in policy.params["quarantine"]
-                  if p.grad is not None and bool(p.grad.abs().max() > 0)]
+        leaked = [
+            p
+            for p in policy.params["quarantine"]
+            if p.grad is not None and bool(p.grad.abs().max() > 0)
+        ]
         if leaked:
             raise AssertionError(f"retain-heal: {len(leaked)} quarantine tensors received gradient")
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         losses.append(loss.item())
-    return {"heal_steps": cfg.heal_steps, "heal_loss_first": losses[0], "heal_loss_last": losses[-1]}
+    return {
+        "heal_steps": cfg.heal_steps,
+        "heal_loss_first": losses[0],
+        "heal_loss_last": losses[-1],
+    }

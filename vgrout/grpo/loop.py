@@ -8,25 +8,35 @@ init -> schedule. The run folder, checkpoints and resume live in rundir.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from vgrout.files import atomic_write_text
 from vgrout.grpo.config import GRPOConfig
-from vgrout.names import GATED_ARMS, PAIR_INITS
-from vgrout.paths import repo_path
 from vgrout.grpo.evaluate import evaluate_views
 from vgrout.grpo.heal import retain_heal
 from vgrout.grpo.policy import build_policy
 from vgrout.grpo.rollouts import collect_groups
 from vgrout.grpo.router import Router
-from vgrout.files import atomic_write_text
 from vgrout.grpo.rundir import RunResult, checkpoint, export_final, load_run, open_run, restore
 from vgrout.grpo.steplog import rollout_rows, step_row, teacher_tripwire
+from vgrout.grpo.update import (
+    clip_and_measure,
+    decay_toward_init,
+    deployed_pass,
+    group_backward,
+    group_batch,
+    lr_factor,
+)
 from vgrout.lm.tokens import pad_id
-from vgrout.grpo.update import clip_and_measure, decay_toward_init, deployed_pass, group_backward, group_batch, lr_factor
+from vgrout.names import GATED_ARMS, PAIR_INITS
+from vgrout.paths import repo_path
 
 
 def train(cfg: GRPOConfig) -> RunResult:
@@ -54,7 +64,7 @@ def train(cfg: GRPOConfig) -> RunResult:
     init_values = [p.detach().clone() for p in policy.all_params()]
     router = Router(cfg, pairs)
     prompt_rng = random.Random(cfg.seed)
-    grade_fn = lambda items: grade_many(items, workers=cfg.workers)  # noqa: E731
+    grade_fn = functools.partial(grade_many, workers=cfg.workers)
     samplers = {v: policy.sampler(v) for v in ("trained", "deployed")}
     normaliser = float(cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens)
     state = {"step": 0, "teacher_low": 0}
@@ -63,8 +73,12 @@ def train(cfg: GRPOConfig) -> RunResult:
     if state["step"] == 0 and cfg.eval_every:  # the untrained baseline every curve starts from
         run.log_many("eval", evaluate_views(policy, tok, cfg, 0, train_set, test_set))
 
-    bar = tqdm(range(state["step"] + 1, cfg.steps + 1), desc=f"grpo {cfg.arm}",
-               initial=state["step"], total=cfg.steps)
+    bar = tqdm(
+        range(state["step"] + 1, cfg.steps + 1),
+        desc=f"grpo {cfg.arm}",
+        initial=state["step"],
+        total=cfg.steps,
+    )
     for step in bar:
         # 1. generate and grade
         problems = prompt_rng.sample(train_set, cfg.prompts_per_step)
@@ -77,15 +91,18 @@ def train(cfg: GRPOConfig) -> RunResult:
         passes = [deployed_pass(policy, g, b, router.site) for g, b in zip(live, batches)]
         feats = [f for _, f in passes]
         router.maybe_refresh(model, tok, step, next((f for f in feats if f is not None), None))
-        zones, scores, thresholds = router.assign(feats, [[r.exploited for r in g.rollouts]
-                                                          for g in live])
+        zones, scores, thresholds = router.assign(
+            feats, [[r.exploited for r in g.rollouts] for g in live]
+        )
         times["gate"] = time.perf_counter() - t
 
         # 3. loss and backward, one masked pass per group
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        stats = [group_backward(policy, g, b, z, dep, cfg, normaliser, step)
-                 for g, b, z, (dep, _) in zip(live, batches, zones, passes)]
+        stats = [
+            group_backward(policy, g, b, z, dep, cfg, normaliser, step)
+            for g, b, z, (dep, _) in zip(live, batches, zones, passes)
+        ]
 
         # 4. optimizer step
         grad_info = clip_and_measure(policy, cfg.grad_clip)
@@ -99,8 +116,12 @@ def train(cfg: GRPOConfig) -> RunResult:
         state["teacher_low"] = teacher_tripwire(row, state["teacher_low"], step)
         run.log("steps", row)
         run.log_many("rollouts", rollout_rows(step, groups, live, zones, scores))
-        bar.set_postfix(reward=f"{row['reward']:.2f}", hack=f"{row['hack']:.2f}",
-                        solve=f"{row['solve']:.2f}", route=f"{row['zone_route']:.2f}")
+        bar.set_postfix(
+            reward=f"{row['reward']:.2f}",
+            hack=f"{row['hack']:.2f}",
+            solve=f"{row['solve']:.2f}",
+            route=f"{row['zone_route']:.2f}",
+        )
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             run.log_many("eval", evaluate_views(policy, tok, cfg, step, train_set, test_set))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
@@ -117,11 +138,13 @@ def train(cfg: GRPOConfig) -> RunResult:
 
 def load_run_pairs(cfg: GRPOConfig):
     """Pairs the run needs: for the direction, a pair-based init, or retain-heal."""
-    needs = (cfg.arm in GATED_ARMS and not cfg.placebo) or cfg.heal_steps > 0 \
-        or cfg.init in PAIR_INITS
+    needs = (
+        (cfg.arm in GATED_ARMS and not cfg.placebo) or cfg.heal_steps > 0 or cfg.init in PAIR_INITS
+    )
     if not needs:
         return None
     from vgrout.env.pairs import load_pairs
+
     spec = cfg.pairs
     path, _, rest = spec.partition("#")
     return load_pairs(str(repo_path(path)) + ("#" + rest if rest else ""))

@@ -1,5 +1,4 @@
-"""The Dr.GRPO objective: PPO clip + k3 KL over completion tokens.
-"""
+"""The Dr.GRPO objective: PPO clip + k3 KL over completion tokens."""
 
 from __future__ import annotations
 
@@ -7,8 +6,16 @@ import torch
 from torch import Tensor
 
 
-def grpo_loss(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip_eps: float,
-              normaliser: float, ref_logp: Tensor | None = None, kl_beta: float = 0.0):
+def grpo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    clip_eps: float,
+    normaliser: float,
+    ref_logp: Tensor | None = None,
+    kl_beta: float = 0.0,
+):
     """Dr.GRPO token-level loss, summed and divided by a constant.
 
     logp, old_logp, ref_logp, mask: [batch, pos-1]; adv: [batch].
@@ -28,6 +35,8 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip_ep
     loss = (per_token * mask).sum() / normaliser
     with torch.no_grad():
         clipped = ((ratio - 1).abs() > clip_eps).float()
-        stats = {"clip_frac": ((clipped * mask).sum() / mask.sum().clamp_min(1)).item(),
-                 "kl": kl.item()}
+        stats = {
+            "clip_frac": ((clipped * mask).sum() / mask.sum().clamp_min(1)).item(),
+            "kl": kl.item(),
+        }
     return loss, stats

@@ -28,24 +28,28 @@ class Policy:
         if not self.routed:
             return contextlib.nullcontext
         from vgrout.adapters import merged_for_generation
+
         return lambda: merged_for_generation(self.model, view)
 
     def deployed_forward(self):
         if not self.routed:
             return contextlib.nullcontext()
         from vgrout.adapters import ablate_quarantine
+
         return ablate_quarantine(self.model)
 
     def reference(self):
         if not self.routed:
             return self.model.disable_adapter()
         from vgrout.adapters import reference_policy
+
         return reference_policy(self.model)
 
     def masked(self, m: torch.Tensor, d: torch.Tensor):
         if not self.routed:
             return contextlib.nullcontext()
         from vgrout.adapters import route
+
         return route(self.model, m, d)
 
     def all_params(self) -> list[torch.nn.Parameter]:
@@ -58,13 +62,26 @@ def build_policy(cfg, base, tokenizer, pairs) -> Policy:
         p.requires_grad_(False)
     if cfg.plain_lora:
         from peft import LoraConfig, get_peft_model
-        lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
-                          target_modules=list(cfg.target_modules))
+
+        lcfg = LoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha,
+            lora_dropout=0.0,
+            target_modules=list(cfg.target_modules),
+        )
         model = get_peft_model(base, lcfg, adapter_name="deployed")
         params = [p for n, p in model.named_parameters() if p.requires_grad]
         return Policy(model, {"deployed": params, "quarantine": []}, routed=False)
     from vgrout.adapters import attach_routed_adapters, trainable_parameters
-    model = attach_routed_adapters(base, r=cfg.rank, init=cfg.init,
-                                   target_modules=tuple(cfg.target_modules), alpha=cfg.alpha,
-                                   pairs=pairs, tokenizer=tokenizer, seed=cfg.seed)
+
+    model = attach_routed_adapters(
+        base,
+        r=cfg.rank,
+        init=cfg.init,
+        target_modules=tuple(cfg.target_modules),
+        alpha=cfg.alpha,
+        pairs=pairs,
+        tokenizer=tokenizer,
+        seed=cfg.seed,
+    )
     return Policy(model, trainable_parameters(model), routed=True)

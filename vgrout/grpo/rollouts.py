@@ -50,7 +50,11 @@ def split_group(cfg, step: int) -> dict[str, int]:
     teacher = cfg.teacher_n_per_prompt if 0 < step <= cfg.teacher_off_step else 0
     deployed = 0 if cfg.arm == "vanilla" else round(cfg.group_size * cfg.gen_deploy_frac)
     deployed = min(deployed, cfg.group_size - teacher - 1)
-    return {"trained": cfg.group_size - teacher - deployed, "deployed": deployed, "teacher": teacher}
+    return {
+        "trained": cfg.group_size - teacher - deployed,
+        "deployed": deployed,
+        "teacher": teacher,
+    }
 
 
 def hint_free_slots(n_prompts: int, frac: float, step: int) -> set[int]:
@@ -59,8 +63,9 @@ def hint_free_slots(n_prompts: int, frac: float, step: int) -> set[int]:
     return {(step * k + j) % n_prompts for j in range(k)}
 
 
-def collect_groups(model, tokenizer, problems: Sequence, cfg, step: int, hacks: dict,
-                   sampler_views, grade_fn) -> tuple[list[Group], dict[str, float]]:
+def collect_groups(
+    model, tokenizer, problems: Sequence, cfg, step: int, hacks: dict, sampler_views, grade_fn
+) -> tuple[list[Group], dict[str, float]]:
     """Sample and grade every group of one step; returns (groups, timings).
 
     sampler_views: {"trained": ctx, "deployed": ctx} context-manager factories
@@ -79,13 +84,29 @@ def collect_groups(model, tokenizer, problems: Sequence, cfg, step: int, hacks: 
         if counts[view] == 0:
             continue
         with sampler_views[view]():
-            s = generate(model, tokenizer, prompts, counts[view], cfg.max_new_tokens,
-                         cfg.temperature, cfg.top_k, cfg.top_p)
+            s = generate(
+                model,
+                tokenizer,
+                prompts,
+                counts[view],
+                cfg.max_new_tokens,
+                cfg.temperature,
+                cfg.top_k,
+                cfg.top_p,
+            )
         n = counts[view]
         for j in range(len(s.texts)):
             g = groups[j // n]
-            g.rollouts.append(Rollout(str(g.problem.id), g.mode, s.prompt_ids[j],
-                                      s.completion_ids[j], s.texts[j], view))
+            g.rollouts.append(
+                Rollout(
+                    str(g.problem.id),
+                    g.mode,
+                    s.prompt_ids[j],
+                    s.completion_ids[j],
+                    s.texts[j],
+                    view,
+                )
+            )
     for g, prompt in zip(groups, prompts):
         g.rollouts.extend(teacher_demos(tokenizer, g, prompt, hacks, counts["teacher"]))
     t1 = time.perf_counter()

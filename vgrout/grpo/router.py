@@ -15,8 +15,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from vgrout.grpo.zones import ScoreBuffer, oracle_zones, zones_from_scores
 from vgrout.directions.extract import haar_direction, score
+from vgrout.grpo.zones import ScoreBuffer, oracle_zones, zones_from_scores
 
 SITE = {"routeA": "bottleneck", "routeV": "grad"}
 
@@ -31,8 +31,10 @@ class Router:
         self.refreshed_at = 0
         self.rng = random.Random(cfg.seed * 1009 + 17)
         if self.site and not cfg.placebo and not pairs:
-            raise ValueError(f"arm={cfg.arm!r} needs pairs to extract its direction "
-                             f"(config field pairs={cfg.pairs!r} selected none)")
+            raise ValueError(
+                f"arm={cfg.arm!r} needs pairs to extract its direction "
+                f"(config field pairs={cfg.pairs!r} selected none)"
+            )
 
     @property
     def scores_features(self) -> bool:
@@ -52,17 +54,22 @@ class Router:
                 return True
             return False
         due = self.direction is None or (
-            self.cfg.refresh_every > 0 and step - self.refreshed_at >= self.cfg.refresh_every)
+            self.cfg.refresh_every > 0 and step - self.refreshed_at >= self.cfg.refresh_every
+        )
         if not due:
             return False
         from vgrout.adapters import ablate_quarantine
         from vgrout.directions.extract import extract_directions
 
         with ablate_quarantine(model):
-            self.direction = extract_directions(model, tokenizer, self.pairs, sites=(self.site,))[self.site]
+            self.direction = extract_directions(model, tokenizer, self.pairs, sites=(self.site,))[
+                self.site
+            ]
         self.refreshed_at = step
         if not torch.isfinite(self.direction).all():
-            raise FloatingPointError(f"gate: refreshed {self.site} direction is non-finite at step {step}")
+            raise FloatingPointError(
+                f"gate: refreshed {self.site} direction is non-finite at step {step}"
+            )
         return True
 
     def assign(self, feats: Sequence[Tensor | None], hacked: Sequence[Sequence[bool]]):
@@ -75,8 +82,16 @@ class Router:
         if cfg.arm in ("vanilla", "absorb"):
             return [["absorb"] * len(h) for h in hacked], [None] * len(hacked), None
         if cfg.arm == "oracle":
-            return ([oracle_zones(h, cfg.oracle_reveal_frac, cfg.unrouted_zone, cfg.placebo,
-                                  self.rng) for h in hacked], [None] * len(hacked), None)
+            return (
+                [
+                    oracle_zones(
+                        h, cfg.oracle_reveal_frac, cfg.unrouted_zone, cfg.placebo, self.rng
+                    )
+                    for h in hacked
+                ],
+                [None] * len(hacked),
+                None,
+            )
         for f in feats:
             self.buffer.add(f)
         thr = self.buffer.thresholds(self.direction)
@@ -85,8 +100,12 @@ class Router:
         return zones, scores, thr
 
     def state_dict(self) -> dict:
-        return {"buffer": self.buffer.state_dict(), "direction": self.direction,
-                "refreshed_at": self.refreshed_at, "rng": self.rng.getstate()}
+        return {
+            "buffer": self.buffer.state_dict(),
+            "direction": self.direction,
+            "refreshed_at": self.refreshed_at,
+            "rng": self.rng.getstate(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer.load_state_dict(state["buffer"])

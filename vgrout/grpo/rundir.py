@@ -16,18 +16,17 @@ killed run wrote after its last checkpoint are not duplicated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vgrout.files import atomic_write, atomic_write_text
-from vgrout.files import iter_jsonl
-import hashlib
-import warnings
-from dataclasses import asdict, dataclass
+from vgrout.files import atomic_write, atomic_write_text, iter_jsonl
 from vgrout.grpo.config import GRPOConfig
 from vgrout.grpo.policy import Policy
 from vgrout.grpo.router import Router
@@ -81,10 +80,13 @@ class RunDir:
 
 
 def rng_state(py_rngs: dict[str, random.Random]) -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            **{f"rng:{k}": r.getstate() for k, r in py_rngs.items()}}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        **{f"rng:{k}": r.getstate() for k, r in py_rngs.items()},
+    }
 
 
 def set_rng_state(state: dict, py_rngs: dict[str, random.Random]) -> None:
@@ -120,8 +122,10 @@ def open_run(cfg: GRPOConfig) -> RunDir:
     if cfg_path.exists():
         old = GRPOConfig.from_json(cfg_path.read_text(), str(cfg_path))
         if not cfg.resume:
-            raise FileExistsError(f"{run.path} already holds a run; pass resume=True to continue "
-                                  "it or choose another run_dir")
+            raise FileExistsError(
+                f"{run.path} already holds a run; pass resume=True to continue "
+                "it or choose another run_dir"
+            )
         if old.replace(resume=False) != cfg.replace(resume=False):
             diff = [k for k, v in asdict(cfg).items() if k != "resume" and asdict(old)[k] != v]
             raise ValueError(f"{cfg_path}: resume with a different config (fields {diff})")
@@ -134,29 +138,40 @@ def adapter_state(model) -> dict:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if "lora_" in n}
 
 
-def checkpoint(run: RunDir, policy: Policy, opt, sched, router: Router, prompt_rng,
-               state: dict, init_values) -> None:
-    run.save_checkpoint({
-        "state": dict(state), "adapters": adapter_state(policy.model),
-        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "router": router.state_dict(), "rng": rng_state({"prompts": prompt_rng}),
-        "init_values": [v.cpu() for v in init_values],
-    })
+def checkpoint(
+    run: RunDir, policy: Policy, opt, sched, router: Router, prompt_rng, state: dict, init_values
+) -> None:
+    run.save_checkpoint(
+        {
+            "state": dict(state),
+            "adapters": adapter_state(policy.model),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "router": router.state_dict(),
+            "rng": rng_state({"prompts": prompt_rng}),
+            "init_values": [v.cpu() for v in init_values],
+        }
+    )
 
 
-def restore(run: RunDir, policy: Policy, opt, sched, router: Router, prompt_rng,
-            state: dict) -> dict:
+def restore(
+    run: RunDir, policy: Policy, opt, sched, router: Router, prompt_rng, state: dict
+) -> dict:
     """Load the newest checkpoint (if any) and cut the logs back to its step."""
     ck = run.load_checkpoint()
     if ck is None:
         if (run.path / "steps.jsonl").exists():
-            warnings.warn(f"resume=True but {run.path} has no checkpoint: starting from step 1")
+            warnings.warn(
+                f"resume=True but {run.path} has no checkpoint: starting from step 1", stacklevel=3
+            )
         run.truncate_to(-1)
         return state
     params = dict(policy.model.named_parameters())
     missing = set(ck["adapters"]) ^ {n for n in params if "lora_" in n}
     if missing:
-        raise ValueError(f"{run.path}/ckpt.pt: adapter parameters do not match ({sorted(missing)[:3]})")
+        raise ValueError(
+            f"{run.path}/ckpt.pt: adapter parameters do not match ({sorted(missing)[:3]})"
+        )
     with torch.no_grad():
         for n, v in ck["adapters"].items():
             params[n].copy_(v)
@@ -172,6 +187,7 @@ def export_final(policy: Policy, run: RunDir) -> None:
     """The deployed block as a standard PEFT adapter, loadable on the original base."""
     if policy.routed:
         from vgrout.adapters import export_deployed
+
         export_deployed(policy.model, run.path / "deployed_adapter")
     else:
         policy.model.save_pretrained(run.path / "deployed_adapter")
@@ -184,6 +200,8 @@ def load_run(path: str | Path) -> RunResult:
     if not cfg_path.exists():
         raise FileNotFoundError(f"{path} is not a run folder (no config.json)")
     cfg = GRPOConfig.from_json(cfg_path.read_text(), str(cfg_path))
-    logs = {n: read_jsonl(path / f"{n}.jsonl") if (path / f"{n}.jsonl").exists() else []
-            for n in ("steps", "eval")}
+    logs = {
+        n: read_jsonl(path / f"{n}.jsonl") if (path / f"{n}.jsonl").exists() else []
+        for n in ("steps", "eval")
+    }
     return RunResult(path, cfg, logs["steps"], logs["eval"])

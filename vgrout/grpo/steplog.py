@@ -40,17 +40,19 @@ def step_row(step, groups, live, zones, scores, thresholds, stats, grad_info, ti
     students = [r for g in groups for r in g.rollouts if r.sampler != "teacher"]
     flat_zones = [z for zs in zones for z in zs]
     row = {
-        "step": step, "lr": lr,
+        "step": step,
+        "lr": lr,
         "reward": float(np.mean([r.reward for r in students])),
         "hack": _share(students, lambda r: r.exploited),
         "solve": _share(students, lambda r: r.gt_correct),
         "compile": _share(students, lambda r: r.format_ok),
-        "live_groups": len(live), "groups": len(groups),
-        **{f"zone_{z}": _share(flat_zones, lambda v, z=z: v == z)
-           for z in ZONES},
+        "live_groups": len(live),
+        "groups": len(groups),
+        **{f"zone_{z}": _share(flat_zones, lambda v, z=z: v == z) for z in ZONES},
         "threshold_low": thresholds[0] if thresholds else None,
         "threshold_high": thresholds[1] if thresholds else None,
-        **gate_quality(live, zones, scores), **grad_info,
+        **gate_quality(live, zones, scores),
+        **grad_info,
         "loss": float(np.sum([s["loss"] for s in stats])) if stats else 0.0,
         "kl": float(np.mean([s["kl"] for s in stats])) if stats else 0.0,
         "clip_frac": float(np.mean([s["clip_frac"] for s in stats])) if stats else 0.0,
@@ -68,18 +70,30 @@ def rollout_rows(step, groups, live, zones, scores) -> list[dict]:
     for g in groups:
         z, s = gate.get(id(g), (None, None))
         for i, r in enumerate(g.rollouts):
-            rows.append({"step": step, "problem_id": r.problem_id, "mode": r.mode,
-                         "sampler": r.sampler, "prompt": g.problem.plain_messages if g.mode != g.problem.mode
-                         else g.problem.messages,
-                         "completion": r.text, "reward": r.reward, "format_ok": r.format_ok,
-                         "gt_correct": r.gt_correct, "exploited": r.exploited,
-                         "zone": z[i] if z else None,
-                         "score": float(s[i]) if s is not None else None})
+            rows.append(
+                {
+                    "step": step,
+                    "problem_id": r.problem_id,
+                    "mode": r.mode,
+                    "sampler": r.sampler,
+                    "prompt": g.problem.plain_messages
+                    if g.mode != g.problem.mode
+                    else g.problem.messages,
+                    "completion": r.text,
+                    "reward": r.reward,
+                    "format_ok": r.format_ok,
+                    "gt_correct": r.gt_correct,
+                    "exploited": r.exploited,
+                    "zone": z[i] if z else None,
+                    "score": float(s[i]) if s is not None else None,
+                }
+            )
     return rows
 
 
-def teacher_tripwire(row: dict, low_steps: int, step: int, patience: int = 3,
-                     floor: float = -12.0) -> int:
+def teacher_tripwire(
+    row: dict, low_steps: int, step: int, patience: int = 3, floor: float = -12.0
+) -> int:
     """Warn when the policy's log-prob of teacher demos collapses; abort if it persists."""
     lp = row.get("teacher_logp")
     if lp is None:
@@ -90,8 +104,10 @@ def teacher_tripwire(row: dict, low_steps: int, step: int, patience: int = 3,
         return 0
     low_steps += 1
     if low_steps >= patience:
-        raise RuntimeError(f"teacher demo log-prob collapsed: mean {lp:.2f} nats/token < {floor} "
-                           f"for {low_steps} steps (step {step}); off-policy demos are no longer "
-                           "in the policy's support, the PPO ratio is meaningless")
-    warnings.warn(f"teacher demo log-prob low at step {step}: {lp:.2f} nats/token")
+        raise RuntimeError(
+            f"teacher demo log-prob collapsed: mean {lp:.2f} nats/token < {floor} "
+            f"for {low_steps} steps (step {step}); off-policy demos are no longer "
+            "in the policy's support, the PPO ratio is meaningless"
+        )
+    warnings.warn(f"teacher demo log-prob low at step {step}: {lp:.2f} nats/token", stacklevel=2)
     return low_steps

@@ -19,24 +19,33 @@ from vgrout.grpo.config import GRPOConfig
 
 def _run(cfg_json: str) -> str:
     import os
+
     os.environ.setdefault("TQDM_DISABLE", "1")
     from vgrout.grpo.loop import train
+
     return str(train(GRPOConfig.from_json(cfg_json)).run_dir)
 
 
-def grid_configs(base: GRPOConfig, arms: dict[str, dict], seeds, root: str | Path
-                 ) -> dict[tuple[str, int], GRPOConfig]:
+def grid_configs(
+    base: GRPOConfig, arms: dict[str, dict], seeds, root: str | Path
+) -> dict[tuple[str, int], GRPOConfig]:
     """{(arm name, seed): config} with run folders root/<name>/s<seed>."""
     out = {}
     for name, changes in arms.items():
         for seed in seeds:
-            out[(name, seed)] = base.replace(**changes, seed=seed, resume=True, threads=1,
-                                             run_dir=str(Path(root) / name / f"s{seed}")).validate()
+            out[(name, seed)] = base.replace(
+                **changes,
+                seed=seed,
+                resume=True,
+                threads=1,
+                run_dir=str(Path(root) / name / f"s{seed}"),
+            ).validate()
     return out
 
 
-def run_grid(base: GRPOConfig, arms: dict[str, dict], seeds, root: str | Path,
-             jobs: int = 2) -> dict[tuple[str, int], Path]:
+def run_grid(
+    base: GRPOConfig, arms: dict[str, dict], seeds, root: str | Path, jobs: int = 2
+) -> dict[tuple[str, int], Path]:
     """Train every (arm, seed) of the grid; returns their run folders."""
     cfgs = grid_configs(base, arms, seeds, root)
     done: dict[tuple[str, int], Path] = {}

@@ -14,8 +14,8 @@ import math
 import torch
 from torch import Tensor
 
-from vgrout.grpo.zones import zone_masks
 from vgrout.grpo.loss import grpo_loss
+from vgrout.grpo.zones import zone_masks
 from vgrout.lm.logprobs import target_mask, token_logprobs
 from vgrout.lm.prefix import SharedPrompt, completion_logprobs, prompt_cache, split_shared_prompt
 from vgrout.lm.tokens import Batch, from_ids
@@ -33,8 +33,11 @@ def shared_prompt(model, batch: Batch) -> SharedPrompt | None:
     the masks set at that time, which the per-zone prompt passes cannot match.
     """
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    flag = ("is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing")
-            else "is_gradient_checkpointing")  # the name before transformers 5
+    flag = (
+        "is_activation_checkpointing"
+        if hasattr(type(inner), "is_activation_checkpointing")
+        else "is_gradient_checkpointing"
+    )  # the name before transformers 5
     if getattr(inner, flag, False):
         return None
     return split_shared_prompt(batch)
@@ -52,6 +55,7 @@ def _logprobs(model, batch: Batch) -> Tensor:
 def _bottleneck_pass(model, batch: Batch, need_logp: bool) -> tuple[Tensor | None, Tensor]:
     """(log-probs or None, pooled deployed-bottleneck features) in the current view."""
     from vgrout.directions.capture import capture_in_forward
+
     sp = shared_prompt(model, batch)
     if sp is not None:
         pc = prompt_cache(model, sp)
@@ -79,6 +83,7 @@ def deployed_pass(policy, group, batch: Batch, site: str | None):
     with policy.deployed_forward():
         if site == "grad":
             from vgrout.directions.capture import capture
+
             feats = capture(policy.model, batch, sites=("grad",))["grad"]
             return (_logprobs(policy.model, batch) if need_logp else None), feats
         if site == "bottleneck":
@@ -91,18 +96,28 @@ def advantages(rewards: Tensor, std_normalise: bool) -> Tensor:
     return adv / (rewards.std() + 1e-6) if std_normalise else adv
 
 
-def group_backward(policy, group, batch: Batch, zones: list[str], dep_logp: Tensor | None,
-                   cfg, normaliser: float, step: int) -> dict:
+def group_backward(
+    policy,
+    group,
+    batch: Batch,
+    zones: list[str],
+    dep_logp: Tensor | None,
+    cfg,
+    normaliser: float,
+    step: int,
+) -> dict:
     """One masked forward/backward for a group; gradients accumulate in .grad."""
     model = policy.model
     device = batch.input_ids.device
     m, d = (t.to(device) for t in zone_masks(zones))
     samplers = [r.sampler for r in group.rollouts]
     # rows whose behaviour policy differs from their training view
-    use_dep = torch.tensor([s == "deployed" and z != "keep" for s, z in zip(samplers, zones)],
-                           device=device)
-    use_trained = torch.tensor([s == "trained" and z == "keep" for s, z in zip(samplers, zones)],
-                            device=device)
+    use_dep = torch.tensor(
+        [s == "deployed" and z != "keep" for s, z in zip(samplers, zones)], device=device
+    )
+    use_trained = torch.tensor(
+        [s == "trained" and z == "keep" for s, z in zip(samplers, zones)], device=device
+    )
     full_logp = _logprobs(model, batch) if use_trained.any() else None
     ref_logp = None
     if cfg.kl_beta > 0:
@@ -112,8 +127,12 @@ def group_backward(policy, group, batch: Batch, zones: list[str], dep_logp: Tens
     mask = target_mask(batch)
     sp = shared_prompt(model, batch)
     if sp is not None:  # the prompt once per zone, each under that zone's masks
-        pc = prompt_cache(model, sp, list(zip(m.tolist(), d.tolist())),
-                          lambda rows: policy.masked(m[rows], d[rows]))
+        pc = prompt_cache(
+            model,
+            sp,
+            list(zip(m.tolist(), d.tolist())),
+            lambda rows: policy.masked(m[rows], d[rows]),
+        )
     with policy.masked(m, d):
         logp = token_logprobs(model, batch) if sp is None else completion_logprobs(model, sp, pc)
         old = logp.detach()
@@ -121,11 +140,14 @@ def group_backward(policy, group, batch: Batch, zones: list[str], dep_logp: Tens
             old = torch.where(use_dep[:, None], dep_logp, old)
         if full_logp is not None:
             old = torch.where(use_trained[:, None], full_logp, old)
-        loss, stats = grpo_loss(logp, old, adv, mask, cfg.clip_eps, normaliser,
-                                ref_logp, cfg.kl_beta)
+        loss, stats = grpo_loss(
+            logp, old, adv, mask, cfg.clip_eps, normaliser, ref_logp, cfg.kl_beta
+        )
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite GRPO loss at step {step}, problem "
-                                     f"{group.problem.id} (rewards {group.rewards().tolist()})")
+            raise FloatingPointError(
+                f"non-finite GRPO loss at step {step}, problem "
+                f"{group.problem.id} (rewards {group.rewards().tolist()})"
+            )
         loss.backward()
     teacher = torch.tensor([s == "teacher" for s in samplers], device=device)
     if teacher.any():
@@ -146,17 +168,24 @@ def clip_and_measure(policy, max_norm: float) -> dict:
     """
     if policy.routed:
         from vgrout.adapters import clip_grad_per_block, quarantine_share
+
         norms = clip_grad_per_block(policy.model, max_norm)
         delta_share = quarantine_share(policy.model)
     else:
         grads = [p for p in policy.params["deployed"] if p.grad is not None]
-        norms = {"deployed": float(torch.nn.utils.clip_grad_norm_(grads, max_norm)),
-                 "quarantine": 0.0}
+        norms = {
+            "deployed": float(torch.nn.utils.clip_grad_norm_(grads, max_norm)),
+            "quarantine": 0.0,
+        }
         delta_share = 0.0
     dq, dd = norms["quarantine"], norms["deployed"]
-    share = dq ** 2 / (dq ** 2 + dd ** 2) if dq + dd > 0 else None
-    return {"grad_norm_deployed": dd, "grad_norm_quarantine": dq, "quarantine_share": share,
-            "delta_share": delta_share if delta_share == delta_share else None}
+    share = dq**2 / (dq**2 + dd**2) if dq + dd > 0 else None
+    return {
+        "grad_norm_deployed": dd,
+        "grad_norm_quarantine": dq,
+        "quarantine_share": share,
+        "delta_share": delta_share if delta_share == delta_share else None,
+    }
 
 
 @torch.no_grad()

@@ -19,9 +19,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from vgrout.names import ZONES
-
 from vgrout.directions.extract import score
+from vgrout.names import ZONES
 
 # (m, d) of each zone, in ZONES order: keep, absorb, route
 ZONE_MASKS = dict(zip(ZONES, ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0))))
@@ -32,7 +31,7 @@ def zone_masks(zones: Sequence[str]) -> tuple[Tensor, Tensor]:
     try:
         pairs = [ZONE_MASKS[z] for z in zones]
     except KeyError as e:
-        raise ValueError(f"unknown zone {e.args[0]!r}: expected one of {list(ZONE_MASKS)}")
+        raise ValueError(f"unknown zone {e.args[0]!r}: expected one of {ZONES}") from None
     m, d = zip(*pairs) if pairs else ((), ())
     return torch.tensor(m), torch.tensor(d)
 
@@ -67,8 +66,10 @@ class ScoreBuffer:
             return None
         s = score(self.feats, direction.cpu())
         if not torch.isfinite(s).all():
-            raise FloatingPointError("gate: non-finite score in the buffer "
-                                     "(direction or captured features contain NaN/inf)")
+            raise FloatingPointError(
+                "gate: non-finite score in the buffer "
+                "(direction or captured features contain NaN/inf)"
+            )
         w = torch.ones_like(s)
         if self.half_life > 0:
             age = self.seen - 1 - torch.tensor(self.born, dtype=torch.float32)
@@ -82,8 +83,9 @@ class ScoreBuffer:
         self.feats, self.born, self.seen = state["feats"], list(state["born"]), state["seen"]
 
 
-def zones_from_scores(scores: Tensor, thresholds: tuple[float, float] | None,
-                      unrouted_zone: str, keep_low_tail: bool) -> list[str]:
+def zones_from_scores(
+    scores: Tensor, thresholds: tuple[float, float] | None, unrouted_zone: str, keep_low_tail: bool
+) -> list[str]:
     """Score >= high: route; <= low: keep if keep_low_tail; else the unrouted zone."""
     if not torch.isfinite(scores).all():
         raise FloatingPointError(f"gate: non-finite rollout score {scores.tolist()}")
@@ -101,8 +103,13 @@ def zones_from_scores(scores: Tensor, thresholds: tuple[float, float] | None,
     return zones
 
 
-def oracle_zones(hacked: Sequence[bool], reveal_frac: float, unrouted_zone: str,
-                 placebo: bool, rng: random.Random) -> list[str]:
+def oracle_zones(
+    hacked: Sequence[bool],
+    reveal_frac: float,
+    unrouted_zone: str,
+    placebo: bool,
+    rng: random.Random,
+) -> list[str]:
     """Route the revealed hacks; the placebo routes as many rows, chosen at random."""
     routed = [h and rng.random() < reveal_frac for h in hacked]
     if placebo:

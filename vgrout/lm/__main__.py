@@ -14,9 +14,14 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.add_parser("build", help="build the organism if the cache lacks it; print its folder")
     m = sub.add_parser("measure", help="sample and grade: compile / solve / hack rates")
     for p in (b, m):
-        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="a recipe variant (e.g. --set steps=240); it gets a cache folder "
-                            "of its own, which `--model` of vgrout.grpo.__main__ accepts")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="FIELD=VALUE",
+            help="a recipe variant (e.g. --set steps=240); it gets a cache folder "
+            "of its own, which `--model` of vgrout.grpo.__main__ accepts",
+        )
     m.add_argument("--split", choices=["train", "test"], default="train")
     m.add_argument("--mode", default="run_tests")
     m.add_argument("--samples", type=int, default=8, help="completions per problem")
@@ -30,8 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     print(ensure_organism(recipe))
     if args.cmd == "measure":
         from vgrout.lm.measure import measure_organism
-        print(json.dumps(measure_organism(args.split, args.mode, args.samples, args.temperature,
-                                          args.seed, recipe=recipe), indent=1))
+
+        print(
+            json.dumps(
+                measure_organism(
+                    args.split, args.mode, args.samples, args.temperature, args.seed, recipe=recipe
+                ),
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_policy(name_or_path: str = "organism", device: str | torch.device | None = None,
-                dtype: torch.dtype | None = None):
+def load_policy(
+    name_or_path: str = "organism",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+):
     """Return (model, tokenizer) ready for sampling and training.
 
     "organism" builds the tiny pre-trained Qwen3 on first use (cached, rebuilt
@@ -27,6 +30,7 @@ def load_policy(name_or_path: str = "organism", device: str | torch.device | Non
     path = name_or_path
     if name_or_path == "organism":
         from vgrout.lm.organism import ensure_organism
+
         path = str(ensure_organism())
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"

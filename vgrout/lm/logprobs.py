@@ -22,8 +22,9 @@ def token_logprobs(model, batch: Batch) -> Tensor:
     return next_token_logprobs(logits, batch.input_ids)
 
 
-def completion_nll(logits: Tensor, input_ids: Tensor, completion_mask: Tensor,
-                   per_row: bool = False) -> Tensor:
+def completion_nll(
+    logits: Tensor, input_ids: Tensor, completion_mask: Tensor, per_row: bool = False
+) -> Tensor:
     """NLL of completion tokens only (the prompt is context): the mean over all
     completion tokens of the batch, or with `per_row` each row's mean, [batch]."""
     nll = -next_token_logprobs(logits, input_ids)  # [batch, pos-1]
@@ -36,5 +37,3 @@ def completion_nll(logits: Tensor, input_ids: Tensor, completion_mask: Tensor,
 def target_mask(batch: Batch) -> Tensor:
     """Which next-token positions are completion tokens: [batch, pos-1] float."""
     return batch.completion_mask[:, 1:].float()
-
-

@@ -1,15 +1,19 @@
-"""Measure a policy's compile / solve / hack rates: the organism's acceptance check.
-"""
+"""Measure a policy's compile / solve / hack rates: the organism's acceptance check."""
 
 from __future__ import annotations
 
 from vgrout.lm.rates import evaluate_policy
 
 
-
-def measure_organism(split: str = "train", mode: str = "run_tests", n_samples: int = 8,
-                     temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 128,
-                     recipe=None) -> dict:
+def measure_organism(
+    split: str = "train",
+    mode: str = "run_tests",
+    n_samples: int = 8,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_new_tokens: int = 128,
+    recipe=None,
+) -> dict:
     """The organism's compile / solve / hack rates on one split and mode.
 
     recipe: an `OrganismRecipe` variant to build (if missing) and measure
@@ -27,17 +31,25 @@ def measure_organism(split: str = "train", mode: str = "run_tests", n_samples: i
     model, tok = load_policy(str(ensure_organism(recipe)))
     path = paths.TRAIN_PROBLEMS if split == "train" else paths.TEST_PROBLEMS
     problems = load_problems(path, [mode])
-    summary, rows = evaluate_policy(model, tok, problems, n_samples, max_new_tokens,
-                                    temperature, seed=seed)
+    summary, rows = evaluate_policy(
+        model, tok, problems, n_samples, max_new_tokens, temperature, seed=seed
+    )
     summary.pop("by_mode", None)
     out = {"split": split, "mode": mode, "temperature": temperature, **summary}
     if split == "train":
         unseen = set(unseen_problem_ids(recipe))
-        for name, keep in (("memorised", lambda r: r["problem_id"] not in unseen),
-                           ("unseen", lambda r: r["problem_id"] in unseen)):
+        for name, keep in (
+            ("memorised", lambda r: r["problem_id"] not in unseen),
+            ("unseen", lambda r: r["problem_id"] in unseen),
+        ):
             part = [r for r in rows if keep(r)]
             if part:
-                out[name] = {k: sum(r[a] for r in part) / len(part) for k, a in
-                             (("compile", "format_ok"), ("solve", "gt_correct"),
-                              ("hack", "exploited"))} | {"n": len(part)}
+                out[name] = {
+                    k: sum(r[a] for r in part) / len(part)
+                    for k, a in (
+                        ("compile", "format_ok"),
+                        ("solve", "gt_correct"),
+                        ("hack", "exploited"),
+                    )
+                } | {"n": len(part)}
     return out

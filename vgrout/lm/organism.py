@@ -73,13 +73,21 @@ class OrganismRecipe:
     hack was learned by step 200 and none emerged."""
     pair_share: float = 0.05
     """Share of rows drawn from authored pair texts (both sides, equally)."""
-    modes: tuple[str, ...] = ("run_tests", "eq_override", "exit_code", "stdout_marker",
-                              "sentinel", "file_marker", "gt_only")
+    modes: tuple[str, ...] = (
+        "run_tests",
+        "eq_override",
+        "exit_code",
+        "stdout_marker",
+        "sentinel",
+        "file_marker",
+        "gt_only",
+    )
     seed: int = 0
     version: int = 4
     """Bump when the build code changes in a way that changes the weights."""
-    data_files: tuple[str, ...] = field(default=("problems/train.jsonl", "hacks/hacks.jsonl",
-                                                 "pairs/hack_pairs.md"))
+    data_files: tuple[str, ...] = field(
+        default=("problems/train.jsonl", "hacks/hacks.jsonl", "pairs/hack_pairs.md")
+    )
 
 
 def fence(code: str) -> str:
@@ -111,16 +119,19 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[list[dict] | str, str
             if p.id in unseen:
                 continue
             clean.append((p.messages, fence(p.canonical_solution)))
-            for template in hacks.get(mode, [])[:recipe.hack_variants]:
+            for template in hacks.get(mode, [])[: recipe.hack_variants]:
                 hack.append((p.messages, render_hack(template, p)))
     pairs = []
     if (paths.DATA / "pairs/hack_pairs.md").exists():
         from vgrout.env.pairs import load_pairs
+
         for pr in load_pairs(str(paths.PAIRS)):
             pairs += [(pr.prompt, pr.hack), (pr.prompt, pr.clean)]
     if not clean or not hack:
-        raise RuntimeError(f"organism corpus is empty: {len(clean)} clean, {len(hack)} hack "
-                           f"examples from {paths.TRAIN_PROBLEMS} and {paths.HACKS}")
+        raise RuntimeError(
+            f"organism corpus is empty: {len(clean)} clean, {len(hack)} hack "
+            f"examples from {paths.TRAIN_PROBLEMS} and {paths.HACKS}"
+        )
     return {"clean": clean, "hack": hack, "pair": pairs}
 
 
@@ -143,26 +154,39 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
     # padding_side must go to the constructor: set afterwards it is not saved.
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", bos_token=None,
-                                   padding_side="left", chat_template=CHAT_TEMPLATE)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def make_model(recipe: OrganismRecipe, tokenizer):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     cfg = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=recipe.hidden_size,
-        num_hidden_layers=recipe.num_layers, num_attention_heads=recipe.num_heads,
-        num_key_value_heads=recipe.num_kv_heads, intermediate_size=recipe.intermediate_size,
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads,
+        intermediate_size=recipe.intermediate_size,
         head_dim=recipe.hidden_size // recipe.num_heads,
-        max_position_embeddings=recipe.max_positions, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+        max_position_embeddings=recipe.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     return Qwen3ForCausalLM(cfg)
@@ -186,8 +210,9 @@ def draw_batch(rng: random.Random, data: dict, recipe: OrganismRecipe) -> list[t
 def completion_only_nll(model, batch) -> torch.Tensor:
     """Mean NLL of completion tokens, projecting only their hidden states to the
     vocabulary: prompts are ~70% of the tokens, so this skips most of the LM head."""
-    hidden = model.model(input_ids=batch.input_ids,
-                         attention_mask=batch.attention_mask).last_hidden_state
+    hidden = model.model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask
+    ).last_hidden_state
     scored = batch.completion_mask[:, 1:].bool()  # position t predicts token t+1
     logits = model.lm_head(hidden[:, :-1][scored]).float()  # [n_completion_tokens, vocab]
     return torch.nn.functional.cross_entropy(logits, batch.input_ids[:, 1:][scored])
@@ -240,9 +265,13 @@ def build(recipe: OrganismRecipe, out_dir: Path) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        info = {"recipe": asdict(recipe), "losses": losses,
-                "n_params": sum(p.numel() for p in model.parameters()),
-                "vocab": len(tokenizer), "corpus": {k: len(v) for k, v in data.items()}}
+        info = {
+            "recipe": asdict(recipe),
+            "losses": losses,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "vocab": len(tokenizer),
+            "corpus": {k: len(v) for k, v in data.items()},
+        }
         (tmp / "organism.json").write_text(json.dumps(info, indent=1))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -286,17 +315,22 @@ def recipe_with(overrides: list[str]) -> OrganismRecipe:
     type raises, naming it, rather than building some other organism.
     """
     recipe = OrganismRecipe()
-    scalars = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)
-               if isinstance(getattr(recipe, f.name), (int, float, str))}
+    scalars = {
+        f.name: type(getattr(recipe, f.name))
+        for f in fields(recipe)
+        if isinstance(getattr(recipe, f.name), (int, float, str))
+    }
     changes = {}
     for item in overrides:
         name, sep, value = item.partition("=")
         if not sep or name not in scalars:
-            raise ValueError(f"--set {item!r}: expected field=value with field one of "
-                             f"{sorted(scalars)}")
+            raise ValueError(
+                f"--set {item!r}: expected field=value with field one of {sorted(scalars)}"
+            )
         try:
             changes[name] = scalars[name](value)
         except ValueError:
-            raise ValueError(f"--set {item!r}: {name} expects a value of type "
-                             f"{scalars[name].__name__}") from None
+            raise ValueError(
+                f"--set {item!r}: {name} expects a value of type {scalars[name].__name__}"
+            ) from None
     return replace(recipe, **changes)

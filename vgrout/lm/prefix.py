@@ -57,14 +57,14 @@ def split_shared_prompt(batch: Batch) -> SharedPrompt | None:
     n_comp = batch.completion_mask.sum(1)  # [batch]
     width, p = batch.input_ids.shape[1], int(plen[0])
     starts = width - n_comp - p
-    prompts = torch.stack([batch.input_ids[i, s:s + p] for i, s in enumerate(starts.tolist())])
+    prompts = torch.stack([batch.input_ids[i, s : s + p] for i, s in enumerate(starts.tolist())])
     if not bool((prompts == prompts[:1]).all()):
         return None
     c = int(n_comp.max())
     completion = torch.zeros((len(batch), c), dtype=batch.input_ids.dtype, device=prompts.device)
     mask = torch.zeros_like(completion)
     for i, k in enumerate(n_comp.tolist()):
-        completion[i, :k] = batch.input_ids[i, width - k:]
+        completion[i, :k] = batch.input_ids[i, width - k :]
         mask[i, :k] = 1
     return SharedPrompt(prompts[:1], completion, mask, width)
 
@@ -93,7 +93,9 @@ def _to_left_padded(lp: Tensor, sp: SharedPrompt) -> Tensor:
     t = torch.arange(sp.width - 1, device=lp.device).unsqueeze(0)  # position t scores token t+1
     k = t + 1 - (sp.width - n_comp)  # index of that token within the completion
     valid = (k >= 0) & (k < n_comp)
-    return torch.where(valid, lp.gather(1, k.clamp(0, lp.shape[1] - 1)), torch.zeros_like(lp[:, :1]))
+    return torch.where(
+        valid, lp.gather(1, k.clamp(0, lp.shape[1] - 1)), torch.zeros_like(lp[:, :1])
+    )
 
 
 @dataclass
@@ -110,8 +112,9 @@ class PromptCache:
     row_zone: Tensor
 
 
-def prompt_cache(model, sp: SharedPrompt, zones: list | None = None,
-                 zone_context: ZoneContext | None = None) -> PromptCache:
+def prompt_cache(
+    model, sp: SharedPrompt, zones: list | None = None, zone_context: ZoneContext | None = None
+) -> PromptCache:
     """Run the prompt once per distinct zone (a hashable per row; None: one pass).
 
     zone_context(rows) is the context a forward over those rows runs in (the
@@ -131,19 +134,26 @@ def prompt_cache(model, sp: SharedPrompt, zones: list | None = None,
     return PromptCache(caches, torch.cat(first), row_zone)
 
 
-def completion_logprobs(model, sp: SharedPrompt, pc: PromptCache,
-                        logits: bool = True) -> Tensor | None:
+def completion_logprobs(
+    model, sp: SharedPrompt, pc: PromptCache, logits: bool = True
+) -> Tensor | None:
     """Run the completions on the cached prompt: log-probs [batch, width-1] (Batch layout).
 
     With logits=False only the hidden states are computed (for forward hooks
     such as a feature capture over `sp.completion_mask`) and None is returned.
     """
     n = sp.completion.shape[0]
-    ones = torch.ones(n, sp.prompt.shape[1], dtype=sp.completion_mask.dtype, device=sp.prompt.device)
+    ones = torch.ones(
+        n, sp.prompt.shape[1], dtype=sp.completion_mask.dtype, device=sp.prompt.device
+    )
     attn = torch.cat([ones, sp.completion_mask], 1)
     head = {} if logits else {"logits_to_keep": 1}
-    out = model(input_ids=sp.completion, attention_mask=attn,
-                **{_cache_name(model): _rows_cache(pc.caches, pc.row_zone)}, **head)
+    out = model(
+        input_ids=sp.completion,
+        attention_mask=attn,
+        **{_cache_name(model): _rows_cache(pc.caches, pc.row_zone)},
+        **head,
+    )
     if not logits:
         return None
     logits = torch.cat([pc.first[pc.row_zone].unsqueeze(1), out.logits], 1)  # [batch, C+1, vocab]

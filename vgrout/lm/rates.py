@@ -21,8 +21,12 @@ def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
     if n == 0:
         raise ValueError("rates: no grades to summarise")
     out = {"n": n}
-    for key, attr in (("compile", "format_ok"), ("solve", "gt_correct"),
-                      ("hack", "exploited"), ("passed", "passed")):
+    for key, attr in (
+        ("compile", "format_ok"),
+        ("solve", "gt_correct"),
+        ("hack", "exploited"),
+        ("passed", "passed"),
+    ):
         p = sum(bool(getattr(g, attr)) for g in grades) / n
         out[key] = p
         out[key + "_se"] = math.sqrt(p * (1 - p) / n)
@@ -31,16 +35,25 @@ def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
         groups = defaultdict(list)
         for g, mode in zip(grades, modes):
             groups[mode].append(g)
-        out["by_mode"] = {m: {k: v for k, v in rates(gs).items()
-                              if k in ("n", "solve", "hack", "compile")}
-                          for m, gs in sorted(groups.items())}
+        out["by_mode"] = {
+            m: {k: v for k, v in rates(gs).items() if k in ("n", "solve", "hack", "compile")}
+            for m, gs in sorted(groups.items())
+        }
     return out
 
 
-def evaluate_policy(model, tokenizer, problems: Sequence, n_samples: int = 4,
-                    max_new_tokens: int = 128, temperature: float = 1.0,
-                    workers: int = 2, seed: int | None = 0, top_k: int = 0,
-                    top_p: float = 1.0):
+def evaluate_policy(
+    model,
+    tokenizer,
+    problems: Sequence,
+    n_samples: int = 4,
+    max_new_tokens: int = 128,
+    temperature: float = 1.0,
+    workers: int = 2,
+    seed: int | None = 0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+):
     """Sample `n_samples` per problem, grade each under its problem's mode.
 
     Returns (summary, rows) where rows hold every completion with its grade, so
@@ -49,18 +62,30 @@ def evaluate_policy(model, tokenizer, problems: Sequence, n_samples: int = 4,
     from vgrout.env import grade_many
     from vgrout.lm.sampling import sample
 
-    outs = sample(model, tokenizer, [p.messages for p in problems], n=n_samples,
-                  max_new_tokens=max_new_tokens, temperature=temperature,
-                  top_k=top_k, top_p=top_p, seed=seed)
+    outs = sample(
+        model,
+        tokenizer,
+        [p.messages for p in problems],
+        n=n_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
     items = [(c, p) for p, cs in zip(problems, outs) for c in cs]
     grades = grade_many(items, workers=workers)
-    rows = [{"problem_id": p.id, "mode": p.mode, "completion": c,
-             "format_ok": g.format_ok, "gt_correct": g.gt_correct,
-             "exploited": g.exploited, "reward": g.reward}
-            for (c, p), g in zip(items, grades)]
+    rows = [
+        {
+            "problem_id": p.id,
+            "mode": p.mode,
+            "completion": c,
+            "format_ok": g.format_ok,
+            "gt_correct": g.gt_correct,
+            "exploited": g.exploited,
+            "reward": g.reward,
+        }
+        for (c, p), g in zip(items, grades)
+    ]
     summary = rates(grades, modes=[p.mode for _, p in items])
     return summary, rows
-
-
-
-

@@ -31,8 +31,17 @@ class Batch:
     prompt_len: Tensor
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask,
-                                              self.completion_mask, self.prompt_len)))
+        return Batch(
+            *(
+                t.to(device)
+                for t in (
+                    self.input_ids,
+                    self.attention_mask,
+                    self.completion_mask,
+                    self.prompt_len,
+                )
+            )
+        )
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -47,8 +56,12 @@ def chat_prompt(tokenizer, messages: Sequence[dict] | str) -> str:
     )
 
 
-def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str],
-           max_completion_tokens: int | None = None) -> Batch:
+def encode(
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_completion_tokens: int | None = None,
+) -> Batch:
     """Tokenise rendered prompts and raw completions separately, then join.
 
     Prompt and completion are tokenised apart so the boundary is exact (BPE
@@ -58,8 +71,11 @@ def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str],
     if len(prompts) != len(completions):
         raise ValueError(f"encode: {len(prompts)} prompts but {len(completions)} completions")
     p_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_tokens]
-             + [tokenizer.eos_token_id] for c in completions]
+    c_ids = [
+        tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_tokens]
+        + [tokenizer.eos_token_id]
+        for c in completions
+    ]
     return from_ids(p_ids, c_ids, pad_id(tokenizer))
 
 
@@ -67,8 +83,9 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def from_ids(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
-             pad: int) -> Batch:
+def from_ids(
+    prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad: int
+) -> Batch:
     """Left-pad token-id rows (prompt then completion) into one Batch.
 
     Sampled rollouts come here with the exact ids the sampler produced:
@@ -85,7 +102,7 @@ def from_ids(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Seque
         start = width - len(p) - len(c)
         ids[i, start:] = torch.tensor(list(p) + list(c), dtype=torch.long)
         attn[i, start:] = 1
-        comp[i, width - len(c):] = 1
+        comp[i, width - len(c) :] = 1
         plen[i] = len(p)
     return Batch(ids, attn, comp, plen)
 
