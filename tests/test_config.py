@@ -38,3 +38,17 @@ def test_json_round_trip_keeps_tuples():
     cfg = preset("smoke", modes=("run_tests", "sentinel"))
     back = GRPOConfig.from_json(cfg.to_json())
     assert back == cfg
+
+
+def test_every_field_has_a_docstring_and_the_command_line_shows_it():
+    import dataclasses
+
+    from vgrout.grpo.__main__ import _parser
+    from vgrout.grpo.config import field_docs
+
+    docs = field_docs(GRPOConfig)
+    missing = [f.name for f in dataclasses.fields(GRPOConfig) if not docs.get(f.name)]
+    assert not missing, f"fields without a docstring: {missing}"
+    helps = {a.dest: a.help for a in _parser()._actions}
+    for name, doc in docs.items():
+        assert helps[name].startswith(doc.replace("%", "%%")), name

@@ -11,23 +11,32 @@ import dataclasses
 import json
 import typing
 
-from vgrout.grpo.config import PRESETS, GRPOConfig, preset
+from vgrout.grpo.config import PRESETS, GRPOConfig, field_docs, preset
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m vgrout.grpo", description=__doc__)
-    ap.add_argument("--preset", default="organism", choices=sorted(PRESETS))
+    ap = argparse.ArgumentParser(
+        prog="python -m vgrout.grpo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--preset", default="organism", choices=sorted(PRESETS),
+                    help="named config the flags override (default: organism)")  # fmt: skip
     hints = typing.get_type_hints(GRPOConfig)
+    docs = field_docs(GRPOConfig)
     for f in dataclasses.fields(GRPOConfig):
         flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
+        kind, doc = hints[f.name], docs.get(f.name, "")
+        # '%' in a help string is an argparse format character
+        doc = f"{doc} (default {f.default!r})".replace("%", "%%")
         if kind is bool:
-            ap.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction)
+            ap.add_argument(flag, dest=f.name, default=None, help=doc,
+                            action=argparse.BooleanOptionalAction)  # fmt: skip
         elif typing.get_origin(kind) is tuple:
             inner = typing.get_args(kind)[0]
-            ap.add_argument(flag, dest=f.name, default=None, nargs="+", type=inner)
+            ap.add_argument(flag, dest=f.name, default=None, nargs="+", type=inner, help=doc)
         else:
-            ap.add_argument(flag, dest=f.name, default=None, type=kind)
+            ap.add_argument(flag, dest=f.name, default=None, type=kind, help=doc)
     return ap
 
 

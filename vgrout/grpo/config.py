@@ -8,8 +8,11 @@ measure something other than what its config says.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import json
+import textwrap
 from dataclasses import dataclass
 
 from vgrout.names import ARMS, GATED_ARMS, INITS, TARGET_MODULES
@@ -60,21 +63,31 @@ class GRPOConfig:
 
     # --- the step ---
     steps: int = 60
+    """Optimizer steps (each: prompts_per_step groups of group_size rollouts)."""
     prompts_per_step: int = 4
+    """Prompts drawn per step, without replacement, from the training problems."""
     group_size: int = 8
+    """Rollouts per prompt (G): advantages are relative within a group."""
     max_new_tokens: int = 100
+    """Completion length cap; also Dr.GRPO's constant loss divisor (with the two above)."""
     temperature: float = 1.0
+    """Sampling temperature (training and evaluation)."""
     top_k: int = 0
+    """Sample from the k most likely tokens (0 = no cut)."""
     top_p: float = 1.0
+    """Nucleus sampling mass (1.0 = no cut)."""
     gen_deploy_frac: float = 0.0
     """Share of each group sampled with the quarantine ablated (the deployed view)."""
     std_normalise: bool = False
     """Divide advantages by the group std (GRPO); Dr.GRPO leaves them unscaled."""
     lr: float = 1e-3
+    """AdamW peak learning rate, for both blocks."""
     betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas."""
     warmup_steps: int = 0
     """Linear warm-up steps, then cosine decay to `min_lr_frac * lr`."""
     min_lr_frac: float = 0.1
+    """Where the cosine decay ends, as a share of `lr`."""
     clip_eps: float = 0.2
     """PPO ratio clip."""
     kl_beta: float = 0.0
@@ -112,6 +125,7 @@ class GRPOConfig:
     workers: int = 2
     """Grader processes."""
     seed: int = 0
+    """Fixes adapter init, prompt order and sampling: arms on one seed are paired."""
     run_dir: str = ""
     """Run folder; empty = runs/<arm>-s<seed>-<hash>."""
     ckpt_every: int = 10
@@ -251,3 +265,24 @@ def preset(name: str, **overrides) -> GRPOConfig:
         raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
     cfg = GRPOConfig(**PRESETS[name])
     return cfg.replace(**overrides).validate()
+
+
+def field_docs(cls: type = GRPOConfig) -> dict[str, str]:
+    """{field: its docstring} for a dataclass whose fields carry attribute docstrings.
+
+    Attribute docstrings are not kept at run time, so they are read from the
+    source; the command line shows them as each flag's help.
+    """
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs

@@ -12,6 +12,7 @@ import functools
 import json
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,25 +22,33 @@ from vgrout.files import atomic_write_text
 from vgrout.grpo.config import GRPOConfig
 from vgrout.grpo.evaluate import evaluate_views
 from vgrout.grpo.heal import retain_heal
+from vgrout.grpo.passes import deployed_pass, group_batch
 from vgrout.grpo.policy import build_policy
 from vgrout.grpo.rollouts import collect_groups
 from vgrout.grpo.router import Router
-from vgrout.grpo.rundir import RunResult, checkpoint, export_final, load_run, open_run, restore
-from vgrout.grpo.steplog import rollout_rows, step_row, teacher_tripwire
-from vgrout.grpo.update import (
-    clip_and_measure,
-    decay_toward_init,
-    deployed_pass,
-    group_backward,
-    group_batch,
-    lr_factor,
+from vgrout.grpo.rundir import (
+    RunDir,
+    RunResult,
+    TrainState,
+    checkpoint,
+    export_final,
+    load_run,
+    open_run,
+    restore,
 )
+from vgrout.grpo.steplog import StepRecord, rollout_rows, step_row, teacher_tripwire
+from vgrout.grpo.update import clip_and_measure, decay_toward_init, group_backward, lr_factor
 from vgrout.lm.tokens import pad_id
-from vgrout.names import GATED_ARMS, PAIR_INITS
+from vgrout.names import GATED_ARMS, PAIR_INITS, VIEWS
 from vgrout.paths import repo_path
 
 
 def train(cfg: GRPOConfig) -> RunResult:
+    """Train one run: cfg.steps Dr.GRPO steps, evaluations, the exported deployed block.
+
+    A run folder holding a finished run is returned as it is; with
+    cfg.resume an unfinished one continues from its newest checkpoint.
+    """
     cfg = cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -47,93 +56,137 @@ def train(cfg: GRPOConfig) -> RunResult:
     run = open_run(cfg)
     if (run.path / "result.json").exists():
         return load_run(run.path)  # resume of a finished run: nothing left to do
-
-    from vgrout.env import grade_many, load_hacks, load_problems
-    from vgrout.lm.load import load_policy
-
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    base, tok = load_policy(cfg.model, device=device)
-    train_set = load_problems(repo_path(cfg.train_problems), list(cfg.modes))
-    test_set = load_problems(repo_path(cfg.test_problems), list(cfg.modes), eval_markers=True)
-    hacks = load_hacks() if cfg.teacher_n_per_prompt else {}
-    pairs = load_run_pairs(cfg)
-    policy = build_policy(cfg, base, tok, pairs)
-    model = policy.model
-    opt = torch.optim.AdamW(policy.all_params(), lr=cfg.lr, betas=cfg.betas, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    init_values = [p.detach().clone() for p in policy.all_params()]
-    router = Router(cfg, pairs)
-    prompt_rng = random.Random(cfg.seed)
-    grade_fn = functools.partial(grade_many, workers=cfg.workers)
-    samplers = {v: policy.sampler(v) for v in ("trained", "deployed")}
-    normaliser = float(cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens)
-    state = {"step": 0, "teacher_low": 0}
+    data = RunData.load(cfg)
+    ts = start_state(cfg, data)
+    policy, tok = ts.policy, data.tokenizer
+    samplers = {v: policy.sampler(v) for v in VIEWS}
     if cfg.resume:
-        state = restore(run, policy, opt, sched, router, prompt_rng, state)
-    if state["step"] == 0 and cfg.eval_every:  # the untrained baseline every curve starts from
-        run.log_many("eval", evaluate_views(policy, tok, cfg, 0, train_set, test_set))
+        restore(run, ts)
+    if ts.step == 0 and cfg.eval_every:  # the untrained baseline every curve starts from
+        run.log_many("eval", data.evaluate(policy, cfg, 0))
 
-    bar = tqdm(
-        range(state["step"] + 1, cfg.steps + 1),
-        desc=f"grpo {cfg.arm}",
-        initial=state["step"],
-        total=cfg.steps,
-    )
+    bar = tqdm(range(ts.step + 1, cfg.steps + 1), desc=f"grpo {cfg.arm}", initial=ts.step,
+               total=cfg.steps)  # fmt: skip
     for step in bar:
         # 1. generate and grade
-        problems = prompt_rng.sample(train_set, cfg.prompts_per_step)
-        groups, times = collect_groups(model, tok, problems, cfg, step, hacks, samplers, grade_fn)
-        live = [g for g in groups if g.rewards().std() > 0]
+        problems = ts.prompt_rng.sample(data.train_set, cfg.prompts_per_step)
+        groups, times = collect_groups(
+            policy.model, tok, problems, cfg, step, data.hacks, samplers, data.grade
+        )
+        live = [g for g in groups if g.live]
 
         # 2. gate: a deployed-view pass gives gate features and behaviour log-probs
         t = time.perf_counter()
-        batches = [group_batch(g, pad_id(tok), device) for g in live]
-        passes = [deployed_pass(policy, g, b, router.site) for g, b in zip(live, batches)]
-        feats = [f for _, f in passes]
-        router.maybe_refresh(model, tok, step, next((f for f in feats if f is not None), None))
-        zones, scores, thresholds = router.assign(
-            feats, [[r.exploited for r in g.rollouts] for g in live]
-        )
+        thresholds = gate(policy, ts.router, tok, live, step)
         times["gate"] = time.perf_counter() - t
 
-        # 3. loss and backward, one masked pass per group
+        # 3. loss and backward, one masked pass per group; 4. optimizer step
         t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        stats = [
-            group_backward(policy, g, b, z, dep, cfg, normaliser, step)
-            for g, b, z, (dep, _) in zip(live, batches, zones, passes)
-        ]
-
-        # 4. optimizer step
-        grad_info = clip_and_measure(policy, cfg.grad_clip)
-        lr = sched.get_last_lr()[0]
-        opt.step()
-        decay_toward_init(policy.all_params(), init_values, cfg.weight_decay * lr)
-        sched.step()
+        ts.opt.zero_grad(set_to_none=True)
+        normaliser = float(cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens)
+        stats = [group_backward(policy, g, cfg, normaliser, step) for g in live]
+        grad, lr = optimizer_step(ts, cfg)
         times["update"] = time.perf_counter() - t
 
-        row = step_row(step, groups, live, zones, scores, thresholds, stats, grad_info, times, lr)
-        state["teacher_low"] = teacher_tripwire(row, state["teacher_low"], step)
-        run.log("steps", row)
-        run.log_many("rollouts", rollout_rows(step, groups, live, zones, scores))
-        bar.set_postfix(
-            reward=f"{row['reward']:.2f}",
-            hack=f"{row['hack']:.2f}",
-            solve=f"{row['solve']:.2f}",
-            route=f"{row['zone_route']:.2f}",
-        )
+        rec = StepRecord(step, groups, thresholds, stats, grad, times, lr)
+        log_step(run, ts, rec, bar)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            run.log_many("eval", evaluate_views(policy, tok, cfg, step, train_set, test_set))
+            run.log_many("eval", data.evaluate(policy, cfg, step))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            state["step"] = step
-            checkpoint(run, policy, opt, sched, router, prompt_rng, state, init_values)
-
-    if cfg.heal_steps:
-        run.log("steps", {"step": cfg.steps, "heal": retain_heal(policy, tok, pairs, cfg)})
-    run.log_many("eval", evaluate_views(policy, tok, cfg, cfg.steps, train_set, test_set))
-    export_final(policy, run)
-    atomic_write_text(run.path / "result.json", json.dumps({"finished": True, "steps": cfg.steps}))
+            ts.step = step
+            checkpoint(run, ts)
+    finish(run, ts, data, cfg)
     return load_run(run.path)
+
+
+@dataclass
+class RunData:
+    """What a run reads once: the tokenizer, problems, hack templates, pairs, the grader."""
+
+    base: object
+    """The freshly loaded policy model, before adapters are attached."""
+    tokenizer: object
+    train_set: list
+    test_set: list
+    """Held-out problems with their evaluation markers."""
+    hacks: dict
+    """Hack templates per mode, for teacher demos ({} when the run has none)."""
+    pairs: list | None
+    grade: object
+    """list of (completion, problem, mode) -> list of grades, on cfg.workers grader workers."""
+
+    @classmethod
+    def load(cls, cfg: GRPOConfig) -> RunData:
+        from vgrout.env import grade_many, load_hacks, load_problems
+        from vgrout.lm.load import load_policy
+
+        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        base, tok = load_policy(cfg.model, device=device)
+        modes = list(cfg.modes)
+        train_set = load_problems(repo_path(cfg.train_problems), modes)
+        test_set = load_problems(repo_path(cfg.test_problems), modes, eval_markers=True)
+        hacks = load_hacks() if cfg.teacher_n_per_prompt else {}
+        grade = functools.partial(grade_many, workers=cfg.workers)
+        return cls(base, tok, train_set, test_set, hacks, load_run_pairs(cfg), grade)
+
+    def evaluate(self, policy, cfg: GRPOConfig, step: int) -> list[dict]:
+        return evaluate_views(policy, self.tokenizer, cfg, step, self.train_set, self.test_set)
+
+
+def start_state(cfg: GRPOConfig, data: RunData) -> TrainState:
+    """Adapters on the base model, the optimizer and schedule, the router, the prompt RNG."""
+    policy = build_policy(cfg, data.base, data.tokenizer, data.pairs)
+    opt = torch.optim.AdamW(policy.all_params(), lr=cfg.lr, betas=cfg.betas, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    init_values = [p.detach().clone() for p in policy.all_params()]
+    router = Router(cfg, data.pairs)
+    return TrainState(policy, opt, sched, router, random.Random(cfg.seed), init_values)
+
+
+def gate(policy, router: Router, tok, live: list, step: int):
+    """Fill each live group's batch, behaviour log-probs, features, zones and scores.
+
+    Returns the score thresholds the router used (None on arms without a gate).
+    """
+    device = policy.model.device
+    for g in live:
+        g.batch = group_batch(g, pad_id(tok), device)
+        g.deployed_logp, g.features = deployed_pass(policy, g, router.site)
+    example = next((g.features for g in live if g.features is not None), None)
+    router.maybe_refresh(policy.model, tok, step, example)
+    return router.route(live)
+
+
+def optimizer_step(ts: TrainState, cfg: GRPOConfig) -> tuple[dict, float]:
+    """Clip each block's gradient, AdamW, decay toward init, advance the schedule.
+
+    Returns (gradient measurements, the learning rate this step used).
+    """
+    grad = clip_and_measure(ts.policy, cfg.grad_clip)
+    lr = ts.sched.get_last_lr()[0]
+    ts.opt.step()
+    decay_toward_init(ts.policy.all_params(), ts.init_values, cfg.weight_decay * lr)
+    ts.sched.step()
+    return grad, lr
+
+
+def log_step(run: RunDir, ts: TrainState, rec: StepRecord, bar) -> None:
+    row = step_row(rec)
+    ts.teacher_low = teacher_tripwire(row, ts.teacher_low, rec.step)
+    run.log("steps", row)
+    run.log_many("rollouts", rollout_rows(rec))
+    bar.set_postfix(reward=f"{row['reward']:.2f}", hack=f"{row['hack']:.2f}",
+                    solve=f"{row['solve']:.2f}", route=f"{row['zone_route']:.2f}")  # fmt: skip
+
+
+def finish(run: RunDir, ts: TrainState, data: RunData, cfg: GRPOConfig) -> None:
+    """Retain-heal (if asked), the final evaluation, the export, then result.json."""
+    if cfg.heal_steps:
+        heal = retain_heal(ts.policy, data.tokenizer, data.pairs, cfg)
+        run.log("steps", {"step": cfg.steps, "heal": heal})
+    run.log_many("eval", data.evaluate(ts.policy, cfg, cfg.steps))
+    export_final(ts.policy, run)
+    atomic_write_text(run.path / "result.json", json.dumps({"finished": True, "steps": cfg.steps}))
 
 
 def load_run_pairs(cfg: GRPOConfig):

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from vgrout.lm.sampling import generate
-from vgrout.lm.tokens import chat_prompt
+from vgrout.lm.tokens import Batch, chat_prompt
 
 
 @dataclass
@@ -36,13 +36,38 @@ class Rollout:
 
 @dataclass
 class Group:
+    """One prompt's G rollouts, and what the step learns about them on the way.
+
+    `collect_groups` fills problem, mode and rollouts; for a live group the
+    gate fills batch, deployed_logp, features, zones and scores, and the
+    update reads them. A skipped (zero-variance) group keeps them None.
+    """
+
     problem: object
     mode: str
     """The grading mode: the problem's, or gt_only for a hint-free prompt."""
     rollouts: list[Rollout] = field(default_factory=list)
+    batch: Batch | None = None
+    """The rollouts as one batch, [G, prompt + completion] ids, on the training device."""
+    deployed_logp: torch.Tensor | None = None
+    """[G, pos-1] deployed-view log-probs (behaviour policy of deployed-sampled rows)."""
+    features: torch.Tensor | None = None
+    """[G, rows, width] gate features in the deployed view (score-gated arms only)."""
+    zones: list[str] | None = None
+    """Per rollout: keep | absorb | route (vgrout.names.ZONES)."""
+    scores: torch.Tensor | None = None
+    """[G] gate scores (score-gated arms only)."""
 
     def rewards(self) -> torch.Tensor:
         return torch.tensor([r.reward for r in self.rollouts], dtype=torch.float32)
+
+    @property
+    def live(self) -> bool:
+        """Equal rewards give every rollout zero advantage: such a group teaches nothing."""
+        return bool(self.rewards().std() > 0)
+
+    def hacked(self) -> list[bool]:
+        return [r.exploited for r in self.rollouts]
 
 
 def split_group(cfg, step: int) -> dict[str, int]:

@@ -99,6 +99,18 @@ class Router:
         zones = [zones_from_scores(s, thr, cfg.unrouted_zone, cfg.keep_low_tail) for s in scores]
         return zones, scores, thr
 
+    def route(self, groups: Sequence) -> tuple[float, float] | None:
+        """Set each live group's zones and scores from its features (or labels).
+
+        Returns the score thresholds used (None on arms without a score gate).
+        """
+        zones, scores, thresholds = self.assign(
+            [g.features for g in groups], [g.hacked() for g in groups]
+        )
+        for g, z, s in zip(groups, zones, scores):
+            g.zones, g.scores = z, s
+        return thresholds
+
     def state_dict(self) -> dict:
         return {
             "buffer": self.buffer.state_dict(),

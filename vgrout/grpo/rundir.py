@@ -138,26 +138,40 @@ def adapter_state(model) -> dict:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if "lora_" in n}
 
 
-def checkpoint(
-    run: RunDir, policy: Policy, opt, sched, router: Router, prompt_rng, state: dict, init_values
-) -> None:
+@dataclass
+class TrainState:
+    """Everything a run carries from step to step, i.e. what a checkpoint holds."""
+
+    policy: Policy
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    router: Router
+    prompt_rng: random.Random
+    """Draws each step's prompts (its state is checkpointed with the torch RNGs)."""
+    init_values: list[torch.Tensor]
+    """The trainable parameters at init: weight decay pulls toward them."""
+    step: int = 0
+    """The last finished step."""
+    teacher_low: int = 0
+    """Consecutive steps the teacher demos' log-prob sat below the tripwire floor."""
+
+
+def checkpoint(run: RunDir, ts: TrainState) -> None:
     run.save_checkpoint(
         {
-            "state": dict(state),
-            "adapters": adapter_state(policy.model),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "router": router.state_dict(),
-            "rng": rng_state({"prompts": prompt_rng}),
-            "init_values": [v.cpu() for v in init_values],
+            "state": {"step": ts.step, "teacher_low": ts.teacher_low},
+            "adapters": adapter_state(ts.policy.model),
+            "optimizer": ts.opt.state_dict(),
+            "scheduler": ts.sched.state_dict(),
+            "router": ts.router.state_dict(),
+            "rng": rng_state({"prompts": ts.prompt_rng}),
+            "init_values": [v.cpu() for v in ts.init_values],
         }
     )
 
 
-def restore(
-    run: RunDir, policy: Policy, opt, sched, router: Router, prompt_rng, state: dict
-) -> dict:
-    """Load the newest checkpoint (if any) and cut the logs back to its step."""
+def restore(run: RunDir, ts: TrainState) -> None:
+    """Load the newest checkpoint (if any) into `ts` and cut the logs back to its step."""
     ck = run.load_checkpoint()
     if ck is None:
         if (run.path / "steps.jsonl").exists():
@@ -165,8 +179,8 @@ def restore(
                 f"resume=True but {run.path} has no checkpoint: starting from step 1", stacklevel=3
             )
         run.truncate_to(-1)
-        return state
-    params = dict(policy.model.named_parameters())
+        return
+    params = dict(ts.policy.model.named_parameters())
     missing = set(ck["adapters"]) ^ {n for n in params if "lora_" in n}
     if missing:
         raise ValueError(
@@ -175,12 +189,12 @@ def restore(
     with torch.no_grad():
         for n, v in ck["adapters"].items():
             params[n].copy_(v)
-    opt.load_state_dict(ck["optimizer"])
-    sched.load_state_dict(ck["scheduler"])
-    router.load_state_dict(ck["router"])
-    set_rng_state(ck["rng"], {"prompts": prompt_rng})
-    run.truncate_to(ck["state"]["step"])
-    return dict(ck["state"])
+    ts.opt.load_state_dict(ck["optimizer"])
+    ts.sched.load_state_dict(ck["scheduler"])
+    ts.router.load_state_dict(ck["router"])
+    set_rng_state(ck["rng"], {"prompts": ts.prompt_rng})
+    ts.step, ts.teacher_low = ck["state"]["step"], ck["state"]["teacher_low"]
+    run.truncate_to(ts.step)
 
 
 def export_final(policy: Policy, run: RunDir) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,16 +15,39 @@ def _share(values, pred) -> float:
     return sum(1 for v in values if pred(v)) / len(values) if values else 0.0
 
 
-def gate_quality(live, zones, scores) -> dict:
+@dataclass
+class StepRecord:
+    """What one step did, for its steps.jsonl and rollouts.jsonl rows."""
+
+    step: int
+    groups: list
+    """Every `rollouts.Group` of the step; the live ones carry zones (and scores)."""
+    thresholds: tuple[float, float] | None
+    """The score gate's (low, high) thresholds, None on arms without one."""
+    stats: list[dict]
+    """Per live group: loss, kl, clip_frac (and teacher_logp) from `update.group_backward`."""
+    grad: dict
+    """Pre-clip block gradient norms and quarantine shares (`update.clip_and_measure`)."""
+    times: dict[str, float]
+    lr: float
+
+    @property
+    def live(self) -> list:
+        return [g for g in self.groups if g.zones is not None]
+
+
+def gate_quality(live) -> dict:
     """AUROC of the gate score and F0.5 of its route decisions against true hack labels.
 
-    Measurement only: the labels never feed back into routing (except on the
-    oracle arm, which is defined by them).
+    live: groups with zones (and scores, on score-gated arms). Measurement only:
+    the labels never feed back into routing (except on the oracle arm, which is
+    defined by them).
     """
     from vgrout.directions.metrics import auroc
 
     labels = [r.exploited for g in live for r in g.rollouts]
-    routed = [z == "route" for zs in zones for z in zs]
+    routed = [z == "route" for g in live for z in g.zones]
+    scores = [g.scores for g in live]
     out = {"gate_auroc": None, "gate_f05": None}
     tp = sum(1 for y, z in zip(labels, routed) if y and z)
     fp = sum(1 for y, z in zip(labels, routed) if z and not y)
@@ -36,43 +60,45 @@ def gate_quality(live, zones, scores) -> dict:
     return out
 
 
-def step_row(step, groups, live, zones, scores, thresholds, stats, grad_info, times, lr) -> dict:
-    students = [r for g in groups for r in g.rollouts if r.sampler != "teacher"]
-    flat_zones = [z for zs in zones for z in zs]
+def step_row(rec: StepRecord) -> dict:
+    """One steps.jsonl row: rates over the step's sampled (non-teacher) rollouts, zone
+    shares, gate quality, gradient norms, loss terms and timings."""
+    live, stats, thresholds = rec.live, rec.stats, rec.thresholds
+    students = [r for g in rec.groups for r in g.rollouts if r.sampler != "teacher"]
+    flat_zones = [z for g in live for z in g.zones]
     row = {
-        "step": step,
-        "lr": lr,
+        "step": rec.step,
+        "lr": rec.lr,
         "reward": float(np.mean([r.reward for r in students])),
         "hack": _share(students, lambda r: r.exploited),
         "solve": _share(students, lambda r: r.gt_correct),
         "compile": _share(students, lambda r: r.format_ok),
         "live_groups": len(live),
-        "groups": len(groups),
+        "groups": len(rec.groups),
         **{f"zone_{z}": _share(flat_zones, lambda v, z=z: v == z) for z in ZONES},
         "threshold_low": thresholds[0] if thresholds else None,
         "threshold_high": thresholds[1] if thresholds else None,
-        **gate_quality(live, zones, scores),
-        **grad_info,
+        **gate_quality(live),
+        **rec.grad,
         "loss": float(np.sum([s["loss"] for s in stats])) if stats else 0.0,
         "kl": float(np.mean([s["kl"] for s in stats])) if stats else 0.0,
         "clip_frac": float(np.mean([s["clip_frac"] for s in stats])) if stats else 0.0,
-        **{f"time_{k}": v for k, v in times.items()},
+        **{f"time_{k}": v for k, v in rec.times.items()},
     }
     teacher = [s["teacher_logp"] for s in stats if "teacher_logp" in s]
     row["teacher_logp"] = float(np.mean(teacher)) if teacher else None
     return row
 
 
-def rollout_rows(step, groups, live, zones, scores) -> list[dict]:
+def rollout_rows(rec: StepRecord) -> list[dict]:
     """Every rollout of the step; skipped (zero-variance) groups get zone None."""
-    gate = {id(g): (z, s) for g, z, s in zip(live, zones, scores)}
     rows = []
-    for g in groups:
-        z, s = gate.get(id(g), (None, None))
+    for g in rec.groups:
+        z, s = g.zones, g.scores
         for i, r in enumerate(g.rollouts):
             rows.append(
                 {
-                    "step": step,
+                    "step": rec.step,
                     "problem_id": r.problem_id,
                     "mode": r.mode,
                     "sampler": r.sampler,

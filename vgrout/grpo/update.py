@@ -1,10 +1,8 @@
-"""The gradient side of a GRPO step: behaviour log-probs, masked backward, clipping.
+"""The gradient side of a GRPO step: one masked backward per group, then the optimizer.
 
-Why behaviour log-probs need care here: a rollout is trained in the view its
-zone selects (keep = deployed only, absorb/route = full model), which need not
-be the view that sampled it. The PPO ratio must compare against the sampler's
-probability; when sampler view and training view coincide the ratio is exactly
-1 within a step (no parameter has moved yet), so no extra pass is spent.
+A group's rows train in the view their zone selects; the masks (m, d) of
+`zones.zone_masks` pick it per row inside one forward. Behaviour log-probs for
+the PPO ratio come from the sampler's view (see passes.py).
 """
 
 from __future__ import annotations
@@ -15,80 +13,10 @@ import torch
 from torch import Tensor
 
 from vgrout.grpo.loss import grpo_loss
+from vgrout.grpo.passes import behaviour_logprobs, shared_prompt
 from vgrout.grpo.zones import zone_masks
 from vgrout.lm.logprobs import target_mask, token_logprobs
-from vgrout.lm.prefix import SharedPrompt, completion_logprobs, prompt_cache, split_shared_prompt
-from vgrout.lm.tokens import Batch, from_ids
-
-
-def group_batch(group, pad: int, device) -> Batch:
-    rs = group.rollouts
-    return from_ids([r.prompt_ids for r in rs], [r.completion_ids for r in rs], pad).to(device)
-
-
-def shared_prompt(model, batch: Batch) -> SharedPrompt | None:
-    """The group as one prompt plus completions (see prefix.py), or None for the full batch.
-
-    Under gradient checkpointing the backward re-runs each layer's forward with
-    the masks set at that time, which the per-zone prompt passes cannot match.
-    """
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    flag = (
-        "is_activation_checkpointing"
-        if hasattr(type(inner), "is_activation_checkpointing")
-        else "is_gradient_checkpointing"
-    )  # the name before transformers 5
-    if getattr(inner, flag, False):
-        return None
-    return split_shared_prompt(batch)
-
-
-@torch.no_grad()
-def _logprobs(model, batch: Batch) -> Tensor:
-    sp = shared_prompt(model, batch)
-    if sp is None:
-        return token_logprobs(model, batch)
-    return completion_logprobs(model, sp, prompt_cache(model, sp))
-
-
-@torch.no_grad()
-def _bottleneck_pass(model, batch: Batch, need_logp: bool) -> tuple[Tensor | None, Tensor]:
-    """(log-probs or None, pooled deployed-bottleneck features) in the current view."""
-    from vgrout.directions.capture import capture_in_forward
-
-    sp = shared_prompt(model, batch)
-    if sp is not None:
-        pc = prompt_cache(model, sp)
-        with capture_in_forward(model, sp.completion_mask) as cap:
-            logp = completion_logprobs(model, sp, pc, logits=need_logp)
-        return logp, cap.features
-    with capture_in_forward(model, batch.completion_mask) as cap:
-        if need_logp:
-            logp = token_logprobs(model, batch)
-        else:  # features only: skip the lm head (logits for one position)
-            logp = None
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
-    return logp, cap.features
-
-
-def deployed_pass(policy, group, batch: Batch, site: str | None):
-    """(deployed-view log-probs or None, gate features or None) for one group.
-
-    Runs only when something needs it: the activation gate (features) or rows
-    sampled from the deployed view (their behaviour log-probs).
-    """
-    need_logp = any(r.sampler == "deployed" for r in group.rollouts)
-    if site is None and not need_logp:
-        return None, None
-    with policy.deployed_forward():
-        if site == "grad":
-            from vgrout.directions.capture import capture
-
-            feats = capture(policy.model, batch, sites=("grad",))["grad"]
-            return (_logprobs(policy.model, batch) if need_logp else None), feats
-        if site == "bottleneck":
-            return _bottleneck_pass(policy.model, batch, need_logp)
-        return _logprobs(policy.model, batch), None
+from vgrout.lm.prefix import completion_logprobs, prompt_cache
 
 
 def advantages(rewards: Tensor, std_normalise: bool) -> Tensor:
@@ -96,18 +24,13 @@ def advantages(rewards: Tensor, std_normalise: bool) -> Tensor:
     return adv / (rewards.std() + 1e-6) if std_normalise else adv
 
 
-def group_backward(
-    policy,
-    group,
-    batch: Batch,
-    zones: list[str],
-    dep_logp: Tensor | None,
-    cfg,
-    normaliser: float,
-    step: int,
-) -> dict:
-    """One masked forward/backward for a group; gradients accumulate in .grad."""
-    model = policy.model
+def group_backward(policy, group, cfg, normaliser: float, step: int) -> dict:
+    """One masked forward/backward for a gated group; gradients accumulate in .grad.
+
+    group: a live `rollouts.Group` whose batch, zones and deployed-view
+    log-probs the gate filled in. normaliser: Dr.GRPO's constant divisor.
+    """
+    model, batch, zones, dep_logp = policy.model, group.batch, group.zones, group.deployed_logp
     device = batch.input_ids.device
     m, d = (t.to(device) for t in zone_masks(zones))
     samplers = [r.sampler for r in group.rollouts]
@@ -118,11 +41,11 @@ def group_backward(
     use_trained = torch.tensor(
         [s == "trained" and z == "keep" for s, z in zip(samplers, zones)], device=device
     )
-    full_logp = _logprobs(model, batch) if use_trained.any() else None
+    full_logp = behaviour_logprobs(model, batch) if use_trained.any() else None
     ref_logp = None
     if cfg.kl_beta > 0:
         with policy.reference():
-            ref_logp = _logprobs(model, batch)
+            ref_logp = behaviour_logprobs(model, batch)
     adv = advantages(group.rewards().to(device), cfg.std_normalise)
     mask = target_mask(batch)
     sp = shared_prompt(model, batch)
