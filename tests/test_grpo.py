@@ -17,7 +17,7 @@ import torch
 
 from vgrout.grpo.config import preset
 from vgrout.grpo.loop import train
-from vgrout.grpo.rundir import load_run
+from vgrout.grpo.rundir import open_run
 
 TIMING = ("time_generate", "time_grade", "time_gate", "time_update")
 
@@ -119,14 +119,34 @@ def test_oracle_routes_exactly_the_exploited_rollouts(tmp_path):
     assert all((r["zone"] == "route") == r["exploited"] for r in rows)
 
 
-def test_fresh_run_refuses_a_used_folder_and_resume_refuses_a_changed_config(tmp_path):
+def test_a_finished_run_is_read_back_and_a_changed_config_is_refused_by_field(tmp_path):
     cfg = smoke(tmp_path, arm="vanilla", steps=1)
-    train(cfg)
-    with pytest.raises(FileExistsError, match="resume=True"):
+    first = train(cfg)
+    assert not first.already_finished
+    again = train(cfg)  # the same command twice: the result, not an error
+    assert again.already_finished and again.steps == first.steps
+    for resume in (False, True):
+        with pytest.raises(ValueError, match=r"different config \(fields \['lr'\]\)"):
+            train(cfg.replace(resume=resume, lr=5e-4))
+    assert train(cfg.replace(resume=True)).steps == first.steps
+
+
+def test_an_unfinished_run_needs_resume(tmp_path):
+    cfg = smoke(tmp_path, arm="vanilla", steps=1)
+    open_run(cfg)  # a run that was started (config written) and never finished
+    with pytest.raises(FileExistsError, match=r"unfinished run.*--resume"):
         train(cfg)
-    with pytest.raises(ValueError, match="lr"):
-        train(cfg.replace(resume=True, lr=5e-4))
-    assert load_run(cfg.run_dir).steps == train(cfg.replace(resume=True)).steps
+
+
+def test_the_command_line_reports_an_input_error_in_one_line_with_status_2(tmp_path):
+    cmd = [sys.executable, "-m", "vgrout.grpo", "--preset", "smoke", "--arm", "routeZ",
+           "--run-dir", str(tmp_path / "r")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("python -m vgrout.grpo: error:") and "arm='routeZ'" in lines[0]
+    r = subprocess.run(cmd + ["--debug"], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" in r.stderr
 
 
 def _strip(rows):

@@ -15,6 +15,8 @@ import argparse
 import sys
 import time
 
+from vgrout import cli
+
 from .grader import grade_many
 from .hacks import DEFAULT_PATH, FALLBACK_HACKS, load_hacks, render_hack
 from .modes import LOOPHOLE_MODES, MARKED_MODES, MODES, TRAIN_MARKERS, marker_for
@@ -148,7 +150,9 @@ def main(argv=None) -> int:
         "solutions need 5-12 s for their ~100 asserts on a busy 2-core machine; "
         f"grading itself defaults to {Limits.wall_s:g} s)",
     )
+    cli.add_debug_flag(v)
     b = sub.add_parser("bench", help="grading throughput, 1 worker vs N")
+    cli.add_debug_flag(b)
     b.add_argument("path", nargs="?", default=None)
     b.add_argument("--n", type=int, default=64)
     b.add_argument("--workers", type=int, default=2)

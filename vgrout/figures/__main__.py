@@ -2,6 +2,7 @@
 
 import sys
 
+from vgrout import cli
 from vgrout.figures.runner import main
 
-sys.exit(main())
+sys.exit(cli.run(main, "python -m vgrout.figures"))

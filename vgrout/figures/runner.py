@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from vgrout import cli
 from vgrout.files import save_json
 from vgrout.paths import REPO, repo_path
 
@@ -259,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--figures-dir", default=None)
     ap.add_argument("--executed-dir", default=None)
     ap.add_argument("--kernel", default=KERNEL)
+    cli.add_debug_flag(ap)
     a = ap.parse_args(argv)
     try:
         m = run_all(a.notebooks, a.params, a.figures_dir, a.executed_dir, a.quick, a.only, a.kernel)
@@ -273,4 +275,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main, "python -m vgrout.figures"))

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import typing
 
+from vgrout import cli
 from vgrout.grpo.config import PRESETS, GRPOConfig, field_docs, preset
 
 
@@ -22,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--preset", default="organism", choices=sorted(PRESETS),
                     help="named config the flags override (default: organism)")  # fmt: skip
+    cli.add_debug_flag(ap)
     hints = typing.get_type_hints(GRPOConfig)
     docs = field_docs(GRPOConfig)
     for f in dataclasses.fields(GRPOConfig):
@@ -41,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train one run (or report a finished run of the same config) and print its result."""
     args = vars(_parser().parse_args(argv))
+    args.pop("debug")
     name = args.pop("preset")
     overrides = {
         k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if v is not None
@@ -50,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     from vgrout.grpo.loop import train
 
     result = train(cfg)
+    if result.already_finished:
+        print(f"{result.run_dir}: already finished; its result:", file=sys.stderr)
     final = [e for e in result.evals if e["step"] == cfg.steps]
     print(result.run_dir)
     print(
@@ -61,4 +68,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, "python -m vgrout.grpo"))

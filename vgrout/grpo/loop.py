@@ -8,6 +8,7 @@ init -> schedule. The run folder, checkpoints and resume live in rundir.py.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
@@ -46,16 +47,17 @@ from vgrout.paths import repo_path
 def train(cfg: GRPOConfig) -> RunResult:
     """Train one run: cfg.steps Dr.GRPO steps, evaluations, the exported deployed block.
 
-    A run folder holding a finished run is returned as it is; with
-    cfg.resume an unfinished one continues from its newest checkpoint.
+    A folder holding a finished run of the same config is read back, not
+    retrained; with cfg.resume an unfinished one continues from its newest
+    checkpoint (see rundir.open_run for what is refused).
     """
     cfg = cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed), random.seed(cfg.seed), np.random.seed(cfg.seed)
     run = open_run(cfg)
-    if (run.path / "result.json").exists():
-        return load_run(run.path)  # resume of a finished run: nothing left to do
+    if (run.path / "result.json").exists():  # a finished run of this config: read it back
+        return dataclasses.replace(load_run(run.path), already_finished=True)
     data = RunData.load(cfg)
     ts = start_state(cfg, data)
     policy, tok = ts.policy, data.tokenizer

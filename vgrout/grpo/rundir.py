@@ -105,6 +105,8 @@ class RunResult:
     config: GRPOConfig
     steps: list[dict]
     evals: list[dict]
+    already_finished: bool = False
+    """The run had finished before this call, which only read it back."""
 
 
 def run_id(cfg: GRPOConfig) -> str:
@@ -114,23 +116,32 @@ def run_id(cfg: GRPOConfig) -> str:
 
 
 def open_run(cfg: GRPOConfig) -> RunDir:
-    """The run folder; refuses to mix a fresh run into an old one's logs."""
+    """The run folder; refuses to mix a fresh run into an old one's logs.
+
+    The folder may already hold a run of this very config: a finished one is
+    read back by `train` (running the same command twice is safe), an
+    unfinished one continues only with resume, since a fresh start would
+    append to its logs. A run of another config is never touched.
+    """
     from vgrout.paths import RUNS
 
     run = RunDir(cfg.run_dir or RUNS / run_id(cfg))
     cfg_path = run.path / "config.json"
-    if cfg_path.exists():
-        old = GRPOConfig.from_json(cfg_path.read_text(), str(cfg_path))
-        if not cfg.resume:
-            raise FileExistsError(
-                f"{run.path} already holds a run; pass resume=True to continue "
-                "it or choose another run_dir"
-            )
-        if old.replace(resume=False) != cfg.replace(resume=False):
-            diff = [k for k, v in asdict(cfg).items() if k != "resume" and asdict(old)[k] != v]
-            raise ValueError(f"{cfg_path}: resume with a different config (fields {diff})")
-    else:
+    if not cfg_path.exists():
         atomic_write_text(cfg_path, cfg.to_json())
+        return run
+    old = GRPOConfig.from_json(cfg_path.read_text(), str(cfg_path))
+    diff = [k for k, v in asdict(cfg).items() if k != "resume" and asdict(old)[k] != v]
+    if diff:
+        raise ValueError(
+            f"{cfg_path}: this folder holds a run of a different config (fields {diff}); "
+            "choose another run_dir"
+        )
+    if not cfg.resume and not (run.path / "result.json").exists():
+        raise FileExistsError(
+            f"{run.path} holds an unfinished run of this config; continue it with "
+            "resume=True (--resume on the command line) or choose another run_dir"
+        )
     return run
 
 
