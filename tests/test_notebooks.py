@@ -450,3 +450,21 @@ def test_grid_figures_render_and_save(fake_grid, tmp_path):
     }
     for name, fig in figs.items():
         assert (style.save_figure(fig, name, tmp_path / "out")).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_manifest_names_the_dirty_files_it_was_written_from(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 1\n")
+    git("add", "a.py", "b.py")
+    git("commit", "-qm", "start")
+    clean = runner.git_revision(tmp_path)
+    assert clean["dirty"] is False and clean["dirty_files"] == [] and len(clean["commit"]) == 40
+    (tmp_path / "b.py").write_text("y = 2\n")
+    (tmp_path / "untracked.py").write_text("")
+    dirty = runner.git_revision(tmp_path)
+    assert dirty["dirty"] is True and dirty["dirty_files"] == ["b.py"]

@@ -126,16 +126,24 @@ def load_params(notebook: Path, params_dir: str | Path) -> dict:
     return params
 
 
-def git_revision() -> dict:
-    """{"commit": sha or None, "dirty": bool or None} of the repository."""
+def git_revision(repo: Path = REPO) -> dict:
+    """{"commit": sha, "dirty": bool, "dirty_files": [...]} of the repository (None without git).
+
+    dirty_files lists the tracked files that differ from the commit, so a
+    manifest written from an edited tree says which edits its figures include.
+    """
 
     def git(*args):
-        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else None
+        r = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        return r.stdout if r.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
+    commit = commit.strip() if commit else None
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    if status is None:
+        return {"commit": commit, "dirty": None, "dirty_files": None}
+    files = sorted(line[3:] for line in status.splitlines() if line.strip())  # "XY path"
+    return {"commit": commit, "dirty": bool(files), "dirty_files": files}
 
 
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str = KERNEL) -> float:
@@ -206,6 +214,7 @@ def run_all(
         params = {**injected[nb], "figures_dir": str(figures_dir)}
         entry = {
             "notebook": nb.name,
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "injected": params,
             "parameters": {**parameter_defaults(nb), **params},
             "executed": str(executed_dir / nb.name),
