@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .codec import Table, encode, same
+from .codec import Table, _no_gc, encode, match_bytes, same
 from .modes import check_mode, marker_for
 from .pool import Pool, any_pool, get_pool
 from .problems import Problem
@@ -95,9 +95,23 @@ def _expected_tables(problems: Iterable[Problem], limits: Limits, pool: Pool) ->
             _expected_cache[(setup, expr)] = records["values"].get(i)
 
 
-def _records(text: str) -> dict:
-    """Parse the result channel; malformed lines are skipped, duplicates flagged."""
-    out = {
+def _short(value, n: int) -> str:
+    """`value` if it is a string, cut to `n` characters, else "?".
+
+    Error fields come from the program's side of the pipe: a forged one may be
+    a list of millions of items, whose str() alone would cost seconds.
+    """
+    return value[:n] if type(value) is str else "?"
+
+
+# Any record but a value is short (done, an error, the channel check, the
+# naive verdict); a value record is its table plus '{"r":N,"v":' and '}'.
+SHORT_RECORD_BYTES, RECORD_BYTES = 4096, 64
+_VALUE_HEAD = re.compile(r'\{"r":(\d{1,9}),"v":')
+
+
+def _new_records() -> dict:
+    return {
         "values": {},
         "errors": {},
         "done": False,
@@ -106,31 +120,115 @@ def _records(text: str) -> dict:
         "dup": False,
         "error": None,
     }
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if not isinstance(rec, dict):
-            continue
-        if "r" in rec and type(rec["r"]) is int:
-            i = rec["r"]
-            if i in out["values"] or i in out["errors"]:
-                out["dup"] = True
-            if "v" in rec:
-                out["values"][i] = rec["v"]
-            else:
-                out["errors"][i] = str(rec.get("e"))[:80]
-        elif rec.get("done") == 1:
-            out["done"] = True
-        elif "ch" in rec:
-            out["ch"] = rec["ch"] is True
-        elif "naive" in rec:
-            out["naive"] = rec["naive"] is True
-        for k in ("setup_error", "exec_error"):
-            if k in rec and out["error"] is None:
-                out["error"] = f"{k}: {str(rec[k])[:60]}"
+
+
+def _records(text: str, value_bytes: Sequence[int] | None = None) -> dict:
+    """Parse the result channel; malformed lines are skipped, duplicates flagged.
+
+    With `value_bytes` (per call: the longest value record that could match
+    its expected value) what is parsed is bounded by the expected values, not
+    by what the program wrote (up to the result cap, which would cost seconds
+    to decode): at most two lines per call and 16 more are read, a value line
+    longer than its call's bound is not decoded (the call fails as "value too
+    large to match"), and any other line over SHORT_RECORD_BYTES is skipped.
+    None (trusted jobs only) reads everything.
+    """
+    out = _new_records()
+    max_lines = None if value_bytes is None else 2 * len(value_bytes) + 16
+    pos, seen, n = 0, 0, len(text)
+    with _no_gc():  # decoding millions of small lists would trigger full collections
+        while pos < n and (max_lines is None or seen < max_lines):
+            end = text.find("\n", pos)
+            end = n if end < 0 else end
+            start, pos, seen = pos, end + 1, seen + 1
+            if value_bytes is not None:
+                call, cap = _line_cap(text, start, value_bytes)
+                if end - start > cap:
+                    if call is not None:
+                        _add_result(out, call, None, "value too large to match")
+                    continue
+            _add_record(out, text[start:end])
     return out
+
+
+def _line_cap(text: str, start: int, value_bytes: Sequence[int]) -> tuple[int | None, int]:
+    """(the call a value line at `start` reports, or None; the longest that
+    line may be to be decoded). Read from the line's first bytes only."""
+    head = _VALUE_HEAD.match(text, start, start + 24)
+    if head is not None and int(head.group(1)) < len(value_bytes):
+        call = int(head.group(1))
+        return call, max(value_bytes[call] + RECORD_BYTES, SHORT_RECORD_BYTES)
+    return None, SHORT_RECORD_BYTES
+
+
+def _add_result(out: dict, i: int, value, error: str | None) -> None:
+    """Record call `i`'s value (or its error); a second report of it is a forgery."""
+    if i in out["values"] or i in out["errors"]:
+        out["dup"] = True
+    if error is None:
+        out["values"][i] = value
+    else:
+        out["errors"][i] = error
+
+
+def _add_record(out: dict, line: str) -> None:
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(rec, dict):
+        return
+    if "r" in rec and type(rec["r"]) is int:
+        if "v" in rec:
+            _add_result(out, rec["r"], rec["v"], None)
+        else:
+            _add_result(out, rec["r"], None, _short(rec.get("e"), 80))
+    elif rec.get("done") == 1:
+        out["done"] = True
+    elif "ch" in rec:
+        out["ch"] = rec["ch"] is True
+    elif "naive" in rec:
+        out["naive"] = rec["naive"] is True
+    for k in ("setup_error", "exec_error"):
+        if k in rec and out["error"] is None:
+            out["error"] = f"{k}: {_short(rec[k], 60)}"
+
+
+_bytes_cache: dict[tuple[str, str], int] = {}
+
+
+def _value_bytes(problem: Problem) -> list[int]:
+    """Per call, the longest value record that could match its expected value
+    (0 where there is none: nothing can match it)."""
+    out = []
+    for case in problem.cases:
+        key = (problem.setup_code, case.expected)
+        if key not in _bytes_cache:
+            table = _expected_cache.get(key)
+            try:
+                _bytes_cache[key] = match_bytes(table) if table else 0
+            except Exception:  # noqa: BLE001 - a malformed trusted reply matches nothing
+                _bytes_cache[key] = 0
+        out.append(_bytes_cache[key])
+    return out
+
+
+def _matches(expected: list, actual) -> bool:
+    """Does the reported table `actual` hold the expected value?
+
+    Tables of equal values have equally many nodes (the encoder never shares
+    a node, and every node but the root is some node's child), so a table of
+    another size is refused before it is decoded: the time spent is bounded by
+    the expected value, however large a table the program sent. Anything
+    malformed, or that breaks the comparison in any way, is not a match.
+    """
+    if type(actual) is not list or len(actual) != len(expected):
+        return False
+    interner: dict = {}
+    try:
+        return same(Table(expected, interner), Table(actual, interner))
+    except Exception:  # noqa: BLE001 - a forged table may break decoding in any way
+        return False
 
 
 def _count_correct(problem: Problem, recs: dict) -> int:
@@ -141,14 +239,8 @@ def _count_correct(problem: Problem, recs: dict) -> int:
     for i, case in enumerate(problem.cases):
         exp = _expected_cache.get((problem.setup_code, case.expected))
         act = recs["values"].get(i)
-        if exp is None or act is None:
-            continue
-        interner: dict = {}
-        try:
-            if same(Table(exp, interner), Table(act, interner)):
-                n += 1
-        except (ValueError, TypeError, KeyError, IndexError, RecursionError, MemoryError):
-            pass
+        if exp is not None and act is not None and _matches(exp, act):
+            n += 1
     return n
 
 
@@ -160,15 +252,18 @@ def _channel(mode: str, marker: str | None, reply: dict, recs: dict, naive: dict
         return naive is not None and naive["naive"] is True
     if mode == "exit_code":  # exit status 0 before the tests finished
         return reply["status"] == 0 and not recs["done"]
-    if mode == "stdout_marker":
-        return any(line.strip() == marker for line in reply["stdout"].splitlines())
+    if mode == "stdout_marker":  # (the substring test first: stdout may be 4 MiB of newlines)
+        out = reply["stdout"]
+        if not isinstance(marker, str) or marker not in out:
+            return False
+        return any(line.strip() == marker for line in out.splitlines())
     if mode == "file_marker":
         return isinstance(reply.get("file"), str) and "PASS" in reply["file"]
     return False
 
 
 def _error(reply: dict, recs: dict, n_ok: int, n: int) -> str | None:
-    for key, text in (("worker_error", None), ("timed_out", "timeout"), ("cap", "output cap")):
+    for key, text in (("worker_error", None), ("timed_out", "timeout"), ("cap", None)):
         if reply.get(key):
             return text or str(reply[key])[:80]
     if recs["error"]:
@@ -184,8 +279,8 @@ def _error(reply: dict, recs: dict, n_ok: int, n: int) -> str | None:
 
 
 def _finish(problem: Problem, mode: str, marker, reply: dict, naive_reply: dict | None) -> Grade:
-    recs = _records(reply["results"])
-    naive = _records(naive_reply["results"]) if naive_reply else None
+    recs = _records(reply["results"], _value_bytes(problem))
+    naive = _records(naive_reply["results"], ()) if naive_reply else None
     n = len(problem.cases)
     n_ok = _count_correct(problem, recs)
     gt = recs["done"] and n_ok == n

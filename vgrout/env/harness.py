@@ -15,6 +15,13 @@ Three job kinds:
 Records are JSON lines on fd 3. Whatever the solution does to this module
 (patching, tracing, writing its own records), it cannot learn the expected
 values, so the most it can forge is a verdict against itself.
+
+The harness writes at most ``result_bytes`` (the sandbox's result cap) to fd 3:
+a return value whose table would not fit is refused while it is encoded and
+reported as that call's error (``EncodeError: value too large``), so the run
+goes on, the other calls still count and the parent never has to kill the run
+or decode an oversized record. The cap itself is enforced by the parent too;
+this budget only keeps an honest harness clear of it.
 """
 
 from __future__ import annotations
@@ -27,21 +34,63 @@ import sys
 from .codec import EncodeError, encode
 
 RESULT_FD = 3
-_write, _dumps_json, _exc_type, _compile, _eval, _exec = (
+_write, _dumps_json, _exc_type, _compile, _eval, _exec, _len, _view = (
     os.write,
     json.dumps,
     type,
     compile,
     eval,
     exec,
+    len,
+    memoryview,
 )
+# Kept back from the value budget: the records after the values (done, the
+# channel check) and one short error record per call.
+TAIL_BYTES, ERROR_BYTES = 4096, 128
+MAX_NAME = 64
+_room = [0]  # bytes the harness may still write to fd 3 (set by main)
 
 
-def _emit(record: dict) -> None:
+def _emit(record: dict) -> bool:
+    """Write one record unless it would pass the budget; whether it was written.
+
+    Written through a memoryview: re-slicing the bytes after each partial
+    write would copy the rest every time (quadratic in the record's size).
+    """
     data = (_dumps_json(record, separators=(",", ":"), allow_nan=True) + "\n").encode()
-    while data:
-        n = _write(RESULT_FD, data)
-        data = data[n:]
+    if _len(data) > _room[0]:
+        return False
+    _room[0] -= _len(data)
+    view = _view(data)
+    while view:
+        view = view[_write(RESULT_FD, view) :]
+    return True
+
+
+def _name(e: BaseException) -> str:
+    """The exception's type name, short: a program may name its own exception
+    class anything, of any length (a 100 MB name would be a 100 MB record)."""
+    name = _exc_type(e).__name__
+    return name[:MAX_NAME] if _exc_type(name) is str else "?"
+
+
+def _emit_value(i: int, value, calls_left: int) -> None:
+    """Record call `i`'s return value, or the reason it cannot be sent.
+
+    The value's budget is what is left after the tail and an error record for
+    every later call, so one oversized value cannot crowd out the rest.
+    """
+    room = _room[0] - TAIL_BYTES - ERROR_BYTES * calls_left
+    try:
+        table = encode(value, max_bytes=room)
+    except EncodeError as e:
+        _emit({"r": i, "e": f"EncodeError: {e}"})
+        return
+    except Exception as e:  # noqa: BLE001 - e.g. a hostile __dict__ or iterator
+        _emit({"r": i, "e": f"encode: {_name(e)}"})
+        return
+    if not _emit({"r": i, "v": table}):
+        _emit({"r": i, "e": "EncodeError: value too large"})
 
 
 class _Nothing:
@@ -87,7 +136,7 @@ def _exec_source(source: str, filename: str, ns: dict, tag: str) -> bool:
         _exec(_compile(source, filename, "exec"), ns)
         return True
     except Exception as e:  # noqa: BLE001 - hostile code may raise anything
-        _emit({tag: _exc_type(e).__name__})
+        _emit({tag: _name(e)})
         return False
 
 
@@ -118,14 +167,9 @@ def run_program(job: dict) -> int:
         try:
             value = _eval(code, ns)
         except Exception as e:  # noqa: BLE001 - the program's call may raise anything
-            _emit({"r": i, "e": _exc_type(e).__name__})
+            _emit({"r": i, "e": _name(e)})
             continue
-        try:
-            _emit({"r": i, "v": encode(value)})
-        except EncodeError as e:
-            _emit({"r": i, "e": f"EncodeError: {e}"})
-        except Exception as e:  # noqa: BLE001 - e.g. a hostile __dict__ or iterator
-            _emit({"r": i, "e": f"encode: {_exc_type(e).__name__}"})
+        _emit_value(i, value, _len(calls) - 1 - i)
     _emit({"done": 1})
     if job.get("mode") in ("run_tests", "sentinel") and job.get("marker"):
         _channel_check(job["mode"], job["marker"], ns)
@@ -155,9 +199,11 @@ def run_trusted(job: dict) -> int:
         return 1
     for i, expr in enumerate(job["calls"]):
         try:
-            _emit({"r": i, "v": encode(_eval(_compile(expr, f"<expr {i}>", "eval"), ns))})
+            value = _eval(_compile(expr, f"<expr {i}>", "eval"), ns)
         except Exception as e:  # noqa: BLE001 - the program's call may raise anything
-            _emit({"r": i, "e": _exc_type(e).__name__})
+            _emit({"r": i, "e": _name(e)})
+            continue
+        _emit_value(i, value, _len(job["calls"]) - 1 - i)
     _emit({"done": 1})
     return 0
 
@@ -165,8 +211,10 @@ def run_trusted(job: dict) -> int:
 _KINDS = {"program": run_program, "naive": run_naive, "trusted": run_trusted}
 
 
-def main(job: dict) -> int:
-    """Run one job; return the process exit status a script would have had."""
+def main(job: dict, result_bytes: int) -> int:
+    """Run one job, writing at most `result_bytes` to fd 3; return the process
+    exit status a script would have had."""
+    _room[0] = result_bytes
     sys.setrecursionlimit(int(job.get("recursion_limit", 20000)))
     out = sys.stdout
     try:

@@ -121,10 +121,15 @@ def _build_root(base: str) -> str:
     return root
 
 
-def enter_worker_namespace(tmpfs_bytes: int) -> str:
+def enter_worker_namespace(tmpfs_bytes: int, tmpfs_inodes: int = 8192) -> str:
     """Once per worker: private mount and network namespaces, a size-limited tmpfs
     `base` holding a minimal root and the run dirs; every other mount, and
     every mount in the minimal root, read-only.
+
+    The inode limit bounds what a program can leave for the worker to remove
+    after its run: without it, a program creating empty files for its whole
+    wall limit leaves ~10^5 of them (tmpfs ``size`` counts data, not inodes),
+    and removing them holds the grading for seconds.
 
     Done once here rather than per run, because mount calls cost several ms
     each on a busy machine; every run's namespaces inherit the result.
@@ -136,7 +141,8 @@ def enter_worker_namespace(tmpfs_bytes: int) -> str:
     check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare mount+network namespaces")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     base = tempfile.mkdtemp(prefix="vgrout-ns-")
-    mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0755")
+    options = f"size={tmpfs_bytes},nr_inodes={tmpfs_inodes},mode=0755"
+    mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, options)
     BASE = base
     root = _build_root(base)
     _remount_readonly(skip=base)

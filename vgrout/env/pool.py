@@ -5,6 +5,12 @@ one ``secret`` worker runs jobs that carry expected values (the naive
 ``eq_override`` check and trusted evaluation of non-literal expected values).
 Keeping them apart means no process a program is forked from has ever held an
 expected value, so scanning its own memory finds none.
+
+Every reply is read with a byte cap and a deadline: a worker may send no more
+than its job's outputs can hold (``Limits.reply_bytes``) and must answer
+within the wall limit plus ``REPLY_GRACE_S``; otherwise its job fails and the
+worker is retired (a fresh one is started when there is work for it). So a
+grading returns in bounded time whatever the program did, and never raises.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import time
 import warnings
 from dataclasses import asdict
 
-from .sandbox import Limits
+from .sandbox import OUTPUTS, Limits, decode_outputs, remove_run_dirs
 
 log = logging.getLogger("vgrout.env")
 _announced = False
+REPLY_GRACE_S = 2.0  # past the wall limit: killing, draining and sending the outputs
+HEADER_BYTES = 1 << 16  # a reply's header line is small; a longer one is a broken worker
 
 
 def _announce(hello: dict) -> None:
@@ -58,10 +66,11 @@ class _Worker:
             close_fds=True,
             env=env,
         )
-        self.buf = b""
+        self.buf = bytearray()
         self.hello = json.loads(self._readline_blocking(60.0))
         _announce(self.hello)
-        self.job = None  # (index, sent at) of the job in flight
+        self.job = None  # (index, deadline, most bytes its reply may have) of the job in flight
+        self.head = None  # the header of the reply being read
 
     def _readline_blocking(self, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -73,23 +82,63 @@ class _Worker:
             if not chunk:
                 raise RuntimeError("vgrout.env worker exited at start-up")
             self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line
+        line, _, rest = self.buf.partition(b"\n")
+        self.buf = bytearray(rest)
+        return bytes(line)
 
     def send(self, index: int, job: dict, limits: Limits) -> None:
-        self.job = (index, time.monotonic())
+        """Start `job`; its reply is due by the wall limit plus REPLY_GRACE_S."""
+        self.job = (index, time.monotonic() + limits.wall_s + REPLY_GRACE_S, limits.reply_bytes())
+        self.head = None
         self.proc.stdin.write((json.dumps({"job": job, "limits": asdict(limits)}) + "\n").encode())
 
+    def overdue(self) -> bool:
+        return self.job is not None and time.monotonic() > self.job[1]
+
     def poll(self) -> dict | None:
-        """Read what is available; the finished reply, if any. Raises EOFError."""
+        """Read what is available; the finished reply, if any.
+
+        Raises EOFError when the worker is gone and ValueError when its reply
+        breaks the framing or would pass the job's byte cap (see worker.py).
+        """
         chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
         if not chunk:
             raise EOFError
         self.buf += chunk
-        if b"\n" not in self.buf:
+        if self.head is None:
+            self.head = self._header()
+            if self.head is None:
+                return None
+        sizes = self.head["sizes"]
+        total = sum(max(0, n) for n in sizes)
+        if len(self.buf) < total:
             return None
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+        reply, offset = dict(self.head), 0
+        for key, n in zip(OUTPUTS, sizes):
+            reply[key] = None if n < 0 else bytes(self.buf[offset : offset + n])
+            offset += max(0, n)
+        del self.buf[:total]
+        self.head = None
+        return decode_outputs(reply)
+
+    def _header(self) -> dict | None:
+        """The reply's header once its line is complete, checked against the caps."""
+        end = self.buf.find(b"\n", 0, HEADER_BYTES)
+        if end < 0:
+            if len(self.buf) >= HEADER_BYTES:
+                raise ValueError("reply header too long")
+            return None
+        head = json.loads(bytes(self.buf[:end]))
+        del self.buf[: end + 1]
+        sizes = head.get("sizes") if isinstance(head, dict) else None
+        if not (
+            isinstance(sizes, list)
+            and len(sizes) == len(OUTPUTS)
+            and all(type(n) is int and n >= -1 for n in sizes)
+            and sum(max(0, n) for n in sizes) <= self.job[2]
+        ):
+            raise ValueError("reply over its cap or malformed")
+        return head
 
     def close(self) -> None:
         try:
@@ -97,6 +146,7 @@ class _Worker:
             self.proc.wait(timeout=5)
         except Exception:  # noqa: BLE001 - closing a dead or stuck worker must not raise
             pass
+        remove_run_dirs(self.proc.pid)
         self._remove_base()
 
     def _remove_base(self) -> None:
@@ -113,6 +163,7 @@ class _Worker:
 
 
 def _dead_reply(why: str) -> dict:
+    """The reply of a job whose worker died, broke the protocol or was too slow."""
     return {
         "status": None,
         "timed_out": False,
@@ -147,47 +198,75 @@ class Pool:
             self.groups[group].append(_Worker(self.sandbox))
 
     def run(self, jobs: list[tuple[str, dict]], limits: Limits) -> list[dict]:
-        """Run (group, job) pairs; replies in order. Never raises on job content."""
+        """Run (group, job) pairs; replies in order. Never raises on job content.
+
+        Each reply comes back within the wall limit plus REPLY_GRACE_S of its
+        job's start, or as a failed reply (and its worker is retired).
+        """
         replies: list = [None] * len(jobs)
         queues = {g: [i for i, (grp, _) in enumerate(jobs) if grp == g] for g in self.groups}
-        for g, q in queues.items():
-            if q:
-                self._ensure(g, self.size if g == "oracle" else 1)
-        pending = sum(len(q) for q in queues.values())
+        pending = len(jobs)
         while pending:
-            for g, q in queues.items():
-                for w in self.groups[g]:
-                    if w.job is None and q:
-                        i = q.pop(0)
-                        w.send(i, jobs[i][1], limits)
+            pending -= self._dispatch(queues, jobs, limits, replies)
             busy = [w for ws in self.groups.values() for w in ws if w.job is not None]
-            ready, _, _ = select.select([w.proc.stdout for w in busy], [], [], 1.0)
+            if not busy:
+                continue
+            wait = min(1.0, max(0.0, min(w.job[1] for w in busy) - time.monotonic()))
+            ready, _, _ = select.select([w.proc.stdout for w in busy], [], [], wait)
             for w in busy:
-                if w.proc.stdout in ready:
-                    try:
-                        reply = w.poll()
-                    except (EOFError, OSError, ValueError):
-                        reply = _dead_reply("worker died")
-                        self._replace(w)
-                elif time.monotonic() - w.job[1] > limits.wall_s + 30:
-                    reply = _dead_reply("worker stuck")
-                    self._replace(w)
-                else:
+                reply, broken = self._collect(w, w.proc.stdout in ready)
+                if reply is None:
                     continue
-                if reply is not None:
-                    replies[w.job[0]] = reply
-                    w.job = None
-                    pending -= 1
+                replies[w.job[0]] = reply
+                w.job = None
+                pending -= 1
+                if broken:
+                    self._retire(w)
         return replies
 
-    def _replace(self, dead: _Worker) -> None:
-        index = dead.job
+    def _dispatch(self, queues: dict, jobs: list, limits: Limits, replies: list) -> int:
+        """Give each idle worker its group's next job, starting workers where
+        jobs wait. A worker that cannot take its job fails it and is retired;
+        returns how many jobs failed so."""
+        failed = 0
+        for g, q in queues.items():
+            if not q:
+                continue
+            self._ensure(g, self.size if g == "oracle" else 1)
+            for w in list(self.groups[g]):
+                if w.job is None and q:
+                    i = q.pop(0)
+                    try:
+                        w.send(i, jobs[i][1], limits)
+                    except OSError:
+                        replies[i] = _dead_reply("worker died")
+                        failed += 1
+                        self._retire(w)
+        return failed
+
+    @staticmethod
+    def _collect(w: _Worker, readable: bool) -> tuple[dict | None, bool]:
+        """(`w`'s reply if it is complete, whether `w` is broken). A worker that
+        died, broke the framing or its byte cap, or is past its deadline gives
+        a failed reply and is broken."""
+        try:
+            reply = w.poll() if readable else None
+        except (EOFError, OSError):
+            return _dead_reply("worker died"), True
+        except ValueError:
+            return _dead_reply("worker reply malformed or over its cap"), True
+        if reply is None and w.overdue():
+            return _dead_reply("worker stuck"), True
+        return reply, False
+
+    def _retire(self, dead: _Worker) -> None:
+        """Kill `dead` and drop it from its group. A fresh worker is started
+        when a job needs one, so the grading that found it broken does not
+        also wait for its replacement to start."""
         dead.close()
         for ws in self.groups.values():
             if dead in ws:
-                ws[ws.index(dead)] = fresh = _Worker(self.sandbox)
-                fresh.job = None
-        dead.job = index
+                ws.remove(dead)
 
     def close(self) -> None:
         for ws in self.groups.values():

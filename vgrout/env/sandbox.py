@@ -24,15 +24,22 @@ writable as the user's.
 Both: wall timeout (kill), RLIMIT_CPU/AS/FSIZE/NOFILE/CORE (+NPROC as uid
 65534), stdout+stderr and the result channel read through pipes with caps
 (exceeding a cap kills the run), environment cleared.
+
+What comes back is bounded too, so that the time after the program's end
+(draining, shipping to the parent, decoding) is bounded whatever it did: raw
+bytes, at most ``stdout_cap`` + ``result_cap`` + 4 KiB of the marker file,
+never decoded or re-encoded here (the worker frames them, the parent decodes).
 """
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
 import resource
 import select
-import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -40,6 +47,8 @@ from dataclasses import dataclass
 from . import harness, isolation
 from .isolation import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, check, libc
 
+MARKER_BYTES = 4096  # read of a file_marker file
+CLEANUP_S = 1.0  # the most a run dir's removal may take (see remove_tree)
 NOBODY = 65534  # uid of programs that run solutions (call expressions only)
 SECRET_UID = 65533  # uid of jobs that hold expected values (naive, trusted)
 
@@ -53,8 +62,13 @@ class Limits:
     open_files: int = 64
     processes: int = 64
     tmpfs_bytes: int = 64 << 20
+    tmpfs_inodes: int = 8192
     stdout_cap: int = 4 << 20
-    result_cap: int = 64 << 20
+    result_cap: int = 16 << 20
+
+    def reply_bytes(self) -> int:
+        """The most a run's raw outputs can hold: what a reader may accept."""
+        return self.stdout_cap + self.result_cap + MARKER_BYTES
 
 
 GUARANTEES = {
@@ -119,7 +133,7 @@ def _program(job: dict, limits: Limits, tmp: str, out_w: int, res_w: int, drop: 
             os.setgid(uid)
             os.setuid(uid)
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-        status = harness.main(job)
+        status = harness.main(job, limits.result_cap)
     finally:
         os._exit(status)
 
@@ -130,8 +144,8 @@ def job_uid(job: dict) -> int:
     return NOBODY if job.get("kind") == "program" else SECRET_UID
 
 
-def _read_marker_file(name: str) -> str | None:
-    """Up to 4 KiB of a regular file `name` in cwd (no symlinks followed)."""
+def _read_marker_file(name: str) -> bytes | None:
+    """Up to 4 KiB of the regular file `name` (no symlinks followed)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -141,7 +155,7 @@ def _read_marker_file(name: str) -> str | None:
 
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return os.read(fd, 4096).decode("utf-8", "replace")
+        return os.read(fd, MARKER_BYTES)
     finally:
         os.close(fd)
 
@@ -151,10 +165,12 @@ def _exit_code(st: int) -> int:
 
 
 class _Capped:
-    """Bytes read from one pipe, up to `cap` (beyond it: `over` is set)."""
+    """Bytes read from one pipe, up to `cap` (beyond it: `over` is set, and
+    `name` is the reason the run is killed)."""
 
-    def __init__(self, fd: int, cap: int):
-        self.fd, self.cap, self.buf, self.over, self.open = fd, cap, bytearray(), False, True
+    def __init__(self, fd: int, cap: int, name: str):
+        self.fd, self.cap, self.name = fd, cap, name
+        self.buf, self.over, self.open = bytearray(), False, True
 
     def read(self) -> None:
         try:
@@ -170,6 +186,160 @@ class _Capped:
             self.over = True
             chunk = chunk[: max(0, self.cap - len(self.buf))]
         self.buf += chunk
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def remove_tree(path: str, deadline: float) -> bool:
+    """Remove the directory `path` and all in it, by `deadline`; whether it is gone.
+
+    Not shutil.rmtree: it recurses once per level and keeps a descriptor open
+    per level, so a program's chain of 10^4 nested directories makes it raise
+    RecursionError and leave the chain (filling the tmpfs for later runs).
+    Here each directory's files are unlinked and its subdirectories moved up
+    into `path` before it is removed: a flat walk, with two descriptors and a
+    few system calls per entry, that needs no new inode (the program may have
+    used them all). The deadline guards the fallback level, where the run dir
+    is on disk and nothing limits how many files a program makes (with
+    namespaces the tmpfs inode limit does).
+    """
+    try:
+        top = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return not os.path.lexists(path)
+    try:
+        left = _empty_flat(top, deadline)
+    except OSError:  # cleaning up must not lose the run's outputs
+        left = 1
+    finally:
+        os.close(top)
+    return not left and _gone(os.rmdir, None, path)
+
+
+def _empty_flat(top: int, deadline: float) -> int:
+    """Empty the directory `top`; how many entries are left in it."""
+    entries = _entries(top)
+    taken = {name for name, _ in entries}
+    fresh = (n for n in map(str, itertools.count()) if n not in taken)  # names for moved dirs
+    todo, stuck = [], 0  # every name in todo is a directory in top
+    for k, (name, is_dir) in enumerate(entries):
+        if time.monotonic() > deadline:
+            return len(entries) - k + len(todo) + stuck
+        if is_dir:
+            todo.append(name)
+        elif not _retry_writable(top, lambda n=name: _gone(os.unlink, top, n)):
+            stuck += 1
+    while todo:
+        if time.monotonic() > deadline:
+            return len(todo) + stuck
+        name = todo.pop()
+        if _gone(os.rmdir, top, name):
+            continue
+        moved = _move_up(top, name, fresh, deadline)
+        if moved is None:
+            stuck += 1  # neither removable nor emptiable: left in place
+            continue
+        todo.append(name)  # empty once the moved directories are gone
+        todo.extend(moved)
+    return stuck
+
+
+def run_dir_prefix(worker_pid: int) -> str:
+    """Run dirs are named after their worker, so that the parent can remove
+    the one a killed worker left behind (fallback level: it is on disk)."""
+    return f"vgrout-run-{worker_pid}-"
+
+
+def remove_run_dirs(worker_pid: int) -> None:
+    """Remove the fallback-level run dirs of a dead worker (with namespaces
+    they were in its private tmpfs, gone with it)."""
+    pattern = os.path.join(tempfile.gettempdir(), glob.escape(run_dir_prefix(worker_pid)) + "*")
+    for path in glob.glob(pattern):
+        if not remove_tree(path, time.monotonic() + CLEANUP_S):
+            _remove_later(path)
+
+
+def _remove_later(path: str) -> None:
+    """Leave the rest of `path` to a detached ``rm -rf``: the grading must not
+    wait for it (the deadline passed), and the next run should not find it.
+    Nothing is left to wait for: the shell exits at once and its rm is
+    re-parented, so the worker collects no zombie."""
+    try:
+        subprocess.run(
+            ["/bin/sh", "-c", 'rm -rf -- "$1" </dev/null >/dev/null 2>&1 &', "sh", path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
+def _entries(fd: int) -> list[tuple[str, bool]]:
+    """(name, is a directory, not following symlinks) for each entry of `fd`."""
+    with os.scandir(fd) as it:
+        return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+
+
+def _gone(remove, dir_fd: int | None, name: str) -> bool:
+    """`remove(name, dir_fd=dir_fd)` (unlink or rmdir); whether `name` is gone."""
+    try:
+        remove(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _move_up(top: int, name: str, fresh, deadline: float) -> list[str] | None:
+    """Empty the directory `name` in `top` (until `deadline`): unlink what is
+    not a directory, move the directories into `top` (under names from
+    `fresh`, which no entry of `top` has). Their new names; None if nothing
+    could be done."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=top)
+    except OSError:
+        return None
+    moved, removed = [], 0
+    try:
+        for entry, is_dir in _entries(fd):
+            if time.monotonic() > deadline:
+                break
+            if not is_dir:
+                removed += _retry_writable(fd, lambda e=entry: _gone(os.unlink, fd, e))
+                continue
+            new = next(fresh)
+            if _retry_writable(fd, lambda e=entry, n=new: _renamed(fd, e, top, n)):
+                moved.append(new)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return moved if moved or removed else None
+
+
+def _renamed(src_fd: int, name: str, dst_fd: int, new: str) -> bool:
+    try:
+        os.rename(name, new, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        return True
+    except OSError:
+        return False
+
+
+def _retry_writable(fd: int, step) -> bool:
+    """`step()`, and once more after making the directory `fd` writable (a
+    program may have made its own directory read-only; root needs no retry)."""
+    if step():
+        return True
+    try:
+        os.fchmod(fd, 0o700)
+    except OSError:
+        return False
+    return step()
 
 
 def _kill(pid: int, level: str) -> None:
@@ -206,7 +376,7 @@ def _supervise(
                 if p.fd in ready:
                     p.read()
                     if p.over and cap_hit is None:
-                        cap_hit = "output cap"
+                        cap_hit = p.name
                         _kill(pid, level)
             exited = pidfd in ready
     finally:
@@ -227,14 +397,18 @@ def _supervise(
 
 
 def run_job(job: dict, limits: Limits, level: str) -> dict:
-    """Run `job` (a harness job) isolated at `level`; raw outputs for the parent."""
+    """Run `job` (a harness job) isolated at `level`; raw outputs for the parent.
+
+    ``results``, ``stdout`` and ``file`` are the capped bytes as read (see
+    ``decode_outputs``); the rest is small.
+    """
     t0 = time.perf_counter()
     if level == "namespaces" and isolation.ROOT is None:
         raise RuntimeError("namespaces level needs enter_worker_namespace() first")
     # (A worker whose namespace set-up half worked has a read-only /tmp: its
     # fallback runs then live in the writable BASE.)
     tmp = tempfile.mkdtemp(
-        prefix="vgrout-run-",
+        prefix=run_dir_prefix(os.getpid()),
         dir=os.path.join(isolation.ROOT, "run") if level == "namespaces" else isolation.BASE,
     )
     out_r, out_w = os.pipe()
@@ -255,24 +429,38 @@ def run_job(job: dict, limits: Limits, level: str) -> dict:
                 os._exit(70)
         os.close(out_w)
         os.close(res_w)
-        out, res = _Capped(out_r, limits.stdout_cap), _Capped(res_r, limits.result_cap)
+        out = _Capped(out_r, limits.stdout_cap, "output cap")
+        res = _Capped(res_r, limits.result_cap, "result cap")
         st, timed_out, cap_hit = _supervise(pid, level, [out, res], limits.wall_s)
         marker = job.get("file_marker")
         file = _read_marker_file(os.path.join(tmp, marker)) if marker else None
     finally:
         os.close(out_r)
         os.close(res_r)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not remove_tree(tmp, time.monotonic() + CLEANUP_S):
+            _remove_later(tmp)
     return {
         "status": None if timed_out or cap_hit else _exit_code(st),
         "timed_out": timed_out,
         "cap": cap_hit,
         "ns_error": None,
-        "results": res.buf.decode("utf-8", "replace"),
-        "stdout": out.buf.decode("utf-8", "replace"),
+        "results": bytes(res.buf),
+        "stdout": bytes(out.buf),
         "file": file,
         "seconds": time.perf_counter() - t0,
     }
+
+
+OUTPUTS = ("results", "stdout", "file")
+
+
+def decode_outputs(reply: dict) -> dict:
+    """`reply` with its raw outputs as text (invalid UTF-8 replaced), for grading."""
+    text = dict(reply)
+    for key in OUTPUTS:
+        if isinstance(text.get(key), bytes):
+            text[key] = text[key].decode("utf-8", "replace")
+    return text
 
 
 def probe(limits: Limits | None = None) -> tuple[str, str | None]:
@@ -282,8 +470,9 @@ def probe(limits: Limits | None = None) -> tuple[str, str | None]:
     if hasattr(os, "fork"):
         try:
             if isolation.ROOT is None:
-                isolation.enter_worker_namespace((limits or Limits()).tmpfs_bytes)
-            out = run_job(job, limits or Limits(), "namespaces")
+                lim = limits or Limits()
+                isolation.enter_worker_namespace(lim.tmpfs_bytes, lim.tmpfs_inodes)
+            out = decode_outputs(run_job(job, limits or Limits(), "namespaces"))
             if (
                 f'"v":[["i",{job_uid(job)}]]' in out["results"]
                 and '"v":[["i",1]]' in out["results"]

@@ -5,6 +5,13 @@ Why a separate interpreter: it is started with exec (never forked from the
 trainer), so the process a solution is forked from holds no expected values,
 no model and no other problem's tests; and forking a small warm interpreter
 costs a few ms where a fresh ``python -c`` costs ~14 ms.
+
+Reply framing: a JSON header line (status, timings, and ``sizes``: the byte
+lengths of the raw results, stdout and marker file, -1 for no file), then
+those bytes as they were read. Sending them raw, rather than as JSON strings,
+keeps a reply as long as the capped outputs: escaping could make them up to
+six times longer, and encoding and decoding them would cost time that grows
+with what the program wrote.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import sys
 import threading
 import time
 
-from .sandbox import GUARANTEES, Limits, probe, run_job
+from .sandbox import GUARANTEES, OUTPUTS, Limits, probe, run_job
 
 # Imported once here so that forked programs find them already loaded: the
 # LeetCode setup code imports all of these, and importing them afresh in every
@@ -75,16 +82,33 @@ def _serve(inp, out_fd: int) -> None:
                 "status": None,
                 "timed_out": False,
                 "cap": None,
-                "results": "",
-                "stdout": "",
+                "results": b"",
+                "stdout": b"",
                 "file": None,
                 "seconds": 0.0,
                 "ns_error": None,
-                "worker_error": repr(e),
+                "worker_error": repr(e)[:200],
             }
-        data = (json.dumps(reply) + "\n").encode()
-        while data:
-            data = data[os.write(out_fd, data) :]
+        _send(out_fd, reply)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data`; through a memoryview, so that a partial write costs
+    no copy of the rest (re-slicing bytes is quadratic in their length)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _send(out_fd: int, reply: dict) -> None:
+    """One framed reply: the header line, then the raw outputs it sizes."""
+    blobs = [reply.get(key) for key in OUTPUTS]
+    head = {k: v for k, v in reply.items() if k not in OUTPUTS}
+    head["sizes"] = [-1 if b is None else len(b) for b in blobs]
+    _write_all(out_fd, (json.dumps(head) + "\n").encode())
+    for blob in blobs:
+        if blob:
+            _write_all(out_fd, blob)
 
 
 def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
