@@ -4,8 +4,9 @@ import pytest
 import torch
 from tiny_lm import CharTokenizer, tiny_model
 
+from vgrout.adapters.layers import lora_layers, short_name
 from vgrout.directions.capture import SITES, _find_lora, capture, capture_in_forward, capture_texts
-from vgrout.lm.tokens import chat_prompt, encode
+from vgrout.lm.tokens import chat_prompt, encode, pool_completion
 
 torch.set_num_threads(1)
 
@@ -124,7 +125,44 @@ def test_resid_site_has_one_row_per_layer(lm):
     model, tok = lm
     feats = capture(model, _batch(tok, [0, 1]), ["resid"])
     assert feats["resid"].shape == (2, 2, 64)
-    assert feats.modules["resid"] == ["layer.0", "layer.1"]
+    assert feats.modules["resid"] == ["layers.0", "layers.1"]
+
+
+def test_resid_and_lora_rows_share_the_module_tree_names(lm):
+    """'layers.1' is the parent of 'layers.1.self_attn.q_proj', as in the model."""
+    model, tok = lm
+    feats = capture(model, _batch(tok, [0]), ["resid", "bottleneck"])
+    modules = {short_name(n) for n, _ in model.named_modules()}
+    assert set(feats.modules["resid"]) <= modules
+    assert set(feats.modules["bottleneck"]) <= modules
+    for row in feats.modules["bottleneck"]:
+        assert row.rsplit(".", 2)[0] in feats.modules["resid"], row
+
+
+def test_lora_rows_are_the_adapters_lora_layers(lm):
+    model, _ = lm
+    assert list(_find_lora(model)) == [short_name(n) for n, _ in lora_layers(model)]
+
+
+def test_capture_refuses_a_merged_layer():
+    model = tiny_model(seed=0)
+    model.merge_adapter()
+    with pytest.raises(RuntimeError, match="is merged; hooks would not fire"):
+        capture(model, _batch(CharTokenizer(), [0]), ["bottleneck"])
+
+
+def test_pooling_is_the_shared_pool_completion_and_at_least_float32():
+    """bf16 activations pool in float32; float64 stays float64 (the grad site's case)."""
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(2, 5, 3, generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])
+    pooled = pool_completion(acts.bfloat16(), mask)
+    assert pooled.dtype == torch.float32
+    assert torch.equal(pooled[0], acts.bfloat16().float()[0, 2:].sum(0) / 3)
+    assert torch.equal(pooled[1], torch.zeros(3))  # no completion tokens: zero, not NaN
+    assert pool_completion(acts.double(), mask).dtype == torch.float64
+    with pytest.raises(ValueError, match="do not match"):
+        pool_completion(acts, mask[:, :4])
 
 
 def test_capture_in_forward_equals_capture_bottleneck(lm):

@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from vgrout.files import atomic_write
+from vgrout.files import atomic_dir, atomic_write
 
 from .layers import ALL_ADAPTERS, ANCHOR, DEPLOYED, lora_layers, routed_info, short_name
 from .views import VIEW_ADAPTERS, block_delta, merge_dtype
@@ -85,17 +83,6 @@ def load_adapters(model: nn.Module, path: str | os.PathLike) -> None:
         p.copy_(loaded[k])
 
 
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move a finished folder into place; a previous folder is only removed afterwards."""
-    old = None
-    if path.exists():
-        old = path.with_name(f"{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def _export_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """PEFT-format keys ('<module>.lora_A.weight') of the folded rank-2r deployed adapter."""
     from peft import get_peft_model_state_dict
@@ -128,25 +115,22 @@ def export_deployed(
     model: nn.Module, path: str | os.PathLike, merged_path: str | os.PathLike | None = None
 ) -> None:
     """Write the deployed block (anchor folded in) as a plain PEFT adapter folder `path`;
-    with `merged_path`, also a full model with the deployed delta merged into W."""
+    with `merged_path`, also a full model with the deployed delta merged into W.
+    Each folder is built beside its target and swapped in whole (`atomic_dir`)."""
     info = routed_info(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config = copy.deepcopy(model.peft_config[DEPLOYED])
     config.r, config.lora_alpha = 2 * info.r, 2 * info.alpha
     config.init_lora_weights, config.inference_mode = True, True
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp"))
-    try:
+
+    def fill(tmp: Path) -> None:
         config.save_pretrained(str(tmp))
         save_file(
             _export_state_dict(model),
             str(tmp / "adapter_model.safetensors"),
             metadata={"format": "pt"},
         )
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_dir(path, fill)
     if merged_path is not None:
         _save_merged(model, Path(merged_path))
 
@@ -171,11 +155,4 @@ def _save_merged(model: nn.Module, path: Path) -> None:
         raise RuntimeError(
             f"vgrout.adapters.export_deployed: merged weights not placed: {sorted(merged)[:3]}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp"))
-    try:
-        base.save_pretrained(str(tmp), state_dict=sd)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_dir(path, lambda tmp: base.save_pretrained(str(tmp), state_dict=sd))

@@ -10,8 +10,8 @@ Sites (every feature tensor is ``[batch, rows, width]``, mean-pooled over the
 completion tokens of each row, float32):
 
 - ``resid``: output of each decoder layer (the residual stream after the
-  layer; the last one is before the final norm). rows = layers, width =
-  d_model.
+  layer; the last one is before the final norm). rows = layers, named like
+  the module tree (``layers.3``), width = d_model.
 - ``bottleneck``: ``A·x`` of the deployed LoRA block at every adapted module.
   rows = adapted modules, width = r.
 - ``adapter_out``: ``scaling · B·A·x`` of the deployed block, i.e. exactly
@@ -29,6 +29,10 @@ completion tokens of each row, float32):
   when B = 0 (standard LoRA init); capture refuses that case rather than
   return zeros that look like a measurement.
 
+Row names are the adapters' `short_name` of each hooked module, so a resid row
+``layers.3`` and a LoRA row ``layers.3.self_attn.q_proj`` share one scheme,
+and the LoRA rows are found by the adapters' own `lora_layers`.
+
 The capture does not change which adapters are active: to capture the
 deployed view (quarantine ablated), wrap the call in the adapters' ablation.
 """
@@ -42,15 +46,17 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from vgrout.adapters.layers import lora_layers, short_name
 from vgrout.lm.logprobs import completion_nll
-from vgrout.lm.tokens import Batch, chat_prompt, encode
+from vgrout.lm.tokens import Batch, chat_prompt, encode, pool_completion
 from vgrout.names import SITES
 
 
 class Capture(dict):
     """``dict[site, Tensor [batch, rows, width]]`` plus row names and widths.
 
-    modules: site -> list of row names (layer index or module short name)
+    modules: site -> list of row names (module short names: ``layers.3`` for a
+             decoder layer, ``layers.3.self_attn.q_proj`` for an adapted Linear)
     widths:  site -> list of true widths per row (padding beyond is zero)
     """
 
@@ -60,56 +66,43 @@ class Capture(dict):
         self.widths: dict[str, list[int]] = {}
 
 
-def _short_name(full: str) -> str:
-    """'base_model.model.model.layers.0.self_attn.q_proj' -> 'layers.0.self_attn.q_proj'."""
-    i = full.find("layers.")
-    return full[i:] if i >= 0 else full
-
-
-def _find_lora(model: nn.Module, block: str = "deployed", part: str = "A") -> dict[str, nn.Module]:
+def _find_lora(model: nn.Module, block: str = "deployed") -> dict[str, nn.Module]:
     """Map module short name -> the LoRA layer holding ``block`` (in model order).
 
-    Returns the PEFT ``LoraLayer`` (not its lora_A/lora_B child) so callers can
-    read both the sub-module for ``part`` and the layer's ``scaling``. Raises
-    when the block is absent or a layer is merged: merged adapters bypass
-    forward hooks, so a capture would silently see nothing.
+    The layers and their names are the adapters' (`lora_layers`, `short_name`),
+    so a capture row and an init or checkpoint entry of the same module carry
+    the same name. Returns the PEFT ``LoraLayer`` (not its lora_A/lora_B child)
+    so callers can hook either and read the layer's ``scaling``. Raises when
+    the block is absent or a layer is merged: merged adapters bypass forward
+    hooks, so a capture would silently see nothing.
     """
-    if part not in ("A", "B"):
-        raise ValueError(f"_find_lora: part must be 'A' or 'B', got {part!r}")
     found = {}
-    for name, mod in model.named_modules():
-        lora_a = getattr(mod, "lora_A", None)
-        if isinstance(lora_a, nn.ModuleDict) and block in lora_a:
-            if getattr(mod, "merged", False):
-                raise RuntimeError(f"capture: LoRA layer {name} is merged; hooks would not fire")
-            found[_short_name(name)] = mod
+    for name, layer in lora_layers(model):
+        if block not in layer.lora_A:
+            continue
+        if layer.merged:
+            raise RuntimeError(f"capture: LoRA layer {name} is merged; hooks would not fire")
+        found[short_name(name)] = layer
     if not found:
         raise ValueError(f"capture: no LoRA layer holds an adapter named {block!r}")
     return found
 
 
-def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer's list of decoder layers (the only ModuleList named '...layers')."""
+def _decoder_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Short name -> decoder layer, in order ('layers.0', 'layers.1', ...).
+
+    The decoder layers are the only ModuleList named '...layers'; each row is
+    named by `short_name` of its module path, the scheme of the LoRA rows.
+    """
     lists = [
-        m
+        (n, m)
         for n, m in model.named_modules()
         if isinstance(m, nn.ModuleList) and n.split(".")[-1] == "layers"
     ]
     if len(lists) != 1:
         raise ValueError(f"capture: expected one ModuleList named 'layers', found {len(lists)}")
-    return lists[0]
-
-
-def _pool(acts: Tensor, mask: Tensor) -> Tensor:
-    """[batch, pos, d] x [batch, pos] -> [batch, d] mean over masked positions (>= float32)."""
-    if acts.shape[:2] != mask.shape:
-        raise ValueError(
-            f"capture: activations {tuple(acts.shape[:2])} do not match "
-            f"completion mask {tuple(mask.shape)}"
-        )
-    dtype = torch.promote_types(acts.dtype, torch.float32)  # bf16 models pool in fp32
-    m = mask.to(dtype).unsqueeze(-1)  # [batch, pos, 1]
-    return (acts.to(dtype) * m).sum(1) / m.sum(1).clamp_min(1.0)
+    list_name, layers = lists[0]
+    return {short_name(f"{list_name}.{i}"): layer for i, layer in enumerate(layers)}
 
 
 def _stack_padded(rows: list[Tensor]) -> tuple[Tensor, list[int]]:
@@ -155,8 +148,8 @@ def capture(
     try:
         if "resid" in sites:
             layers = _decoder_layers(model)
-            names["resid"] = [f"layer.{i}" for i in range(len(layers))]
-            for name, layer in zip(names["resid"], layers):
+            names["resid"] = list(layers)
+            for name, layer in layers.items():
                 hooks.append(layer.register_forward_hook(_resid_hook(name, mask, pooled)))
         if {"bottleneck", "adapter_out", "grad"} & set(sites):
             loras = _find_lora(model, block)
@@ -178,7 +171,7 @@ def capture(
             if want_grad:
                 loss = completion_nll(out.logits, batch.input_ids, mask, per_row=True).sum()
                 grads = torch.autograd.grad(loss, list(leaves.values()))
-                pooled["grad"] = {n: _pool(g, mask) for n, g in zip(leaves, grads)}
+                pooled["grad"] = {n: pool_completion(g, mask) for n, g in zip(leaves, grads)}
     finally:
         for h in hooks:
             h.remove()
@@ -194,7 +187,7 @@ def capture(
 
 def _resid_hook(name: str, mask: Tensor, pooled: dict):
     def hook(mod, inp, out):  # out: [batch, pos, d_model]
-        pooled["resid"][name] = _pool(_layer_output(out).detach(), mask)
+        pooled["resid"][name] = pool_completion(_layer_output(out).detach(), mask)
 
     return hook
 
@@ -208,7 +201,7 @@ def _hook_lora(
 
     def on_a(mod, inp, out):  # out: [batch, pos, r]
         if "bottleneck" in sites:
-            pooled["bottleneck"][name] = _pool(out.detach(), mask)
+            pooled["bottleneck"][name] = pool_completion(out.detach(), mask)
         if "grad" in sites:
             # A zero leaf added to the output: d loss / d leaf = d loss / d (A·x), and
             # (unlike swapping in a detached copy) every downstream LoRA path stays in
@@ -219,7 +212,7 @@ def _hook_lora(
         return None
 
     def on_b(mod, inp, out):  # out: [batch, pos, d_out], before scaling
-        pooled["adapter_out"][name] = _pool(out.detach() * scaling, mask)
+        pooled["adapter_out"][name] = pool_completion(out.detach() * scaling, mask)
 
     hooks.append(layer.lora_A[block].register_forward_hook(on_a))
     if "adapter_out" in sites:
@@ -332,7 +325,7 @@ def capture_in_forward(
         def on_a(mod, inp, out):  # out: [batch, pos, r]
             if name == first:
                 holder.forwards += 1
-            holder._rows[name] = _pool(out.detach(), mask)
+            holder._rows[name] = pool_completion(out.detach(), mask)
 
         return on_a
 

@@ -73,6 +73,8 @@ def haar_direction(shape: Sequence[int], seed: int, widths: Sequence[int] | None
     widths: true width of each row (capture's zero padding); coordinates past
     a row's width are set to zero before normalising, so a random row has the
     same effective dimension as the features it scores.
+
+    A numpy twin, `metrics.haar_rows`, stays because metrics imports no torch.
     """
     rows, width = shape
     g = torch.Generator().manual_seed(int(seed))

@@ -103,7 +103,10 @@ def bootstrap_ci(
 def haar_rows(
     rng: np.random.Generator, rows: int, width: int, widths: Sequence[int] | None = None
 ) -> np.ndarray:
-    """[rows, width] random unit rows; coordinates past widths[i] are zero."""
+    """[rows, width] random unit rows; coordinates past widths[i] are zero.
+
+    A torch twin, `extract.haar_direction`, stays because this module imports no torch.
+    """
     v = rng.standard_normal((rows, width))
     if widths is not None:
         v *= np.arange(width)[None, :] < np.asarray(widths)[:, None]

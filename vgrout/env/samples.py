@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vgrout.files import atomic_write_text
+
 from .modes import PHRASE
 
 LIST_SETUP = """from typing import *
@@ -106,8 +108,4 @@ SAMPLE_ROWS = [
 
 def write_samples(path: str | Path) -> Path:
     """Write SAMPLE_ROWS as jsonl at `path` (atomically) and return it."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in SAMPLE_ROWS), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in SAMPLE_ROWS))

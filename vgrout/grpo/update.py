@@ -7,8 +7,6 @@ the PPO ratio come from the sampler's view (see passes.py).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -17,6 +15,7 @@ from vgrout.grpo.passes import behaviour_logprobs, shared_prompt
 from vgrout.grpo.zones import zone_masks
 from vgrout.lm.logprobs import target_mask, token_logprobs
 from vgrout.lm.prefix import completion_logprobs, prompt_cache
+from vgrout.lm.schedule import warmup_cosine
 
 
 def advantages(rewards: Tensor, std_normalise: bool) -> Tensor:
@@ -126,8 +125,4 @@ def decay_toward_init(params, init_values, amount: float) -> None:
 
 def lr_factor(step: int, cfg) -> float:
     """Linear warm-up over `warmup_steps`, then cosine down to `min_lr_frac`."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, cfg.warmup_steps, cfg.steps, cfg.min_lr_frac)

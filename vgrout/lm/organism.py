@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -28,6 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from vgrout import paths
+from vgrout.files import atomic_dir
+from vgrout.lm.schedule import warmup_cosine
 from vgrout.lm.tokens import chat_prompt, encode
 
 BUILD_THREADS = 2
@@ -218,13 +216,15 @@ def completion_only_nll(model, batch) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, batch.input_ids[:, 1:][scored])
 
 
+WARM_START_LR_FLOOR = 0.1
+"""Where the warm start's cosine ends, as a share of `lr`. A constant, not a recipe
+field: a new field would change every recipe's hash and so the cached organism."""
+
+
 def warm_start_lr(step: int, recipe: OrganismRecipe) -> float:
     """Linear warm-up, then cosine to 10%: a decayed end point is a stable checkpoint
     (at a constant lr the solve rate of neighbouring checkpoints swings by ~0.1)."""
-    if step < recipe.warmup_steps:
-        return (step + 1) / recipe.warmup_steps
-    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, recipe.warmup_steps, recipe.steps, WARM_START_LR_FLOOR)
 
 
 def warm_start(model, tokenizer, data: dict, recipe: OrganismRecipe) -> list[float]:
@@ -252,7 +252,8 @@ def warm_start(model, tokenizer, data: dict, recipe: OrganismRecipe) -> list[flo
 
 
 def build(recipe: OrganismRecipe, out_dir: Path) -> Path:
-    """Build the organism into `out_dir` atomically (a temp folder, then rename)."""
+    """Build the organism into `out_dir` atomically (a temp folder, then rename);
+    an existing `out_dir` is replaced."""
     torch.manual_seed(recipe.seed)
     data = corpus(recipe)
     texts = [chat_prompt_text(p) + c for kind in data.values() for p, c in kind]
@@ -260,26 +261,20 @@ def build(recipe: OrganismRecipe, out_dir: Path) -> Path:
     torch.manual_seed(recipe.seed)
     model = make_model(recipe, tokenizer)
     losses = warm_start(model, tokenizer, data, recipe)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".building-"))
-    try:
+    info = {
+        "recipe": asdict(recipe),
+        "losses": losses,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "vocab": len(tokenizer),
+        "corpus": {k: len(v) for k, v in data.items()},
+    }
+
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        info = {
-            "recipe": asdict(recipe),
-            "losses": losses,
-            "n_params": sum(p.numel() for p in model.parameters()),
-            "vocab": len(tokenizer),
-            "corpus": {k: len(v) for k, v in data.items()},
-        }
         (tmp / "organism.json").write_text(json.dumps(info, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out_dir
+
+    return atomic_dir(out_dir, fill)
 
 
 def chat_prompt_text(prompt: list[dict] | str) -> str:

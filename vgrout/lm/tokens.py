@@ -108,9 +108,18 @@ def from_ids(
 
 
 def pool_completion(acts: Tensor, completion_mask: Tensor) -> Tensor:
-    """Mean over completion positions.
+    """Mean over completion positions, in at least float32.
 
     acts: [batch, pos, d] -> [batch, d]. Rows with no completion tokens give 0.
+    A bf16 model's activations are pooled in float32 (bf16's 8-bit mantissa is
+    too coarse for a sum over hundreds of tokens); float32 and float64 keep
+    their dtype.
     """
-    m = completion_mask.to(acts.dtype).unsqueeze(-1)  # [batch, pos, 1]
-    return (acts * m).sum(1) / m.sum(1).clamp_min(1.0)
+    if acts.shape[:2] != completion_mask.shape:
+        raise ValueError(
+            f"pool_completion: activations {tuple(acts.shape[:2])} do not match "
+            f"completion mask {tuple(completion_mask.shape)}"
+        )
+    dtype = torch.promote_types(acts.dtype, torch.float32)
+    m = completion_mask.to(dtype).unsqueeze(-1)  # [batch, pos, 1]
+    return (acts.to(dtype) * m).sum(1) / m.sum(1).clamp_min(1.0)
