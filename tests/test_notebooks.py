@@ -468,3 +468,11 @@ def test_the_manifest_names_the_dirty_files_it_was_written_from(tmp_path):
     (tmp_path / "untracked.py").write_text("")
     dirty = runner.git_revision(tmp_path)
     assert dirty["dirty"] is True and dirty["dirty_files"] == ["b.py"]
+
+
+def test_the_manifest_records_the_shipped_organism():
+    from vgrout.lm.shipped import read_record, sha256
+
+    rec = runner.organism_record()
+    assert rec == {"key": read_record()["key"], "weights_sha256": read_record()["weights_sha256"]}
+    assert rec["weights_sha256"] == sha256(runner.REPO / "data" / "organism" / "model.safetensors")

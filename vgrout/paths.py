@@ -13,6 +13,8 @@ TRAIN_PROBLEMS = DATA / "problems" / "train.jsonl"
 TEST_PROBLEMS = DATA / "problems" / "test.jsonl"
 HACKS = DATA / "hacks" / "hacks.jsonl"
 PAIRS = DATA / "pairs" / "hack_pairs.md"
+ORGANISM = DATA / "organism"
+"""The shipped CPU organism (vgrout.lm.shipped); `make organism` rebuilds it."""
 
 
 def reference_dir() -> Path | None:

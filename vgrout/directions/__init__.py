@@ -1,5 +1,5 @@
 """Hack directions: pairs, activation capture, extraction, metrics and diagnostics.
 
-`pairs` and `metrics` import no torch, so pair files and saved scores can be
-checked without it.
+`metrics` imports no torch, so saved scores can be re-scored without it (the
+pair files themselves are read by `vgrout.env.pairs`).
 """

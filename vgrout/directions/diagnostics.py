@@ -31,6 +31,7 @@ import torch
 from vgrout.directions.capture import capture_texts
 from vgrout.directions.extract import extract_directions, haar_direction, oracle_direction, score
 from vgrout.directions.metrics import auroc, bootstrap_ci, f_beta_at_quantile, random_band
+from vgrout.files import atomic_write, atomic_write_text
 from vgrout.names import SITES
 
 
@@ -405,7 +406,7 @@ def _sources(args, model, tokenizer) -> dict:
 def _parser():
     import argparse
 
-    from vgrout import paths
+    from vgrout import cli, paths
 
     ap = argparse.ArgumentParser(
         prog="python -m vgrout.directions.diagnostics", description=main.__doc__
@@ -444,12 +445,12 @@ def _parser():
     ap.add_argument(
         "--out", required=True, help="CSV path; a .json with the settings goes beside it"
     )
+    cli.add_debug_flag(ap)
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Build the site x source table for a policy and a labelled pool; write CSV + JSON."""
-    import os
     import sys
 
     args = _parser().parse_args(argv)
@@ -479,10 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             hack_share=args.hack_share,
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
     meta = dict(
         command="python -m vgrout.directions.diagnostics "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -491,15 +489,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         n_clean=pool.counts()[1],
         n_pairs={k: len(v) for k, v in sources.items() if isinstance(v, list)},
     )
-    if args.policy == "organism":
-        from vgrout.lm.organism import organism_dir
+    if args.policy == "organism":  # which build the table was measured on
+        from vgrout.lm.shipped import read_record
 
-        meta["organism"] = organism_dir().name  # the recipe hash the table was measured on
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out.with_suffix(".json"))
+        record = read_record()
+        meta["organism"] = {"key": record["key"], "weights_sha256": record["weights_sha256"]}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from vgrout import cli
+
+    sys.exit(cli.run(main, "python -m vgrout.directions.diagnostics"))

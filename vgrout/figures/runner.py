@@ -146,6 +146,21 @@ def git_revision(repo: Path = REPO) -> dict:
     return {"commit": commit, "dirty": bool(files), "dirty_files": files}
 
 
+def organism_record() -> dict | None:
+    """The shipped organism's recipe key and weights hash: which model the figures start from.
+
+    None when data/organism is absent (the notebooks may have been pointed at
+    another model through their parameters, which the manifest records too).
+    """
+    from vgrout.lm.shipped import read_record
+
+    try:
+        record = read_record()
+    except FileNotFoundError:
+        return None
+    return {"key": record.get("key"), "weights_sha256": record.get("weights_sha256")}
+
+
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str = KERNEL) -> float:
     """Run one notebook with papermill from the repository root; returns wall seconds."""
     import papermill as pm
@@ -199,6 +214,7 @@ def run_all(
     manifest = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_revision(),
+        "organism": organism_record(),
         "mode": "quick" if quick else "full",
         "python": sys.version.split()[0],
         "figures_dir": str(figures_dir),

@@ -1,50 +1,65 @@
-"""``python -m vgrout.lm build|measure``: build the CPU organism, or measure its rates."""
+"""``python -m vgrout.lm build|measure``: rebuild the CPU organism, or measure its rates.
+
+build                        build the current recipe into the cache, print its folder
+build --output data/organism ... and replace the shipped organism with it
+measure                      the shipped organism's compile / solve / hack rates
+measure --set steps=240      a recipe variant's (built into the cache if missing)
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from vgrout import cli
+from vgrout.lm.measure import measure_organism
 from vgrout.lm.organism import ensure_organism, recipe_with
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m vgrout.lm")
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m vgrout.lm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build the organism if the cache lacks it; print its folder")
+    b = sub.add_parser("build", help="build the organism from its recipe (cached by recipe hash)")
+    b.add_argument("--output", default=None, metavar="DIR",
+                   help="also ship the build to DIR with its record (data/organism replaces "
+                   "the shipped organism)")  # fmt: skip
     m = sub.add_parser("measure", help="sample and grade: compile / solve / hack rates")
     for p in (b, m):
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="FIELD=VALUE",
-            help="a recipe variant (e.g. --set steps=240); it gets a cache folder "
-            "of its own, which `--model` of vgrout.grpo.__main__ accepts",
-        )
+        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="a recipe variant (e.g. --set steps=240); it gets a cache folder "
+                       "of its own, which --model of python -m vgrout.grpo accepts")  # fmt: skip
+        cli.add_debug_flag(p)
     m.add_argument("--split", choices=["train", "test"], default="train")
     m.add_argument("--mode", default="run_tests")
     m.add_argument("--samples", type=int, default=8, help="completions per problem")
     m.add_argument("--temperature", type=float, default=1.0)
     m.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    try:
-        recipe = recipe_with(args.set)
-    except ValueError as e:
-        ap.error(str(e))
-    print(ensure_organism(recipe))
-    if args.cmd == "measure":
-        from vgrout.lm.measure import measure_organism
+    return ap
 
-        print(
-            json.dumps(
-                measure_organism(
-                    args.split, args.mode, args.samples, args.temperature, args.seed, recipe=recipe
-                ),
-                indent=1,
-            )
-        )
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    recipe = recipe_with(args.set)
+    if args.cmd == "build":
+        folder = ensure_organism(recipe)
+        print(folder)
+        if args.output:
+            from vgrout.lm.shipped import ship
+
+            record = ship(folder, args.output)
+            print(f"shipped to {args.output}: key {record['key']}, "
+                  f"weights sha256 {record['weights_sha256']}")  # fmt: skip
+        return
+    variant = recipe if args.set else None  # no --set: the shipped organism
+    rates = measure_organism(args.split, args.mode, args.samples, args.temperature, args.seed,
+                             recipe=variant)  # fmt: skip
+    print(json.dumps(rates, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, "python -m vgrout.lm"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vgrout import paths
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -16,8 +18,8 @@ def load_policy(
 ):
     """Return (model, tokenizer) ready for sampling and training.
 
-    "organism" builds the tiny pre-trained Qwen3 on first use (cached, rebuilt
-    when its recipe or data change); anything else is passed to
+    "organism" is the shipped CPU organism in data/organism (never built
+    here: `make organism` rebuilds it); anything else is passed to
     `from_pretrained` (a hub id or a local folder). Defaults: fp32 on CPU,
     bf16 on CUDA. The tokenizer always pads on the left, since batched
     generation appends to the right edge of every row.
@@ -29,9 +31,12 @@ def load_policy(
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     path = name_or_path
     if name_or_path == "organism":
-        from vgrout.lm.organism import ensure_organism
-
-        path = str(ensure_organism())
+        path = str(paths.ORGANISM)
+        if not (paths.ORGANISM / "model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"{paths.ORGANISM}: the shipped organism is missing; restore it from git or "
+                "rebuild it with make organism"
+            )
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:

@@ -1,4 +1,4 @@
-"""Token log-probs and the Dr.GRPO objective (PPO clip + k3 KL)."""
+"""Token log-probs of a causal LM: next-token, per-position and completion-only NLL."""
 
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ def measure_organism(
 ) -> dict:
     """The organism's compile / solve / hack rates on one split and mode.
 
-    recipe: an `OrganismRecipe` variant to build (if missing) and measure
-    instead of the default one; its `unseen_every` splits the training rates.
+    recipe: an `OrganismRecipe` variant to build (if its cache lacks it) and
+    measure instead of the shipped organism; the recipe's `unseen_every`
+    splits the training rates into memorised and unseen problems.
     """
     import torch
 
@@ -26,9 +27,12 @@ def measure_organism(
     from vgrout.lm.load import load_policy
     from vgrout.lm.organism import OrganismRecipe, ensure_organism, unseen_problem_ids
 
-    recipe = recipe or OrganismRecipe()
     torch.manual_seed(seed)
-    model, tok = load_policy(str(ensure_organism(recipe)))
+    if recipe is None:
+        model, tok = load_policy("organism")
+        recipe = OrganismRecipe()
+    else:
+        model, tok = load_policy(str(ensure_organism(recipe)))
     path = paths.TRAIN_PROBLEMS if split == "train" else paths.TEST_PROBLEMS
     problems = load_problems(path, [mode])
     summary, rows = evaluate_policy(
