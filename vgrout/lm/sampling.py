@@ -12,7 +12,8 @@ from typing import Sequence
 
 import torch
 
-from vgrout.lm.tokens import chat_prompt
+from vgrout.lm import decode
+from vgrout.lm.tokens import chat_prompt, pad_id
 
 
 @dataclass
@@ -38,12 +39,65 @@ def generate(
     top_p: float = 1.0,
     batch_size: int = 64,
 ) -> Samples:
-    """Sample `n` completions of each rendered prompt string; keep the exact ids."""
+    """Sample `n` completions of each rendered prompt string; keep the exact ids.
+
+    Qwen3 models go through `decode` (in-place cache, each prompt run once for
+    its n rows); anything it does not support through `model.generate`.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        run = _generate_lean if decode.supports(model) else _generate_hf
+        return run(
+            model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
+        )
+    finally:
+        model.train(was_training)
+
+
+def cut_at_eos(ids: list[int], eos: int) -> list[int]:
+    """Ids up to and including the first eos (all of them if there is none)."""
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+
+def chunks(n_prompts: int, n: int, batch_size: int) -> list[tuple[int, int, int]]:
+    """(first prompt, prompts, rows per prompt) per batch of at most batch_size rows.
+
+    A batch holds whole groups (batch_size // n prompts of n rows) so that
+    each prompt is run once for all its rows; a group larger than
+    batch_size is split into batches of one prompt.
+    """
+    if n <= batch_size:
+        per = batch_size // n
+        return [(i, min(per, n_prompts - i), n) for i in range(0, n_prompts, per)]
+    return [
+        (i, 1, min(batch_size, n - r)) for i in range(n_prompts) for r in range(0, n, batch_size)
+    ]
+
+
+def _generate_lean(
+    model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
+) -> Samples:
+    eos = tokenizer.eos_token_id
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    out = Samples([], [], [])
+    for first, count, rows in chunks(len(ids), n, batch_size):
+        group = ids[first : first + count]
+        new = decode.decode(
+            model, group, rows, max_new_tokens, eos, pad_id(tokenizer), temperature, top_k, top_p
+        ).tokens
+        out.prompt_ids.extend(list(p) for p in group for _ in range(rows))
+        out.completion_ids.extend(cut_at_eos(row, eos) for row in new.tolist())
+    out.texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    return out
+
+
+def _generate_hf(
+    model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
+) -> Samples:
     flat = [t for t in prompts for _ in range(n)]
     eos = tokenizer.eos_token_id
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     out = Samples([], [], [])
     for i in range(0, len(flat), batch_size):
         enc = tokenizer(
@@ -63,18 +117,11 @@ def generate(
         )
         width = enc["input_ids"].shape[1]
         for row, mask in zip(gen.tolist(), enc["attention_mask"].tolist()):
-            prompt = [t for t, m in zip(row[:width], mask) if m]
-            comp = row[width:]
-            if eos in comp:
-                comp = comp[: comp.index(eos) + 1]
-            out.prompt_ids.append(prompt)
-            out.completion_ids.append(comp)
+            out.prompt_ids.append([t for t, m in zip(row[:width], mask) if m])
+            out.completion_ids.append(cut_at_eos(row[width:], eos))
         out.texts.extend(
-            tokenizer.batch_decode(
-                [c for c in out.completion_ids[-len(gen) :]], skip_special_tokens=True
-            )
+            tokenizer.batch_decode(out.completion_ids[-len(gen) :], skip_special_tokens=True)
         )
-    model.train(was_training)
     return out
 
 
