@@ -123,6 +123,20 @@ def test_greedy_matches_hf_generate_on_tiny_qwen3():
     assert lean(model, prompts, steps, eos, temperature=0.0) == want
 
 
+def test_finished_rows_hold_pad_and_the_loop_ends_with_the_last_row():
+    model, prompts, steps = tiny_qwen3(), tiny_prompts(), 24
+    eos = early_eos(model, prompts, steps)
+    d = decode.decode(model, prompts, 1, steps, eos, PAD, temperature=0.0).tokens
+    stops = stop_steps(d.tolist(), eos)
+    assert None in stops and d.shape[1] == steps
+    for row, stop in zip(d, stops):
+        if stop is not None:
+            assert (row[stop + 1 :] == PAD).all()
+    finishing = [p for p, s in zip(prompts, stops) if s is not None]
+    short = decode.decode(model, finishing, 1, steps, eos, PAD, temperature=0.0).tokens
+    assert short.shape[1] == max(s for s in stops if s is not None) + 1
+
+
 def test_greedy_matches_hf_generate_on_organism(organism):
     model, tok, prompts = organism
     steps, eos = 56, tok.eos_token_id
