@@ -162,12 +162,11 @@ def step_attention(
     cache.new_v[layer, :, :, :, t] = v.view(g, n, kv, hd).transpose(1, 2)
     new_k = cache.new_k[layer, :, :, :, : t + 1]  # [g, kv, n, t+1, hd], a view
     new_v = cache.new_v[layer, :, :, :, : t + 1]
-    q = (
-        (q.view(g, n, kv, rep, hd) * attn.scaling).transpose(1, 2).contiguous()
-    )  # [g, kv, n, rep, hd]
-    s_prompt = q.view(g, kv, n * rep, hd) @ cache.prompt_k[layer].transpose(-1, -2)
+    scaled = q.view(g, n, kv, rep, hd) * attn.scaling
+    qg = scaled.transpose(1, 2).contiguous()  # [g, kv, n, rep, hd]
+    s_prompt = qg.view(g, kv, n * rep, hd) @ cache.prompt_k[layer].transpose(-1, -2)
     s_prompt = s_prompt.view(g, kv, n, rep, width) + cache.prompt_bias
-    s_new = q @ new_k.transpose(-1, -2)  # [g, kv, n, rep, t+1]
+    s_new = qg @ new_k.transpose(-1, -2)  # [g, kv, n, rep, t+1]
     p = softmax_like_model(torch.cat([s_prompt, s_new], -1), q.dtype)  # [g, kv, n, rep, P+t+1]
     o_prompt = p[..., :width].reshape(g, kv, n * rep, width) @ cache.prompt_v[layer]
     out = o_prompt.view(g, kv, n, rep, hd) + p[..., width:] @ new_v  # [g, kv, n, rep, hd]
