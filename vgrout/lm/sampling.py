@@ -78,6 +78,7 @@ def chunks(n_prompts: int, n: int, batch_size: int) -> list[tuple[int, int, int]
 def _generate_lean(
     model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
 ) -> Samples:
+    """`generate` through `decode.decode`; prompts are tokenised one by one and padded there."""
     eos = tokenizer.eos_token_id
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     out = Samples([], [], [])
@@ -95,6 +96,7 @@ def _generate_lean(
 def _generate_hf(
     model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
 ) -> Samples:
+    """`generate` through `model.generate`, for models `decode` does not support."""
     flat = [t for t in prompts for _ in range(n)]
     eos = tokenizer.eos_token_id
     device = next(model.parameters()).device
