@@ -32,3 +32,7 @@ PAIR_INITS = ("corda", "scorda", "scorda_rev")
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Default Linear modules that carry adapters (every projection of a Qwen3 layer)."""
+
+DECODERS = ("hf", "lean")
+"""How completions are sampled: hf = transformers' `generate`; lean = the in-place
+KV-cache loop of `vgrout.lm.decode` (same distribution, different draws for a seed)."""

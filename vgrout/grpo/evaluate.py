@@ -44,6 +44,7 @@ def evaluate_views(
                             seed=cfg.seed * 7919 + step,
                             top_k=cfg.top_k,
                             top_p=cfg.top_p,
+                            decoder=cfg.decoder,
                         )
                 ships = (view == "deployed") == (cfg.arm != "vanilla") or not policy.routed
                 rows.append({"step": step, "split": split, "view": view, "ships": ships, **summary})

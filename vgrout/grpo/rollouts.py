@@ -118,6 +118,7 @@ def collect_groups(
                 cfg.temperature,
                 cfg.top_k,
                 cfg.top_p,
+                decoder=cfg.decoder,
             )
         n = counts[view]
         for j in range(len(s.texts)):

@@ -53,6 +53,7 @@ def evaluate_policy(
     seed: int | None = 0,
     top_k: int = 0,
     top_p: float = 1.0,
+    decoder: str = "hf",
 ):
     """Sample `n_samples` per problem, grade each under its problem's mode.
 
@@ -72,6 +73,7 @@ def evaluate_policy(
         top_k=top_k,
         top_p=top_p,
         seed=seed,
+        decoder=decoder,
     )
     items = [(c, p) for p, cs in zip(problems, outs) for c in cs]
     grades = grade_many(items, workers=workers)

@@ -7,12 +7,15 @@ temperatures, stop tokens and decoding identical.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from vgrout.lm.tokens import chat_prompt
+from vgrout.lm import decode
+from vgrout.lm.tokens import chat_prompt, pad_id
+from vgrout.names import DECODERS
 
 
 @dataclass
@@ -37,13 +40,80 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     batch_size: int = 64,
+    decoder: str = "hf",
 ) -> Samples:
-    """Sample `n` completions of each rendered prompt string; keep the exact ids."""
+    """Sample `n` completions of each rendered prompt string; keep the exact ids.
+
+    decoder (vgrout.names.DECODERS): "hf" samples with `model.generate`;
+    "lean" decodes Qwen3 models through `decode` (in-place cache, each prompt
+    run once for its n rows), ~2x faster on the organism, and falls back to
+    "hf" (with a warning) for a model it does not support. The two draw
+    different tokens for one seed, so a run keeps one decoder throughout.
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"generate: decoder must be one of {DECODERS}, got {decoder!r}")
+    lean = decoder == "lean" and decode.supports(model)
+    if decoder == "lean" and not lean:
+        warnings.warn(
+            f"decoder='lean' does not support {type(model).__name__}; using model.generate",
+            stacklevel=2,
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        run = _generate_lean if lean else _generate_hf
+        return run(
+            model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
+        )
+    finally:
+        model.train(was_training)
+
+
+def cut_at_eos(ids: list[int], eos: int) -> list[int]:
+    """Ids up to and including the first eos (all of them if there is none)."""
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+
+def chunks(n_prompts: int, n: int, batch_size: int) -> list[tuple[int, int, int]]:
+    """(first prompt, prompts, rows per prompt) per batch of at most batch_size rows.
+
+    A batch holds whole groups (batch_size // n prompts of n rows) so that
+    each prompt is run once for all its rows; a group larger than
+    batch_size is split into batches of one prompt.
+    """
+    if n <= batch_size:
+        per = batch_size // n
+        return [(i, min(per, n_prompts - i), n) for i in range(0, n_prompts, per)]
+    return [
+        (i, 1, min(batch_size, n - r)) for i in range(n_prompts) for r in range(0, n, batch_size)
+    ]
+
+
+def _generate_lean(
+    model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
+) -> Samples:
+    """`generate` through `decode.decode`; prompts are tokenised one by one and padded there."""
+    eos = tokenizer.eos_token_id
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    out = Samples([], [], [])
+    for first, count, rows in chunks(len(ids), n, batch_size):
+        group = ids[first : first + count]
+        new = decode.decode(
+            model, group, rows, max_new_tokens, eos, pad_id(tokenizer), temperature, top_k, top_p
+        ).tokens
+        out.prompt_ids.extend(list(p) for p in group for _ in range(rows))
+        out.completion_ids.extend(cut_at_eos(row, eos) for row in new.tolist())
+    out.texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    return out
+
+
+def _generate_hf(
+    model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
+) -> Samples:
+    """`generate` through `model.generate`, for models `decode` does not support."""
     flat = [t for t in prompts for _ in range(n)]
     eos = tokenizer.eos_token_id
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     out = Samples([], [], [])
     for i in range(0, len(flat), batch_size):
         enc = tokenizer(
@@ -63,18 +133,11 @@ def generate(
         )
         width = enc["input_ids"].shape[1]
         for row, mask in zip(gen.tolist(), enc["attention_mask"].tolist()):
-            prompt = [t for t, m in zip(row[:width], mask) if m]
-            comp = row[width:]
-            if eos in comp:
-                comp = comp[: comp.index(eos) + 1]
-            out.prompt_ids.append(prompt)
-            out.completion_ids.append(comp)
+            out.prompt_ids.append([t for t, m in zip(row[:width], mask) if m])
+            out.completion_ids.append(cut_at_eos(row[width:], eos))
         out.texts.extend(
-            tokenizer.batch_decode(
-                [c for c in out.completion_ids[-len(gen) :]], skip_special_tokens=True
-            )
+            tokenizer.batch_decode(out.completion_ids[-len(gen) :], skip_special_tokens=True)
         )
-    model.train(was_training)
     return out
 
 
@@ -89,6 +152,7 @@ def sample(
     top_p: float = 1.0,
     batch_size: int = 64,
     seed: int | None = None,
+    decoder: str = "hf",
 ) -> list[list[str]]:
     """Return `n` completions for each chat (list of messages or user text).
 
@@ -97,5 +161,7 @@ def sample(
     if seed is not None:
         torch.manual_seed(seed)
     texts = [chat_prompt(tokenizer, m) for m in messages]
-    s = generate(model, tokenizer, texts, n, max_new_tokens, temperature, top_k, top_p, batch_size)
+    s = generate(
+        model, tokenizer, texts, n, max_new_tokens, temperature, top_k, top_p, batch_size, decoder
+    )
     return [s.texts[i * n : (i + 1) * n] for i in range(len(texts))]
