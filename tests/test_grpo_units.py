@@ -176,3 +176,28 @@ def test_grid_configs_give_each_arm_and_seed_a_resumable_one_thread_run_folder(t
 def test_grid_configs_reject_an_inconsistent_arm_by_field(tmp_path):
     with pytest.raises(ValueError, match="arm"):
         grid_configs(preset("smoke"), {"bad": dict(arm="routeZ")}, [0], tmp_path)
+
+
+# --- retain-heal --------------------------------------------------------------------------
+
+
+def test_retain_heal_moves_the_deployed_block_only_and_lowers_the_clean_nll():
+    from vgrout.env.pairs import load_pairs
+    from vgrout.grpo.heal import retain_heal
+    from vgrout.grpo.policy import build_policy
+    from vgrout.lm.load import load_policy
+    from vgrout.paths import PAIRS
+
+    torch.manual_seed(0)
+    base, tok = load_policy("organism")
+    cfg = preset("organism", arm="routeA", heal_steps=6, lr=3e-3)
+    pairs = load_pairs(f"{PAIRS}#authored")
+    policy = build_policy(cfg, base, tok, pairs)
+    before = {k: [p.detach().clone() for p in ps] for k, ps in policy.params.items()}
+    out = retain_heal(policy, tok, pairs, cfg)
+    moved = [not torch.equal(a, p) for a, p in zip(before["deployed"], policy.params["deployed"])]
+    assert any(moved)
+    assert all(torch.equal(a, p) for a, p in zip(before["quarantine"], policy.params["quarantine"]))
+    assert out["heal_steps"] == 6 and out["heal_loss_last"] < out["heal_loss_first"]
+    with pytest.raises(ValueError, match="needs pairs"):
+        retain_heal(policy, tok, [], cfg)
