@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_adapters_support import independent_deltas, perturb_blocks
+from helpers import (
+    independent_pooled_inputs,
+    init_statistics,
+    model_tol,
+    perturb_blocks,
+    stored_tol,
+)
 
 from vgrout.adapters import (
     INITS,
@@ -20,12 +26,15 @@ from vgrout.adapters import (
 )
 
 N_PAIRS = 8
-# fp32 logits of the trained organism reach ~10, where the anchors' cancellation
-# alone leaves rounding differences of ~1e-5 (measured: 1.1e-5 at init, 1.5e-5
-# for the export). Each equality is therefore also asserted in float64, where
-# the same code must agree to 1e-10: the math is exact, fp32 is the only slack.
-TOL = {torch.float32: dict(atol=3e-5, rtol=0), torch.float64: dict(atol=1e-10, rtol=0)}
+# Each equality holds exactly in exact arithmetic; the only slack is rounding,
+# bounded by `rounding_tol` from the compared logits' magnitude (~15), the dtype,
+# the organism's depth and its MLP width. Each is asserted in float32 and again
+# in float64, where the same bound is ~1e-12: the RMSNorms then run in float64
+# too (`norms_in_model_dtype`), or float32 rounding inside them would set the
+# float64 slack instead.
 DTYPES = [torch.float32, torch.float64]
+
+pytestmark = pytest.mark.usefixtures("norms_in_model_dtype")
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +69,27 @@ def logits(model, batch):
         return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
 
+def tol(reference, model, **kw):
+    """`model_tol` for two computations of `reference` through the organism."""
+    return model_tol(
+        reference, model.config.num_hidden_layers, model.config.intermediate_size, **kw
+    )
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("init", INITS)
 def test_organism_identity_at_init_in_every_zone_and_view(organism, init, dtype):
     model, batch = attach(organism, init, dtype=dtype), organism[3]
     base_logits = logits(organism[0](dtype), batch)
+    bound = tol(base_logits, model)
     for m, d in ((0, 0), (1, 0), (1, 1)):
         with route(model, torch.full((4,), m), torch.full((4,), d)):
-            torch.testing.assert_close(logits(model, batch), base_logits, **TOL[dtype])
+            torch.testing.assert_close(logits(model, batch), base_logits, **bound)
     with ablate_quarantine(model):
-        torch.testing.assert_close(logits(model, batch), base_logits, **TOL[dtype])
+        torch.testing.assert_close(logits(model, batch), base_logits, **bound)
     for view in ("trained", "deployed"):
         with merged_for_generation(model, view):
-            torch.testing.assert_close(logits(model, batch), base_logits, **TOL[dtype])
+            torch.testing.assert_close(logits(model, batch), base_logits, **bound)
     with reference_policy(model):
         assert torch.equal(logits(model, batch), base_logits)
     assert not any(p.requires_grad for n, p in model.named_parameters() if "_0." in n)
@@ -110,7 +127,8 @@ def test_organism_zone_gradients_exact_and_additive(organism):
     for b in batched:
         for i, got in enumerate(batched[b]):
             want = sum(r[b][i] for r in rows)
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+            bound = tol(want, model, backward=True, tokens=batch.input_ids.numel())
+            torch.testing.assert_close(got, want, **bound)
 
 
 @pytest.mark.parametrize(
@@ -118,20 +136,27 @@ def test_organism_zone_gradients_exact_and_additive(organism):
     [("scorda", "quarantine", "deployed"), ("scorda_rev", "deployed", "quarantine")],
 )
 def test_organism_scorda_seed_placement(organism, init, seeded, other):
+    """The statistics attach captures match an unpadded capture; the seed is their mean."""
     fresh, tok, pairs, _ = organism
     model = attach(organism, init)
-    deltas = independent_deltas(fresh(), tok, pairs, "mlp.down_proj")
+    deltas, scale = independent_pooled_inputs(fresh(), tok, pairs, "mlp.down_proj")
+    stats = {f"model.{k}": v for k, v in init_statistics(model, pairs, tok).items()}
     for name, dlt in deltas.items():
+        # hack - clean: two pooled inputs, each a float32 computation through the model
+        bound = 2 * tol(torch.tensor(scale[name]), model)["atol"]
+        torch.testing.assert_close(stats[name], dlt, atol=bound, rtol=0, msg=name)
         layer = model.get_submodule(f"base_model.model.{name}")
-        u_in = dlt.mean(0) / dlt.mean(0).norm()
+        mean = stats[name].mean(0)
+        u_in = mean / mean.norm()
         w = layer.base_layer.weight.detach().double()
         u_out = w @ u_in / (w @ u_in).norm()
         a_s = layer.lora_A[seeded].weight.detach().double()
         b_s = layer.lora_B[seeded].weight.detach().double()
         a_o = layer.lora_A[other].weight.detach().double()
         b_o = layer.lora_B[other].weight.detach().double()
-        assert float(a_s[0] @ u_in) > 1 - 1e-5 and float(b_s[:, 0] @ u_out) > 1 - 1e-5, name
-        assert (a_o @ u_in).abs().max() < 1e-5 and (u_out @ b_o).abs().max() < 1e-5, name
+        t = stored_tol(max(w.shape))  # float64 unit vectors stored in float32
+        assert float(a_s[0] @ u_in) > 1 - t and float(b_s[:, 0] @ u_out) > 1 - t, name
+        assert (a_o @ u_in).abs().max() < t and (u_out @ b_o).abs().max() < t, name
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -147,6 +172,6 @@ def test_organism_export_matches_deployed_view(organism, tmp_path, dtype):
     assert (want - logits(fresh(dtype), batch)).abs().max() > 1e-2  # the deployed block moved
     export_deployed(model, tmp_path / "deployed", merged_path=tmp_path / "merged")
     loaded = PeftModel.from_pretrained(fresh(dtype), str(tmp_path / "deployed")).eval()
-    torch.testing.assert_close(logits(loaded, batch), want, **TOL[dtype])
+    torch.testing.assert_close(logits(loaded, batch), want, **tol(want, model))
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=dtype).eval()
-    torch.testing.assert_close(logits(merged, batch), want, **TOL[dtype])
+    torch.testing.assert_close(logits(merged, batch), want, **tol(want, model))

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_adapters_support import (
+from helpers import (
     PAIRS,
     ByteTokenizer,
+    model_tol,
     perturb_blocks,
     row_losses,
     tiny_qwen3,
@@ -68,16 +69,17 @@ def masked_grads(model, m, d, rows=None):
 @pytest.mark.parametrize("init", INITS)
 def test_every_zone_and_view_equals_base_at_init(init, base_logits):
     model = routed(init)
+    tol = model_tol(base_logits)
     for zone, (m, d) in ZONES.items():
         with torch.no_grad(), route(model, torch.full((4,), m), torch.full((4,), d)):
             got = logits(model)
-        torch.testing.assert_close(got, base_logits, atol=2e-6, rtol=0, msg=f"{init} zone {zone}")
-    torch.testing.assert_close(logits(model), base_logits, atol=2e-6, rtol=0)
+        torch.testing.assert_close(got, base_logits, **tol, msg=f"{init} zone {zone}")
+    torch.testing.assert_close(logits(model), base_logits, **tol)
     with ablate_quarantine(model):
-        torch.testing.assert_close(logits(model), base_logits, atol=2e-6, rtol=0)
+        torch.testing.assert_close(logits(model), base_logits, **tol)
     for view in ("trained", "deployed"):
         with merged_for_generation(model, view=view):
-            torch.testing.assert_close(logits(model), base_logits, atol=2e-6, rtol=0)
+            torch.testing.assert_close(logits(model), base_logits, **tol)
 
 
 @pytest.mark.parametrize("init", INITS)
@@ -133,7 +135,7 @@ def test_mixed_batch_gradient_equals_sum_of_per_row_gradients():
         )
     for b in batched:
         for got, want in zip(batched[b], summed[b]):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+            torch.testing.assert_close(got, want, **model_tol(want, backward=True))
 
 
 def _per_adapter_forward(layer, m, d):
@@ -174,14 +176,14 @@ def test_routed_forward_equals_the_per_adapter_definition():
             layer.forward = _per_adapter_forward(
                 layer, torch.ones(4), torch.zeros(4, dtype=torch.bool)
             )
-        torch.testing.assert_close(fused_logits, logits(model), atol=1e-6, rtol=0)
+        torch.testing.assert_close(fused_logits, logits(model), **model_tol(fused_logits))
     finally:
         for layer, forward in zip(layers, saved):
             layer.forward = forward
     for b in want:
         assert any(torch.count_nonzero(t) > 0 for t in want[b])
         for got, ref in zip(fused[b], want[b]):
-            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+            torch.testing.assert_close(got, ref, **model_tol(ref, backward=True))
 
 
 @pytest.mark.parametrize("reentrant", [True, False])
@@ -199,7 +201,7 @@ def test_masks_hold_under_gradient_checkpointing(reentrant):
     got = masked_grads(ckpt, m, d)
     for b in want:
         for x, y in zip(got[b], want[b]):
-            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(x, y, **model_tol(y, backward=True))
 
 
 def test_backward_after_leaving_route_is_wrong_under_reentrant_checkpointing():
@@ -221,9 +223,9 @@ def test_ablation_removes_quarantine_perturbation_and_restores(base_logits):
     full = logits(model)
     assert (full - base_logits).abs().max() > 1e-3
     with ablate_quarantine(model):
-        torch.testing.assert_close(logits(model), base_logits, atol=2e-6, rtol=0)
+        torch.testing.assert_close(logits(model), base_logits, **model_tol(base_logits))
         with route(model, torch.ones(4), torch.zeros(4)):  # ablation wins over m=1
-            torch.testing.assert_close(logits(model), base_logits, atol=2e-6, rtol=0)
+            torch.testing.assert_close(logits(model), base_logits, **model_tol(base_logits))
     assert torch.equal(logits(model), full)
 
 
@@ -269,16 +271,16 @@ def test_merged_view_matches_unmerged_and_restores_weights_bit_exactly(dtype):
     model = attach_routed_adapters(tiny_qwen3(dtype=dtype), r=4, init="pissa")
     perturb_blocks(model)
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    tol = 2e-5 if dtype == torch.float32 else 0.1
     for view in ("trained", "deployed"):
         if view == "trained":
             want = logits(model)
         else:
             with ablate_quarantine(model):
                 want = logits(model)
+        tol = model_tol(want.float(), dtype=dtype)
         for _ in range(3):
             with merged_for_generation(model, view=view):
-                torch.testing.assert_close(logits(model).float(), want.float(), atol=tol, rtol=0)
+                torch.testing.assert_close(logits(model).float(), want.float(), **tol)
     for n, p in model.named_parameters():
         assert torch.equal(p, weights[n]), n
 

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from tiny_lm import CharTokenizer, plant, tiny_model
 
 from vgrout.directions import diagnostics
 from vgrout.directions.diagnostics import (
@@ -63,9 +62,8 @@ def test_split_refuses_when_a_side_lacks_a_class():
         split_by_group(["a", "a", "b", "b"], np.array([1, 1, 0, 0]), 0.5, seed=0)
 
 
-def test_routing_table_columns_and_signal_ordering():
-    model, tok = tiny_model(seed=0), CharTokenizer()
-    plant(model)
+def test_routing_table_columns_and_signal_ordering(planted_char_lm):
+    model, tok, _ = planted_char_lm
     pool = _planted_pool()
     pairs = [SimpleNamespace(prompt=f"q{i}", hack="ab#cd#ef", clean="ab_cd_ef") for i in range(4)]
     placebo = [SimpleNamespace(prompt=f"q{i}", hack="abcdef", clean="fedcba") for i in range(4)]
@@ -113,13 +111,16 @@ def test_routing_table_columns_and_signal_ordering():
     assert row.loc[("bottleneck", "authored_t"), "auroc"] > 0.9
     oracle = row.loc[("bottleneck", "oracle")]
     assert oracle.f05 > oracle.band_median and oracle.auroc > oracle.band_auroc_median
-    assert (table.auroc_lo <= table.auroc + 1e-12).all() and (
-        table.auroc <= table.auroc_hi + 1e-12
+    # AUROCs lie in [0, 1]; np.quantile interpolates between two of them with three
+    # float64 roundings (a difference, a product, a sum): within 1.5 eps of 1
+    slack = 2 * np.finfo(np.float64).eps
+    assert (table.auroc_lo <= table.auroc + slack).all() and (
+        table.auroc <= table.auroc_hi + slack
     ).all()
 
 
-def test_routing_table_rejects_unknown_source():
-    model, tok = tiny_model(seed=0), CharTokenizer()
+def test_routing_table_rejects_unknown_source(char_lm):
+    model, tok = char_lm
     with pytest.raises(ValueError, match="unknown source"):
         routing_table(
             model, tok, _planted_pool(), {"x": "labels"}, sites=["bottleneck"], n_boot=10, n_band=10

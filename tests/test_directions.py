@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_lm import CharTokenizer, plant, tiny_model
+from helpers import rounding_tol
 
 from vgrout.directions.capture import _find_lora
 from vgrout.directions.extract import (
@@ -32,10 +32,20 @@ def _row_cos(a, b):
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
+def _assert_unit_rows(d):
+    """Rows normalised in float32 over their width: one reduction's rounding from 1."""
+    torch.testing.assert_close(
+        d.norm(dim=-1),
+        torch.ones(d.shape[0]),
+        atol=rounding_tol(1.0, d.dtype, width=d.shape[-1]),
+        rtol=0,
+    )
+
+
 def test_mean_diff_recovers_planted_direction_per_row():
     hack, clean, v = _planted()
     d = mean_diff_direction(hack, clean)
-    assert torch.allclose(d.norm(dim=-1), torch.ones(3))
+    _assert_unit_rows(d)
     assert (_row_cos(d, v) > 0.9).all()
 
 
@@ -51,10 +61,9 @@ def test_t_stat_downweights_noisy_coordinates():
     assert (_row_cos(t, v) > _row_cos(mean_diff_direction(hack, clean), v)).all()
 
 
-def test_extraction_through_the_model_recovers_a_planted_direction():
+def test_extraction_through_the_model_recovers_a_planted_direction(planted_char_lm):
     """Hack sides carry MARK where clean sides carry BLANK: layer-0 q moves along A·w."""
-    model, tok = tiny_model(seed=0), CharTokenizer()
-    w = plant(model)
+    model, tok, w = planted_char_lm
     g = torch.Generator().manual_seed(2)
     alphabet = "abcdefghij +-=()"
     pairs = []
@@ -75,7 +84,7 @@ def test_extraction_through_the_model_recovers_a_planted_direction():
 
 def test_haar_rows_are_unit_seeded_and_respect_widths():
     a = haar_direction((5, 8), seed=3, widths=[8, 4, 8, 2, 8])
-    assert torch.allclose(a.norm(dim=-1), torch.ones(5))
+    _assert_unit_rows(a)
     assert torch.equal(a, haar_direction((5, 8), seed=3, widths=[8, 4, 8, 2, 8]))
     assert not torch.equal(a, haar_direction((5, 8), seed=4, widths=[8, 4, 8, 2, 8]))
     assert (a[1, 4:] == 0).all() and (a[3, 2:] == 0).all()
@@ -132,7 +141,9 @@ def test_score_is_sum_over_rows_of_dot_products():
     feats = torch.randn(4, 3, 5)
     d = torch.randn(3, 5)
     expected = torch.stack([sum(feats[b, r] @ d[r] for r in range(3)) for b in range(4)])
-    torch.testing.assert_close(score(feats, d), expected)
+    # a float32 sum of 15 products may cancel: bound by the size of the products
+    tol = rounding_tol((feats.abs() * d.abs()).sum((1, 2)), width=15)
+    torch.testing.assert_close(score(feats, d), expected, atol=tol, rtol=0)
     with pytest.raises(ValueError, match="do not match"):
         score(feats, torch.randn(2, 5))
 

@@ -100,10 +100,12 @@ def test_routeA_smoke_run_writes_every_artifact(tmp_path):
 def test_every_arm_completes_and_logs_zone_shares(tmp_path, kw):
     res = train(smoke(tmp_path, steps=2, **kw))
     assert len([s for s in res.steps if "reward" in s]) == 2
+    # three counts / n, each rounded once, and two additions: within 3 u64 = 1.5 eps of 1
+    slack = 2 * sys.float_info.epsilon
     for s in res.steps:
         if "reward" in s:
             assert (
-                abs(s["zone_keep"] + s["zone_absorb"] + s["zone_route"] - 1) < 1e-9
+                abs(s["zone_keep"] + s["zone_absorb"] + s["zone_route"] - 1) <= slack
                 or s["live_groups"] == 0
             )
     vanilla = kw.get("arm") == "vanilla"
