@@ -30,7 +30,11 @@ from .sandbox import OUTPUTS, Limits, decode_outputs, remove_run_dirs
 
 log = logging.getLogger("vgrout.env")
 _announced = False
-REPLY_GRACE_S = 2.0  # past the wall limit: killing, draining and sending the outputs
+# Past the wall limit: killing the program, draining its outputs, removing its run dir
+# (at most sandbox.CLEANUP_S = 1 s) and sending the reply. 1.5 s leaves the trusted side
+# the other 1.5 s of its ~3 s allowance, for a parent that is scheduled late on a loaded
+# machine (at 2 s, a stopped worker was given up 6.0 s after its start once).
+REPLY_GRACE_S = 1.5
 HEADER_BYTES = 1 << 16  # a reply's header line is small; a longer one is a broken worker
 
 

@@ -267,7 +267,7 @@ def _remove_later(path: str) -> None:
     re-parented, so the worker collects no zombie."""
     try:
         subprocess.run(
-            ["/bin/sh", "-c", 'rm -rf -- "$1" </dev/null >/dev/null 2>&1 &', "sh", path],
+            ["/bin/sh", "-c", 'nice -n 19 rm -rf -- "$1" </dev/null >/dev/null 2>&1 &', "sh", path],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
