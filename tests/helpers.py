@@ -118,9 +118,9 @@ def _tiny_qwen3_base(seed: int, vocab: int, dtype: torch.dtype, **config):
     return Qwen3ForCausalLM(cfg).to(dtype).eval()
 
 
-def tiny_qwen3(seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A random Qwen3 over bytes with tied embeddings, no adapters."""
-    return _tiny_qwen3_base(seed, BYTE_VOCAB, dtype, tie_word_embeddings=True)
+def tiny_qwen3(seed: int = 0, dtype: torch.dtype = torch.float32, **config):
+    """A random Qwen3 over bytes with tied embeddings, no adapters (config: Qwen3Config overrides)."""
+    return _tiny_qwen3_base(seed, BYTE_VOCAB, dtype, tie_word_embeddings=True, **config)
 
 
 def tiny_model(seed: int = 0, r: int = 4, nonzero_b: bool = True, dtype=torch.float32):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import helpers
 import pytest
 import torch
 from helpers import PAIRS, ByteTokenizer, perturb_blocks
@@ -23,22 +24,8 @@ PAD = 0
 
 
 def tiny_qwen3(seed: int = 0, dtype=torch.float32):
-    """Random 2-layer Qwen3 whose logits spread enough (init std 0.2) that greedy has no near-ties."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(
-        vocab_size=256,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        head_dim=16,
-        initializer_range=0.2,
-        tie_word_embeddings=True,
-    )
-    return Qwen3ForCausalLM(cfg).to(dtype).eval()
+    """The tests' tiny Qwen3 with logits spread enough (init std 0.2) that greedy has no near-ties."""
+    return helpers.tiny_qwen3(seed, dtype, initializer_range=0.2)
 
 
 def tiny_prompts(lengths=(5, 11, 3, 8), seed: int = 1) -> list[list[int]]:
