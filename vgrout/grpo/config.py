@@ -117,7 +117,12 @@ class GRPOConfig:
     eval_every: int = 20
     """Evaluate every k steps (and always at the end); 0 = only at the end."""
     eval_samples: int = 4
-    """Completions per problem at evaluation."""
+    """Completions per problem at the periodic evaluations."""
+    final_eval_samples: int = 0
+    """Completions per problem at the final evaluation (0 = eval_samples); the
+    preregistered metrics are read there, so it is the one that needs the large sample."""
+    eval_batch_size: int = 128
+    """Rows per sampling call at evaluation (whole problems per call)."""
     eval_max_problems: int = 0
     """Cap on problems per evaluation split (0 = all)."""
     heal_steps: int = 0
@@ -136,10 +141,13 @@ class GRPOConfig:
     """"" = cuda when available, else cpu."""
     threads: int = 0
     """torch CPU threads (0 = leave as is)."""
-    decoder: str = "hf"
-    """Sampler for rollouts and evaluation: hf (transformers' generate) or lean (the
-    in-place KV-cache loop, ~2x faster generation on the organism; it draws other tokens
-    for a seed, so the committed figures, made with hf, would not replay with it)."""
+    decoder: str = "lean"
+    """Sampler for rollouts and evaluation: lean (the in-place KV-cache loop of
+    vgrout.lm.decode, ~2x faster generation on the organism; falls back to hf with a
+    warning for a model it does not support) or hf (transformers' generate). The two
+    draw different tokens for one seed, so a run keeps one decoder throughout."""
+    dtype: str = ""
+    """Policy weights: "" = float32 on CPU, bfloat16 on CUDA; or float32 / bfloat16."""
 
     def validate(self) -> "GRPOConfig":
         """Raise ValueError naming the fields of any contradiction."""
@@ -148,6 +156,13 @@ class GRPOConfig:
             bad.append(f"arm={self.arm!r}: expected one of {ARMS}")
         if self.decoder not in DECODERS:
             bad.append(f"decoder={self.decoder!r}: expected one of {DECODERS}")
+        if self.dtype not in ("", "float32", "bfloat16"):
+            bad.append(f"dtype={self.dtype!r}: expected '', 'float32' or 'bfloat16'")
+        if self.final_eval_samples < 0 or self.eval_batch_size < 1:
+            bad.append(
+                f"final_eval_samples={self.final_eval_samples}, eval_batch_size="
+                f"{self.eval_batch_size}: expected >= 0 and >= 1"
+            )
         if self.init not in INITS:
             bad.append(f"init={self.init!r}: expected one of {INITS}")
         if self.unrouted_zone not in ("absorb", "keep"):
@@ -221,6 +236,7 @@ PRESETS: dict[str, dict] = {
         lr=7e-4,
         eval_every=20,
         eval_samples=2,
+        final_eval_samples=8,
     ),
     # Seconds: plumbing only, for tests.
     "smoke": dict(

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from vgrout.lm.rates import evaluate_policy
+from vgrout.lm.rates import rates, sample_and_grade
 from vgrout.names import VIEWS
 
 
 def evaluate_views(
-    policy, tokenizer, cfg, step: int, train_set: Sequence, test_set: Sequence
+    policy,
+    tokenizer,
+    cfg,
+    step: int,
+    train_set: Sequence,
+    test_set: Sequence,
+    final: bool = False,
 ) -> list[dict]:
     """Hack and solve rates per split x view, with a per-mode breakdown.
 
@@ -18,34 +24,65 @@ def evaluate_views(
     whole model) and `deployed` (quarantine removed). `ships` marks the view
     a run would ship: the deployed view for routing arms, the whole model for
     vanilla (whose quarantine block is only the second half of its adapter).
-    The torch RNG is forked, so evaluating does not change the training run.
-    At step 0 the two views are one model (every block starts at zero net
-    delta), so one sampling pass serves both rows.
+
+    Both splits are sampled in one call per view (larger batches, one prompt
+    pass per problem), with the same seed in each view, so the two views of a
+    step are compared on common random numbers. The final evaluation
+    (`final=True`) draws `cfg.final_eval_samples` completions per problem, the
+    periodic ones `cfg.eval_samples`. The torch RNG is forked, so evaluating
+    does not change the training run. At step 0 the two views are one model
+    (every block starts at zero net delta), so one sampling pass serves both.
     """
     import torch
 
     cap = cfg.eval_max_problems or None
+    splits = {"test": list(test_set[:cap]), "iid": list(train_set[:cap])}
+    problems = [p for ps in splits.values() for p in ps]
+    n = cfg.final_eval_samples if final and cfg.final_eval_samples else cfg.eval_samples
     views = list(VIEWS) if policy.routed else ["trained"]
-    rows = []
+    rows, per_split = [], None
     with torch.random.fork_rng(devices=[]):
-        for split, problems in (("test", test_set[:cap]), ("iid", train_set[:cap])):
-            summary = None
-            for view in views:
-                if summary is None or step > 0:  # untrained, the views coincide
-                    with policy.sampler(view)():
-                        summary, _ = evaluate_policy(
-                            policy.model,
-                            tokenizer,
-                            problems,
-                            cfg.eval_samples,
-                            cfg.max_new_tokens,
-                            cfg.temperature,
-                            cfg.workers,
-                            seed=cfg.seed * 7919 + step,
-                            top_k=cfg.top_k,
-                            top_p=cfg.top_p,
-                            decoder=cfg.decoder,
-                        )
-                ships = (view == "deployed") == (cfg.arm != "vanilla") or not policy.routed
-                rows.append({"step": step, "split": split, "view": view, "ships": ships, **summary})
+        for view in views:
+            if per_split is None or step > 0:  # untrained, the views coincide
+                with policy.sampler(view)():
+                    _, grades = sample_and_grade(
+                        policy.model,
+                        tokenizer,
+                        problems,
+                        n,
+                        cfg.max_new_tokens,
+                        cfg.temperature,
+                        cfg.workers,
+                        seed=cfg.seed * 7919 + step,
+                        top_k=cfg.top_k,
+                        top_p=cfg.top_p,
+                        decoder=cfg.decoder,
+                        batch_size=cfg.eval_batch_size,
+                    )
+                per_split = split_rates(grades, splits, n)
+            ships = (view == "deployed") == (cfg.arm != "vanilla") or not policy.routed
+            for split, summary in per_split.items():
+                rows.append(
+                    {
+                        "step": step,
+                        "split": split,
+                        "view": view,
+                        "ships": ships,
+                        "samples": n,
+                        **summary,
+                    }  # fmt: skip
+                )
     return rows
+
+
+def split_rates(grades: Sequence, splits: dict, n: int) -> dict:
+    """{split: rates} from grades laid out split by split, problem by problem, n per problem."""
+    out, start = {}, 0
+    for split, problems in splits.items():
+        stop = start + len(problems) * n
+        modes = [p.mode for p in problems for _ in range(n)]
+        out[split] = rates(grades[start:stop], modes=modes)
+        start = stop
+    if start != len(grades):
+        raise ValueError(f"split_rates: {len(grades)} grades for {start} sampled completions")
+    return out

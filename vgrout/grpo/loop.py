@@ -123,7 +123,8 @@ class RunData:
         from vgrout.lm.load import load_policy
 
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        base, tok = load_policy(cfg.model, device=device)
+        dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
+        base, tok = load_policy(cfg.model, device=device, dtype=dtype)
         modes = list(cfg.modes)
         train_set = load_problems(repo_path(cfg.train_problems), modes)
         test_set = load_problems(repo_path(cfg.test_problems), modes, eval_markers=True)
@@ -131,8 +132,10 @@ class RunData:
         grade = functools.partial(grade_many, workers=cfg.workers)
         return cls(base, tok, train_set, test_set, hacks, load_run_pairs(cfg), grade)
 
-    def evaluate(self, policy, cfg: GRPOConfig, step: int) -> list[dict]:
-        return evaluate_views(policy, self.tokenizer, cfg, step, self.train_set, self.test_set)
+    def evaluate(self, policy, cfg: GRPOConfig, step: int, final: bool = False) -> list[dict]:
+        return evaluate_views(
+            policy, self.tokenizer, cfg, step, self.train_set, self.test_set, final=final
+        )
 
 
 def start_state(cfg: GRPOConfig, data: RunData) -> TrainState:
@@ -186,7 +189,7 @@ def finish(run: RunDir, ts: TrainState, data: RunData, cfg: GRPOConfig) -> None:
     if cfg.heal_steps:
         heal = retain_heal(ts.policy, data.tokenizer, data.pairs, cfg)
         run.log("steps", {"step": cfg.steps, "heal": heal})
-    run.log_many("eval", data.evaluate(ts.policy, cfg, cfg.steps))
+    run.log_many("eval", data.evaluate(ts.policy, cfg, cfg.steps, final=True))
     export_final(ts.policy, run)
     atomic_write_text(run.path / "result.json", json.dumps({"finished": True, "steps": cfg.steps}))
 

@@ -42,6 +42,45 @@ def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
     return out
 
 
+def sample_and_grade(
+    model,
+    tokenizer,
+    problems: Sequence,
+    n_samples: int = 4,
+    max_new_tokens: int = 128,
+    temperature: float = 1.0,
+    workers: int = 2,
+    seed: int | None = 0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    decoder: str = "hf",
+    batch_size: int = 64,
+) -> tuple[list[tuple[str, object]], list]:
+    """Sample `n_samples` per problem and grade each under its problem's mode.
+
+    Returns (items, grades): items[i] = (completion, problem), laid out
+    problem by problem, n_samples each; grades[i] is items[i]'s grade.
+    """
+    from vgrout.env import grade_many
+    from vgrout.lm.sampling import sample
+
+    outs = sample(
+        model,
+        tokenizer,
+        [p.messages for p in problems],
+        n=n_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        batch_size=batch_size,
+        seed=seed,
+        decoder=decoder,
+    )
+    items = [(c, p) for p, cs in zip(problems, outs) for c in cs]
+    return items, grade_many(items, workers=workers)
+
+
 def evaluate_policy(
     model,
     tokenizer,
@@ -60,23 +99,10 @@ def evaluate_policy(
     Returns (summary, rows) where rows hold every completion with its grade, so
     a caller can keep them (e.g. as a labelled pool for diagnostics).
     """
-    from vgrout.env import grade_many
-    from vgrout.lm.sampling import sample
-
-    outs = sample(
-        model,
-        tokenizer,
-        [p.messages for p in problems],
-        n=n_samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        decoder=decoder,
-    )
-    items = [(c, p) for p, cs in zip(problems, outs) for c in cs]
-    grades = grade_many(items, workers=workers)
+    items, grades = sample_and_grade(
+        model, tokenizer, problems, n_samples, max_new_tokens, temperature, workers, seed,
+        top_k, top_p, decoder,
+    )  # fmt: skip
     rows = [
         {
             "problem_id": p.id,

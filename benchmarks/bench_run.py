@@ -1,0 +1,68 @@
+"""Wall time of one 100-step organism run here against the same run at an older commit.
+
+The run is the one the decisive experiment repeats: the organism preset, 100
+steps, the final evaluation with 8 completions per problem in both views and
+both splits, one thread. The older commit runs from a temporary git worktree
+with its own defaults (its decoder, its evaluation), so the ratio is what a
+researcher gains by updating; both runs go back to back in this one process,
+baseline first, so machine load affects both alike. Prints both wall times and,
+last, the ratio (this tree / baseline).
+
+    python benchmarks/bench_run.py --baseline ffca967 --steps 100 --arm routeA
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_once(tree: Path, run_dir: Path, args) -> float:
+    """Seconds of `python -m vgrout.grpo` imported from `tree` (its own code and data)."""
+    cmd = [
+        sys.executable, "-m", "vgrout.grpo", "--preset", "organism", "--arm", args.arm,
+        "--seed", str(args.seed), "--steps", str(args.steps), "--threads", "1",
+        "--eval-every", "0", "--eval-samples", str(args.samples), "--run-dir", str(run_dir),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    for var in ("VGROUT_DATA", "VGROUT_RUNS", "VGROUT_CACHE"):
+        env.pop(var, None)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"bench_run: run in {tree} failed:\n{done.stderr[-3000:]}")
+    return wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--baseline", required=True, help="commit to compare against")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--arm", default="routeA")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=8, help="completions per problem, final eval")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(old),
+                        args.baseline], check=True)  # fmt: skip
+        try:
+            t_old = run_once(old, Path(tmp) / "run-old", args)
+            print(f"baseline {args.baseline}: {t_old:8.1f} s", flush=True)
+            t_new = run_once(REPO, Path(tmp) / "run-new", args)
+            print(f"this tree        : {t_new:8.1f} s", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)])
+    print(f"ratio (this tree / baseline): {t_new / t_old:.3f}")
+
+
+if __name__ == "__main__":
+    main()
