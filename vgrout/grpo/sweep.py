@@ -49,12 +49,15 @@ def run_grid(
     """Train every (arm, seed) of the grid; returns their run folders."""
     cfgs = grid_configs(base, arms, seeds, root)
     done: dict[tuple[str, int], Path] = {}
+    # seed-major order: a grid stopped part-way holds whole seeds of every arm,
+    # which is what paired comparisons over seeds can read
+    order = sorted(cfgs, key=lambda k: (list(seeds).index(k[1]), list(arms).index(k[0])))
     if jobs <= 1:
-        for key, cfg in tqdm(cfgs.items(), desc="runs"):
-            done[key] = Path(_run(cfg.to_json()))
-        return done
+        for key in tqdm(order, desc="runs"):
+            done[key] = Path(_run(cfgs[key].to_json()))
+        return {k: done[k] for k in cfgs}
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_run, cfg.to_json()): key for key, cfg in cfgs.items()}
+        futures = {pool.submit(_run, cfgs[key].to_json()): key for key in order}
         for fut in tqdm(as_completed(futures), total=len(futures), desc="runs"):
             done[futures[fut]] = Path(fut.result())
     return {k: done[k] for k in cfgs}

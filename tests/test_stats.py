@@ -1,0 +1,87 @@
+"""The preregistered tests: exact sign-flip p, paired t interval, Holm."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from vgrout.figures import stats
+
+
+def _brute_p(d, alternative):
+    obs, hits, total = np.mean(d), 0, 0
+    for signs in itertools.product((1, -1), repeat=len(d)):
+        m = np.mean(np.multiply(signs, d))
+        total += 1
+        if alternative == "less":
+            hits += m <= obs + 1e-12
+        elif alternative == "greater":
+            hits += m >= obs - 1e-12
+        else:
+            hits += abs(m) >= abs(obs) - 1e-12
+    return hits / total
+
+
+def _exact_p(decimals):
+    from fractions import Fraction
+
+    d = [Fraction(x) for x in decimals]
+    obs = sum(d) / len(d)
+    means = [sum(s * x for s, x in zip(signs, d)) / len(d)
+             for signs in itertools.product((1, -1), repeat=len(d))]  # fmt: skip
+    return {
+        "less": sum(m <= obs for m in means) / len(means),
+        "greater": sum(m >= obs for m in means) / len(means),
+        "two-sided": sum(abs(m) >= abs(obs) for m in means) / len(means),
+    }
+
+
+def test_sign_flip_matches_enumeration():
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 6, 8):
+        d = rng.normal(-0.1, 0.2, n)
+        for alt in stats.ALTERNATIVES:
+            assert stats.sign_flip_p(d, alt) == pytest.approx(_brute_p(d, alt), abs=0)
+
+
+def test_sign_flip_extremes_and_ties():
+    assert stats.sign_flip_p([-0.1] * 8, "less") == stats.min_p(8) == 1 / 256
+    assert stats.sign_flip_p([-0.1] * 8, "two-sided") == stats.min_p(8, "two-sided")
+    assert stats.sign_flip_p([-0.1] * 8, "greater") == 1.0
+    assert stats.sign_flip_p([1.0, 2.0, 3.0], "greater") == 1 / 8
+    assert stats.sign_flip_p([0.0, 0.0], "less") == 1.0  # no effect at all
+    # sign vectors whose mean equals the observed one in exact arithmetic count as
+    # extreme, although float sums differ in the last bits (rates are k/400)
+    d = [0.1, 0.2, -0.3]
+    exact = _exact_p(["0.1", "0.2", "-0.3"])
+    assert {alt: stats.sign_flip_p(d, alt) for alt in exact} == exact
+    with pytest.raises(ValueError, match="NaN"):
+        stats.sign_flip_p([0.1, float("nan")])
+
+
+def test_paired_ci_is_the_t_interval():
+    m, lo, hi = stats.paired_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and hi - m == pytest.approx(4.303 / math.sqrt(3), rel=1e-12)
+    assert m - lo == pytest.approx(hi - m, rel=1e-12)
+    assert all(math.isnan(v) for v in stats.paired_ci([0.2])[1:])
+
+
+@pytest.mark.parametrize("dof", range(1, 31))
+def test_t_table_holds_95_percent(dof):
+    """Integrate Student's t density over [-q, q]; the table rounds q to 3 decimals,
+    which moves the mass by at most 2 * density(q) * 0.0005."""
+    q = stats.t975(dof)
+    x = np.linspace(-q, q, 200_001)
+    c = math.gamma((dof + 1) / 2) / (math.sqrt(dof * math.pi) * math.gamma(dof / 2))
+    f = c * (1 + x**2 / dof) ** (-(dof + 1) / 2)
+    mass = float(np.sum((f[1:] + f[:-1]) / 2 * np.diff(x)))
+    assert abs(mass - 0.95) <= 2 * f[-1] * 0.0005 + 1e-7
+
+
+def test_holm_step_down():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([]) == []
