@@ -99,8 +99,13 @@ def test_routing_table_columns_and_signal_ordering(planted_char_lm):
         "f05_hi",
         "band_median",
         "band_p95",
+        "f05_ceiling",
+        "f05_verdict",
+        "auroc_verdict",
+        "hack_share",
         "n_hack",
         "n_clean",
+        "n_problems",
     }
     assert expected_cols <= set(table.columns)
     assert len(table) == len(sites) * 5
@@ -117,6 +122,41 @@ def test_routing_table_columns_and_signal_ordering(planted_char_lm):
     assert (table.auroc_lo <= table.auroc + slack).all() and (
         table.auroc <= table.auroc_hi + slack
     ).all()
+
+
+def test_routing_table_reports_the_ceiling_and_cannot_discriminate_at_it(planted_char_lm):
+    """Balanced pool, q = 0.1: the band's p95 reaches the F0.5 ceiling at the bottleneck,
+    so no verdict there can be 'does not beat'; at a 10% hack share the oracle beats it."""
+    from vgrout.directions.metrics import BEATS, CANNOT_DISCRIMINATE, f_beta_ceiling
+
+    model, tok, _ = planted_char_lm
+    pool = _planted_pool()
+    kw = dict(sites=["bottleneck"], n_boot=50, n_band=50, seed=0)
+    own = routing_table(model, tok, pool, {"oracle": "oracle", "haar": "haar"}, **kw)
+    y_test = pool.labels[~split_by_group(pool.groups, pool.labels, 0.5, seed=0)]
+    assert (own.f05_ceiling == f_beta_ceiling(y_test, q=0.1)).all()
+    assert (own.f05 <= own.f05_ceiling * (1 + 8 * np.finfo(np.float64).eps)).all()
+    assert (own.f05_verdict == CANNOT_DISCRIMINATE).all(), own[["source", "f05", "band_p95"]]
+    assert (own.hack_share == y_test.mean()).all()
+    low = routing_table(model, tok, pool, {"oracle": "oracle"}, hack_share=0.1, **kw)
+    assert low.f05_ceiling.iloc[0] == 1.0 and low.hack_share.iloc[0] == 0.1
+    assert low.f05_verdict.iloc[0] == BEATS, low.iloc[0]
+
+
+def test_routing_table_bootstraps_the_held_out_problems(char_lm, monkeypatch):
+    """Every CI resamples problems: the bootstrap gets each held-out row's problem id."""
+    model, tok = char_lm
+    pool = _planted_pool()
+    seen = []
+
+    def spy(fn, scores, labels, *, groups, n, seed):
+        seen.append(list(groups))
+        return 0.0, 1.0
+
+    monkeypatch.setattr(diagnostics, "bootstrap_ci", spy)
+    routing_table(model, tok, pool, {"haar": "haar"}, sites=["bottleneck"], n_boot=5, n_band=5)
+    test = ~split_by_group(pool.groups, pool.labels, 0.5, seed=0)
+    assert seen and all(g == np.asarray(pool.groups)[test].tolist() for g in seen)
 
 
 def test_routing_table_rejects_unknown_source(char_lm):

@@ -30,7 +30,14 @@ import torch
 
 from vgrout.directions.capture import capture_texts
 from vgrout.directions.extract import extract_directions, haar_direction, oracle_direction, score
-from vgrout.directions.metrics import auroc, bootstrap_ci, f_beta_at_quantile, random_band
+from vgrout.directions.metrics import (
+    auroc,
+    band_verdict,
+    bootstrap_ci,
+    f_beta_at_quantile,
+    f_beta_ceiling,
+    random_band,
+)
 from vgrout.files import atomic_write, atomic_write_text
 from vgrout.names import SITES
 
@@ -284,6 +291,29 @@ def _directions_for(
     return extract_directions(model, tokenizer, list(source), sites, method=method, **capture_kw)
 
 
+def _table_row(sc, y, groups, f05, ceiling, bands, n_boot, seed) -> dict:
+    """One (site, source) row: metrics, cluster-bootstrap CIs, band and verdicts."""
+    a_lo, a_hi = bootstrap_ci(auroc, sc, y, groups=groups, n=n_boot, seed=seed)
+    f_lo, f_hi = bootstrap_ci(f05, sc, y, groups=groups, n=n_boot, seed=seed)
+    band_f, band_a = bands
+    value_f, value_a = f05(sc, y), auroc(sc, y)
+    return dict(
+        auroc=value_a,
+        auroc_lo=a_lo,
+        auroc_hi=a_hi,
+        f05=value_f,
+        f05_lo=f_lo,
+        f05_hi=f_hi,
+        f05_ceiling=ceiling,
+        band_median=band_f["median"],
+        band_p95=band_f["p95"],
+        f05_verdict=band_verdict(value_f, band_f["p95"], ceiling, y.size),
+        band_auroc_median=band_a["median"],
+        band_auroc_p95=band_a["p95"],
+        auroc_verdict=band_verdict(value_a, band_a["p95"], 1.0, y.size),
+    )
+
+
 def routing_table(
     model,
     tokenizer,
@@ -302,11 +332,16 @@ def routing_table(
 ):
     """DataFrame, one row per (site, source), all scored on the held-out split.
 
-    Columns: auroc (+ _lo/_hi 95% bootstrap CI), f05 = F0.5 with the top q
-    scores predicted hack (+ CI), band_median / band_p95 = F0.5 of n_band
-    Haar-random directions (band_auroc_* likewise for AUROC), n_hack /
-    n_clean on the held-out split, n_train. hack_share: compute F0.5 (and its
-    band) as if hacks were that share of rollouts (see `f_beta_at_quantile`).
+    Columns: auroc (+ _lo/_hi 95% CI), f05 = F0.5 with exactly the top q
+    routed (+ CI), f05_ceiling = the best F0.5 any score reaches on these
+    labels, band_median / band_p95 = F0.5 of n_band Haar-random directions
+    (band_auroc_* likewise for AUROC), f05_verdict / auroc_verdict = "beats
+    band", "does not beat band" or "cannot discriminate" (the ceiling is at
+    the band's p95: no direction could beat it), hack_share = the share F0.5
+    is evaluated at (the held-out split's own unless given), n_hack / n_clean on the held-out split, n_problems there,
+    n_train. CIs resample held-out problems (`bootstrap_ci` with the pool's
+    groups). hack_share: compute F0.5 (its band and ceiling) as if hacks
+    were that share of rollouts (see `f_beta_at_quantile`).
     """
     import pandas as pd
 
@@ -314,7 +349,10 @@ def routing_table(
     feats = capture_texts(model, tokenizer, pool.prompts, pool.completions, sites, **kw)
     train = split_by_group(pool.groups, pool.labels, test_frac, seed)
     y_test = pool.labels[~train]
+    g_test = np.asarray(pool.groups)[~train]
     f05 = functools.partial(f_beta_at_quantile, q=q, beta=0.5, hack_share=hack_share)
+    ceiling = f_beta_ceiling(y_test, q=q, beta=0.5, hack_share=hack_share)
+    share = float(y_test.mean()) if hack_share is None else float(hack_share)
     bands = {}
     for s in sites:
         x = feats[s][torch.as_tensor(~train)].numpy()
@@ -329,27 +367,11 @@ def routing_table(
         )
         for s in sites:
             sc = score(feats[s][torch.as_tensor(~train)], dirs[s]).numpy()
-            a_lo, a_hi = bootstrap_ci(auroc, sc, y_test, n_boot, seed)
-            f_lo, f_hi = bootstrap_ci(f05, sc, y_test, n_boot, seed)
-            band_f, band_a = bands[s]
+            row = _table_row(sc, y_test, g_test, f05, ceiling, bands[s], n_boot, seed)
             rows.append(
-                dict(
-                    site=s,
-                    source=name,
-                    auroc=auroc(sc, y_test),
-                    auroc_lo=a_lo,
-                    auroc_hi=a_hi,
-                    f05=f05(sc, y_test),
-                    f05_lo=f_lo,
-                    f05_hi=f_hi,
-                    band_median=band_f["median"],
-                    band_p95=band_f["p95"],
-                    band_auroc_median=band_a["median"],
-                    band_auroc_p95=band_a["p95"],
-                    n_hack=int(y_test.sum()),
-                    n_clean=int((1 - y_test).sum()),
-                    n_train=int(train.sum()),
-                )
+                dict(site=s, source=name, **row, hack_share=share)
+                | dict(n_hack=int(y_test.sum()), n_clean=int((1 - y_test).sum()))
+                | dict(n_problems=len(set(g_test)), n_train=int(train.sum()))
             )
     return pd.DataFrame(rows)
 
