@@ -301,3 +301,28 @@ def test_self_generated_pairs_take_a_hack_from_the_hinted_prompt_alone(monkeypat
     monkeypatch.setattr("vgrout.env.grade_many", fake_grade)
     pairs = selfpairs.self_generated_pairs(None, None, problems, n_samples=2)
     assert [(p.hack, p.clean) for p in pairs] == [("HINT-1", "C-0")]
+
+
+def test_routing_figure_draws_the_ceiling_and_marks_sites_that_cannot_discriminate():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vgrout.directions.metrics import BEATS, CANNOT_DISCRIMINATE
+    from vgrout.figures.routing import routing_figure
+
+    base = dict(pool="p", source="oracle", hack_share=0.5, n_hack=4, n_clean=4, n_problems=4)
+    metrics = dict(auroc=0.9, auroc_lo=0.8, auroc_hi=1.0, f05=0.5, f05_lo=0.4, f05_hi=0.55)
+    bands = dict(band_median=0.2, band_auroc_median=0.5, band_auroc_p95=0.7)
+    rows = [
+        dict(base, site="resid", **metrics, **bands, band_p95=0.556, f05_ceiling=0.556)
+        | dict(f05_verdict=CANNOT_DISCRIMINATE, auroc_verdict=BEATS),
+        dict(base, site="grad", **metrics, **bands, band_p95=0.3, f05_ceiling=0.556)
+        | dict(f05_verdict=BEATS, auroc_verdict=BEATS),
+    ]
+    fig = routing_figure(__import__("pandas").DataFrame(rows))
+    f05_ax = fig.axes[0]
+    marks = [t.get_position()[0] for t in f05_ax.texts if t.get_text() == CANNOT_DISCRIMINATE]
+    assert marks == [0]  # resid only
+    dashes = [c for c in f05_ax.collections if c.get_gid() == "ceiling"]
+    assert [seg[0][1] for c in dashes for seg in c.get_segments()] == [0.556, 0.556]
+    assert not fig.axes[1].texts  # AUROC: its band is below its ceiling of 1
