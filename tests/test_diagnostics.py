@@ -326,3 +326,73 @@ def test_routing_figure_draws_the_ceiling_and_marks_sites_that_cannot_discrimina
     dashes = [c for c in f05_ax.collections if c.get_gid() == "ceiling"]
     assert [seg[0][1] for c in dashes for seg in c.get_segments()] == [0.556, 0.556]
     assert not fig.axes[1].texts  # AUROC: its band is below its ceiling of 1
+
+
+def test_problem_split_is_disjoint_deterministic_and_ignores_order():
+    from vgrout.directions.selfpairs import split_problem_ids
+
+    ids = [f"train-{i:02d}" for i in range(50)]
+    fit, scoring = split_problem_ids(ids, 0.5, seed=0)
+    assert len(fit) == len(scoring) == 25 and not set(fit) & set(scoring)
+    assert sorted(fit + scoring) == ids
+    assert (fit, scoring) == split_problem_ids(ids[::-1] + ids[:3], 0.5, seed=0)
+    assert fit != split_problem_ids(ids, 0.5, seed=1)[0]
+    with pytest.raises(ValueError, match="half empty"):
+        split_problem_ids(ids[:1], 0.5)
+
+
+def test_a_pool_overlapping_the_fit_problems_is_refused(tmp_path):
+    from vgrout.directions.selfpairs import check_disjoint, load_problem_split, save_problem_split
+
+    pool = _planted_pool(n_problems=4, per=2)
+    save_problem_split(tmp_path, ["1", "3"], ["0", "2"], problems="p.jsonl")
+    split = load_problem_split(tmp_path)
+    assert split["fit"] == ["1", "3"] and split["problems"] == "p.jsonl"
+    with pytest.raises(ValueError, match="2 problem\\(s\\) were used to fit.*1, 3"):
+        check_disjoint(pool.groups, split["fit"], "planted pool")
+    rest = pool.without_problems(split["fit"])
+    assert set(rest.groups) == {"0", "2"} and len(rest) == 4
+    check_disjoint(rest.groups, split["fit"], "planted pool")
+    with pytest.raises(FileNotFoundError, match="run 01_direction_extraction"):
+        load_problem_split(tmp_path / "none")
+
+
+def test_cli_writes_self_pairs_on_the_fit_half_and_draws_the_pool_from_the_rest(monkeypatch):
+    from vgrout.directions import selfpairs
+
+    seen = {}
+
+    def fake_pool(model, tok, problems, n, **kw):
+        seen["pool"] = {str(p.id) for p in problems}
+        return _planted_pool()
+
+    def fake_pairs(model, tok, problems, **kw):
+        seen["self"] = {str(p.id) for p in problems}
+        return []
+
+    monkeypatch.setattr(diagnostics, "labelled_pool_from_policy", fake_pool)
+    monkeypatch.setattr(selfpairs, "self_generated_pairs", fake_pairs)
+    args = diagnostics._parser().parse_args(["--out", "t.csv", "--pairs", "", "--placebo", ""])
+    fit = diagnostics._fit_problems(args)
+    diagnostics._pool_for(args, None, None, fit)
+    diagnostics._sources(args, None, None, fit)
+    assert seen["self"] == set(fit) and len(fit) == 25
+    assert seen["pool"] and not seen["pool"] & seen["self"]
+    assert len(seen["pool"] | seen["self"]) == 50
+
+
+def test_notebooks_01_and_02_split_the_same_problems():
+    """02 draws its pools from the scoring half of 01's problems: both must name one file."""
+    import yaml
+
+    from vgrout.figures import runner
+
+    nbs = Path(__file__).resolve().parents[1] / "notebooks"
+    values = {}
+    for stem in ("01_direction_extraction", "02_routing_diagnostics"):
+        quick = runner.parameter_defaults(nbs / f"{stem}.ipynb")
+        full = yaml.safe_load((nbs / "params" / f"{stem}.yaml").read_text())
+        values[stem] = (quick["problems"], full["problems"])
+    assert values["01_direction_extraction"] == values["02_routing_diagnostics"]
+    quick = runner.parameter_defaults(nbs / "01_direction_extraction.ipynb")
+    assert {"fit_share", "split_seed"} <= set(quick)

@@ -38,6 +38,7 @@ from vgrout.directions.metrics import (
     f_beta_ceiling,
     random_band,
 )
+from vgrout.directions.selfpairs import check_disjoint, split_problem_ids
 from vgrout.files import atomic_write, atomic_write_text
 from vgrout.names import SITES
 
@@ -71,6 +72,19 @@ class LabelledPool:
     def counts(self) -> tuple[int, int]:
         """(n_hack, n_clean)."""
         return int(self.labels.sum()), int((1 - self.labels).sum())
+
+    def without_problems(self, ids) -> LabelledPool:
+        """The rows whose problem id (group) is not in ids."""
+        drop = {str(i) for i in ids}
+        keep = [i for i, g in enumerate(self.groups) if str(g) not in drop]
+        pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+        return LabelledPool(
+            pick(self.prompts),
+            pick(self.completions),
+            self.labels[keep],
+            pick(self.groups),
+            self.name,
+        )
 
 
 def _label(exploited: bool, gt_correct: bool) -> int | None:
@@ -376,11 +390,13 @@ def routing_table(
     return pd.DataFrame(rows)
 
 
-def _pool_for(args, model, tokenizer) -> LabelledPool:
+def _pool_for(args, model, tokenizer, fit: Sequence[str] = ()) -> LabelledPool:
+    """The pool to score; rows of the self-generated direction's fit problems left out."""
     if args.pool == "policy":
         from vgrout.env import load_problems
 
         problems = load_problems(args.problems, args.modes.split(","))
+        problems = [p for p in problems if str(p.id) not in set(fit)]
         return labelled_pool_from_policy(
             model,
             tokenizer,
@@ -392,11 +408,11 @@ def _pool_for(args, model, tokenizer) -> LabelledPool:
     if args.pool == "reference":
         return reference_pool(max_per_class=args.max_per_class, seed=args.seed)
     if args.pool == "rendered":
-        return rendered_pool(args.problems)
-    return labelled_pool_from_jsonl(args.pool)
+        return rendered_pool(args.problems).without_problems(fit)
+    return labelled_pool_from_jsonl(args.pool).without_problems(fit)
 
 
-def _sources(args, model, tokenizer) -> dict:
+def _sources(args, model, tokenizer, fit: Sequence[str] = ()) -> dict:
     from vgrout.env.pairs import load_pairs
 
     sources = {}
@@ -410,6 +426,7 @@ def _sources(args, model, tokenizer) -> dict:
         from vgrout.env import load_problems
 
         problems = load_problems(args.self_problems, args.modes.split(","))
+        problems = [p for p in problems if str(p.id) in set(fit)]
         pairs = self_generated_pairs(
             model,
             tokenizer,
@@ -423,6 +440,16 @@ def _sources(args, model, tokenizer) -> dict:
             sources["self"] = pairs
     sources["oracle"], sources["haar"] = "oracle", "haar"
     return sources
+
+
+def _fit_problems(args) -> list[str]:
+    """Problem ids the self-generated pairs are written on (none without self pairs)."""
+    if args.self_samples <= 0:
+        return []
+    from vgrout.env.problems import read_rows
+
+    ids = [fields["id"] for _, fields in read_rows(args.self_problems)]
+    return split_problem_ids(ids, args.fit_share, args.split_seed)[0]
 
 
 def _parser():
@@ -448,6 +475,13 @@ def _parser():
     ap.add_argument("--placebo", default=f"{paths.PAIRS}#placebo")
     ap.add_argument("--self-samples", type=int, default=8, help="0: no self-generated pairs")
     ap.add_argument("--self-problems", default=str(paths.TRAIN_PROBLEMS))
+    ap.add_argument(
+        "--fit-share",
+        type=float,
+        default=0.5,
+        help="share of --self-problems the self pairs are written on; the pool never uses them",
+    )
+    ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--t-stat", action="store_true", help="add the authored t-statistic direction")
     ap.add_argument("--sites", default=",".join(SITES))
     ap.add_argument("--r", type=int, default=8)
@@ -483,9 +517,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, tokenizer = load_policy(args.policy)
-    pool = _pool_for(args, model, tokenizer)
+    fit = _fit_problems(args)
+    pool = _pool_for(args, model, tokenizer, fit)
+    if args.pool != "reference":  # the reference pool's problems are another set (LeetCode)
+        check_disjoint(pool.groups, fit, f"pool {pool.name}")
     print(f"pool {pool.name}: {pool.counts()[0]} hack, {pool.counts()[1]} clean")
-    sources = _sources(args, model, tokenizer)
+    sources = _sources(args, model, tokenizer, fit)
     model = attach_routed_adapters(model, r=args.r, init=args.init, seed=args.seed)
     with ablate_quarantine(model):
         table = routing_table(
@@ -510,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         n_hack=pool.counts()[0],
         n_clean=pool.counts()[1],
         n_pairs={k: len(v) for k, v in sources.items() if isinstance(v, list)},
+        self_fit_problems=fit,
     )
     if args.policy == "organism":  # which build the table was measured on
         from vgrout.lm.shipped import read_record
