@@ -157,8 +157,8 @@ def bootstrap_ci(
     groups: one id per row (the problem it was sampled on). Rollouts of one
     problem are near duplicates, so whole problems are drawn with
     replacement and bring all their rows; resampling rows instead would treat
-    16 rollouts of a problem as 16 independent samples and give a CI about
-    sqrt(16) too narrow. Problems are drawn separately from two strata, by
+    16 rollouts of a problem as 16 independent samples and give a CI up to
+    sqrt(16) times too narrow. Problems are drawn separately from two strata, by
     their majority label (hack share >= 1/2 or not, the rule of
     `split_by_group`), so every resample holds both classes when both strata
     exist; a resample that still lacks a class is redrawn (more redraws than
