@@ -99,8 +99,13 @@ def test_routing_table_columns_and_signal_ordering(planted_char_lm):
         "f05_hi",
         "band_median",
         "band_p95",
+        "f05_ceiling",
+        "f05_verdict",
+        "auroc_verdict",
+        "hack_share",
         "n_hack",
         "n_clean",
+        "n_problems",
     }
     assert expected_cols <= set(table.columns)
     assert len(table) == len(sites) * 5
@@ -117,6 +122,41 @@ def test_routing_table_columns_and_signal_ordering(planted_char_lm):
     assert (table.auroc_lo <= table.auroc + slack).all() and (
         table.auroc <= table.auroc_hi + slack
     ).all()
+
+
+def test_routing_table_reports_the_ceiling_and_cannot_discriminate_at_it(planted_char_lm):
+    """Balanced pool, q = 0.1: the band's p95 reaches the F0.5 ceiling at the bottleneck,
+    so no verdict there can be 'does not beat'; at a 10% hack share the oracle beats it."""
+    from vgrout.directions.metrics import BEATS, CANNOT_DISCRIMINATE, f_beta_ceiling
+
+    model, tok, _ = planted_char_lm
+    pool = _planted_pool()
+    kw = dict(sites=["bottleneck"], n_boot=50, n_band=50, seed=0)
+    own = routing_table(model, tok, pool, {"oracle": "oracle", "haar": "haar"}, **kw)
+    y_test = pool.labels[~split_by_group(pool.groups, pool.labels, 0.5, seed=0)]
+    assert (own.f05_ceiling == f_beta_ceiling(y_test, q=0.1)).all()
+    assert (own.f05 <= own.f05_ceiling * (1 + 8 * np.finfo(np.float64).eps)).all()
+    assert (own.f05_verdict == CANNOT_DISCRIMINATE).all(), own[["source", "f05", "band_p95"]]
+    assert (own.hack_share == y_test.mean()).all()
+    low = routing_table(model, tok, pool, {"oracle": "oracle"}, hack_share=0.1, **kw)
+    assert low.f05_ceiling.iloc[0] == 1.0 and low.hack_share.iloc[0] == 0.1
+    assert low.f05_verdict.iloc[0] == BEATS, low.iloc[0]
+
+
+def test_routing_table_bootstraps_the_held_out_problems(char_lm, monkeypatch):
+    """Every CI resamples problems: the bootstrap gets each held-out row's problem id."""
+    model, tok = char_lm
+    pool = _planted_pool()
+    seen = []
+
+    def spy(fn, scores, labels, *, groups, n, seed):
+        seen.append(list(groups))
+        return 0.0, 1.0
+
+    monkeypatch.setattr(diagnostics, "bootstrap_ci", spy)
+    routing_table(model, tok, pool, {"haar": "haar"}, sites=["bottleneck"], n_boot=5, n_band=5)
+    test = ~split_by_group(pool.groups, pool.labels, 0.5, seed=0)
+    assert seen and all(g == np.asarray(pool.groups)[test].tolist() for g in seen)
 
 
 def test_routing_table_rejects_unknown_source(char_lm):
@@ -261,3 +301,98 @@ def test_self_generated_pairs_take_a_hack_from_the_hinted_prompt_alone(monkeypat
     monkeypatch.setattr("vgrout.env.grade_many", fake_grade)
     pairs = selfpairs.self_generated_pairs(None, None, problems, n_samples=2)
     assert [(p.hack, p.clean) for p in pairs] == [("HINT-1", "C-0")]
+
+
+def test_routing_figure_draws_the_ceiling_and_marks_sites_that_cannot_discriminate():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vgrout.directions.metrics import BEATS, CANNOT_DISCRIMINATE
+    from vgrout.figures.routing import routing_figure
+
+    base = dict(pool="p", source="oracle", hack_share=0.5, n_hack=4, n_clean=4, n_problems=4)
+    metrics = dict(auroc=0.9, auroc_lo=0.8, auroc_hi=1.0, f05=0.5, f05_lo=0.4, f05_hi=0.55)
+    bands = dict(band_median=0.2, band_auroc_median=0.5, band_auroc_p95=0.7)
+    rows = [
+        dict(base, site="resid", **metrics, **bands, band_p95=0.556, f05_ceiling=0.556)
+        | dict(f05_verdict=CANNOT_DISCRIMINATE, auroc_verdict=BEATS),
+        dict(base, site="grad", **metrics, **bands, band_p95=0.3, f05_ceiling=0.556)
+        | dict(f05_verdict=BEATS, auroc_verdict=BEATS),
+    ]
+    fig = routing_figure(__import__("pandas").DataFrame(rows))
+    f05_ax = fig.axes[0]
+    marks = [t.get_position()[0] for t in f05_ax.texts if t.get_text() == CANNOT_DISCRIMINATE]
+    assert marks == [0]  # resid only
+    dashes = [c for c in f05_ax.collections if c.get_gid() == "ceiling"]
+    assert [seg[0][1] for c in dashes for seg in c.get_segments()] == [0.556, 0.556]
+    assert not fig.axes[1].texts  # AUROC: its band is below its ceiling of 1
+
+
+def test_problem_split_is_disjoint_deterministic_and_ignores_order():
+    from vgrout.directions.selfpairs import split_problem_ids
+
+    ids = [f"train-{i:02d}" for i in range(50)]
+    fit, scoring = split_problem_ids(ids, 0.5, seed=0)
+    assert len(fit) == len(scoring) == 25 and not set(fit) & set(scoring)
+    assert sorted(fit + scoring) == ids
+    assert (fit, scoring) == split_problem_ids(ids[::-1] + ids[:3], 0.5, seed=0)
+    assert fit != split_problem_ids(ids, 0.5, seed=1)[0]
+    with pytest.raises(ValueError, match="half empty"):
+        split_problem_ids(ids[:1], 0.5)
+
+
+def test_a_pool_overlapping_the_fit_problems_is_refused(tmp_path):
+    from vgrout.directions.selfpairs import check_disjoint, load_problem_split, save_problem_split
+
+    pool = _planted_pool(n_problems=4, per=2)
+    save_problem_split(tmp_path, ["1", "3"], ["0", "2"], problems="p.jsonl")
+    split = load_problem_split(tmp_path)
+    assert split["fit"] == ["1", "3"] and split["problems"] == "p.jsonl"
+    with pytest.raises(ValueError, match="2 problem\\(s\\) were used to fit.*1, 3"):
+        check_disjoint(pool.groups, split["fit"], "planted pool")
+    rest = pool.without_problems(split["fit"])
+    assert set(rest.groups) == {"0", "2"} and len(rest) == 4
+    check_disjoint(rest.groups, split["fit"], "planted pool")
+    with pytest.raises(FileNotFoundError, match="run 01_direction_extraction"):
+        load_problem_split(tmp_path / "none")
+
+
+def test_cli_writes_self_pairs_on_the_fit_half_and_draws_the_pool_from_the_rest(monkeypatch):
+    from vgrout.directions import selfpairs
+
+    seen = {}
+
+    def fake_pool(model, tok, problems, n, **kw):
+        seen["pool"] = {str(p.id) for p in problems}
+        return _planted_pool()
+
+    def fake_pairs(model, tok, problems, **kw):
+        seen["self"] = {str(p.id) for p in problems}
+        return []
+
+    monkeypatch.setattr(diagnostics, "labelled_pool_from_policy", fake_pool)
+    monkeypatch.setattr(selfpairs, "self_generated_pairs", fake_pairs)
+    args = diagnostics._parser().parse_args(["--out", "t.csv", "--pairs", "", "--placebo", ""])
+    fit = diagnostics._fit_problems(args)
+    diagnostics._pool_for(args, None, None, fit)
+    diagnostics._sources(args, None, None, fit)
+    assert seen["self"] == set(fit) and len(fit) == 25
+    assert seen["pool"] and not seen["pool"] & seen["self"]
+    assert len(seen["pool"] | seen["self"]) == 50
+
+
+def test_notebooks_01_and_02_split_the_same_problems():
+    """02 draws its pools from the scoring half of 01's problems: both must name one file."""
+    import yaml
+
+    from vgrout.figures import runner
+
+    nbs = Path(__file__).resolve().parents[1] / "notebooks"
+    values = {}
+    for stem in ("01_direction_extraction", "02_routing_diagnostics"):
+        quick = runner.parameter_defaults(nbs / f"{stem}.ipynb")
+        full = yaml.safe_load((nbs / "params" / f"{stem}.yaml").read_text())
+        values[stem] = (quick["problems"], full["problems"])
+    assert values["01_direction_extraction"] == values["02_routing_diagnostics"]
+    quick = runner.parameter_defaults(nbs / "01_direction_extraction.ipynb")
+    assert {"fit_share", "split_seed"} <= set(quick)

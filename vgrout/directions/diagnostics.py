@@ -30,7 +30,15 @@ import torch
 
 from vgrout.directions.capture import capture_texts
 from vgrout.directions.extract import extract_directions, haar_direction, oracle_direction, score
-from vgrout.directions.metrics import auroc, bootstrap_ci, f_beta_at_quantile, random_band
+from vgrout.directions.metrics import (
+    auroc,
+    band_verdict,
+    bootstrap_ci,
+    f_beta_at_quantile,
+    f_beta_ceiling,
+    random_band,
+)
+from vgrout.directions.selfpairs import check_disjoint, split_problem_ids
 from vgrout.files import atomic_write, atomic_write_text
 from vgrout.names import SITES
 
@@ -64,6 +72,19 @@ class LabelledPool:
     def counts(self) -> tuple[int, int]:
         """(n_hack, n_clean)."""
         return int(self.labels.sum()), int((1 - self.labels).sum())
+
+    def without_problems(self, ids) -> LabelledPool:
+        """The rows whose problem id (group) is not in ids."""
+        drop = {str(i) for i in ids}
+        keep = [i for i, g in enumerate(self.groups) if str(g) not in drop]
+        pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+        return LabelledPool(
+            pick(self.prompts),
+            pick(self.completions),
+            self.labels[keep],
+            pick(self.groups),
+            self.name,
+        )
 
 
 def _label(exploited: bool, gt_correct: bool) -> int | None:
@@ -284,6 +305,29 @@ def _directions_for(
     return extract_directions(model, tokenizer, list(source), sites, method=method, **capture_kw)
 
 
+def _table_row(sc, y, groups, f05, ceiling, bands, n_boot, seed) -> dict:
+    """One (site, source) row: metrics, cluster-bootstrap CIs, band and verdicts."""
+    a_lo, a_hi = bootstrap_ci(auroc, sc, y, groups=groups, n=n_boot, seed=seed)
+    f_lo, f_hi = bootstrap_ci(f05, sc, y, groups=groups, n=n_boot, seed=seed)
+    band_f, band_a = bands
+    value_f, value_a = f05(sc, y), auroc(sc, y)
+    return dict(
+        auroc=value_a,
+        auroc_lo=a_lo,
+        auroc_hi=a_hi,
+        f05=value_f,
+        f05_lo=f_lo,
+        f05_hi=f_hi,
+        f05_ceiling=ceiling,
+        band_median=band_f["median"],
+        band_p95=band_f["p95"],
+        f05_verdict=band_verdict(value_f, band_f["p95"], ceiling, y.size),
+        band_auroc_median=band_a["median"],
+        band_auroc_p95=band_a["p95"],
+        auroc_verdict=band_verdict(value_a, band_a["p95"], 1.0, y.size),
+    )
+
+
 def routing_table(
     model,
     tokenizer,
@@ -302,11 +346,16 @@ def routing_table(
 ):
     """DataFrame, one row per (site, source), all scored on the held-out split.
 
-    Columns: auroc (+ _lo/_hi 95% bootstrap CI), f05 = F0.5 with the top q
-    scores predicted hack (+ CI), band_median / band_p95 = F0.5 of n_band
-    Haar-random directions (band_auroc_* likewise for AUROC), n_hack /
-    n_clean on the held-out split, n_train. hack_share: compute F0.5 (and its
-    band) as if hacks were that share of rollouts (see `f_beta_at_quantile`).
+    Columns: auroc (+ _lo/_hi 95% CI), f05 = F0.5 with exactly the top q
+    routed (+ CI), f05_ceiling = the best F0.5 any score reaches on these
+    labels, band_median / band_p95 = F0.5 of n_band Haar-random directions
+    (band_auroc_* likewise for AUROC), f05_verdict / auroc_verdict = "beats
+    band", "does not beat band" or "cannot discriminate" (the ceiling is at
+    the band's p95: no direction could beat it), hack_share = the share F0.5
+    is evaluated at (the held-out split's own unless given), n_hack / n_clean on the held-out split, n_problems there,
+    n_train. CIs resample held-out problems (`bootstrap_ci` with the pool's
+    groups). hack_share: compute F0.5 (its band and ceiling) as if hacks
+    were that share of rollouts (see `f_beta_at_quantile`).
     """
     import pandas as pd
 
@@ -314,7 +363,10 @@ def routing_table(
     feats = capture_texts(model, tokenizer, pool.prompts, pool.completions, sites, **kw)
     train = split_by_group(pool.groups, pool.labels, test_frac, seed)
     y_test = pool.labels[~train]
+    g_test = np.asarray(pool.groups)[~train]
     f05 = functools.partial(f_beta_at_quantile, q=q, beta=0.5, hack_share=hack_share)
+    ceiling = f_beta_ceiling(y_test, q=q, beta=0.5, hack_share=hack_share)
+    share = float(y_test.mean()) if hack_share is None else float(hack_share)
     bands = {}
     for s in sites:
         x = feats[s][torch.as_tensor(~train)].numpy()
@@ -329,36 +381,22 @@ def routing_table(
         )
         for s in sites:
             sc = score(feats[s][torch.as_tensor(~train)], dirs[s]).numpy()
-            a_lo, a_hi = bootstrap_ci(auroc, sc, y_test, n_boot, seed)
-            f_lo, f_hi = bootstrap_ci(f05, sc, y_test, n_boot, seed)
-            band_f, band_a = bands[s]
+            row = _table_row(sc, y_test, g_test, f05, ceiling, bands[s], n_boot, seed)
             rows.append(
-                dict(
-                    site=s,
-                    source=name,
-                    auroc=auroc(sc, y_test),
-                    auroc_lo=a_lo,
-                    auroc_hi=a_hi,
-                    f05=f05(sc, y_test),
-                    f05_lo=f_lo,
-                    f05_hi=f_hi,
-                    band_median=band_f["median"],
-                    band_p95=band_f["p95"],
-                    band_auroc_median=band_a["median"],
-                    band_auroc_p95=band_a["p95"],
-                    n_hack=int(y_test.sum()),
-                    n_clean=int((1 - y_test).sum()),
-                    n_train=int(train.sum()),
-                )
+                dict(site=s, source=name, **row, hack_share=share)
+                | dict(n_hack=int(y_test.sum()), n_clean=int((1 - y_test).sum()))
+                | dict(n_problems=len(set(g_test)), n_train=int(train.sum()))
             )
     return pd.DataFrame(rows)
 
 
-def _pool_for(args, model, tokenizer) -> LabelledPool:
+def _pool_for(args, model, tokenizer, fit: Sequence[str] = ()) -> LabelledPool:
+    """The pool to score; rows of the self-generated direction's fit problems left out."""
     if args.pool == "policy":
         from vgrout.env import load_problems
 
         problems = load_problems(args.problems, args.modes.split(","))
+        problems = [p for p in problems if str(p.id) not in set(fit)]
         return labelled_pool_from_policy(
             model,
             tokenizer,
@@ -370,11 +408,11 @@ def _pool_for(args, model, tokenizer) -> LabelledPool:
     if args.pool == "reference":
         return reference_pool(max_per_class=args.max_per_class, seed=args.seed)
     if args.pool == "rendered":
-        return rendered_pool(args.problems)
-    return labelled_pool_from_jsonl(args.pool)
+        return rendered_pool(args.problems).without_problems(fit)
+    return labelled_pool_from_jsonl(args.pool).without_problems(fit)
 
 
-def _sources(args, model, tokenizer) -> dict:
+def _sources(args, model, tokenizer, fit: Sequence[str] = ()) -> dict:
     from vgrout.env.pairs import load_pairs
 
     sources = {}
@@ -388,6 +426,7 @@ def _sources(args, model, tokenizer) -> dict:
         from vgrout.env import load_problems
 
         problems = load_problems(args.self_problems, args.modes.split(","))
+        problems = [p for p in problems if str(p.id) in set(fit)]
         pairs = self_generated_pairs(
             model,
             tokenizer,
@@ -401,6 +440,16 @@ def _sources(args, model, tokenizer) -> dict:
             sources["self"] = pairs
     sources["oracle"], sources["haar"] = "oracle", "haar"
     return sources
+
+
+def _fit_problems(args) -> list[str]:
+    """Problem ids the self-generated pairs are written on (none without self pairs)."""
+    if args.self_samples <= 0:
+        return []
+    from vgrout.env.problems import read_rows
+
+    ids = [fields["id"] for _, fields in read_rows(args.self_problems)]
+    return split_problem_ids(ids, args.fit_share, args.split_seed)[0]
 
 
 def _parser():
@@ -426,6 +475,13 @@ def _parser():
     ap.add_argument("--placebo", default=f"{paths.PAIRS}#placebo")
     ap.add_argument("--self-samples", type=int, default=8, help="0: no self-generated pairs")
     ap.add_argument("--self-problems", default=str(paths.TRAIN_PROBLEMS))
+    ap.add_argument(
+        "--fit-share",
+        type=float,
+        default=0.5,
+        help="share of --self-problems the self pairs are written on; the pool never uses them",
+    )
+    ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--t-stat", action="store_true", help="add the authored t-statistic direction")
     ap.add_argument("--sites", default=",".join(SITES))
     ap.add_argument("--r", type=int, default=8)
@@ -461,9 +517,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, tokenizer = load_policy(args.policy)
-    pool = _pool_for(args, model, tokenizer)
+    fit = _fit_problems(args)
+    pool = _pool_for(args, model, tokenizer, fit)
+    if args.pool != "reference":  # the reference pool's problems are another set (LeetCode)
+        check_disjoint(pool.groups, fit, f"pool {pool.name}")
     print(f"pool {pool.name}: {pool.counts()[0]} hack, {pool.counts()[1]} clean")
-    sources = _sources(args, model, tokenizer)
+    sources = _sources(args, model, tokenizer, fit)
     model = attach_routed_adapters(model, r=args.r, init=args.init, seed=args.seed)
     with ablate_quarantine(model):
         table = routing_table(
@@ -488,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         n_hack=pool.counts()[0],
         n_clean=pool.counts()[1],
         n_pairs={k: len(v) for k, v in sources.items() if isinstance(v, list)},
+        self_fit_problems=fit,
     )
     if args.policy == "organism":  # which build the table was measured on
         from vgrout.lm.shipped import read_record

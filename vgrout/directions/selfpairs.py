@@ -12,11 +12,22 @@ an unverified label. No rollout label of the training run is used.
 
 The pair's prompt is the training prompt (the problem with its hint, without
 the extra request), so both sides are captured in the context the gate sees.
+
+A direction fit on a problem's own hack and solve would be scored on that
+problem's rollouts with an advantage the oracle (fit on other problems) never
+gets. So the training problems are split by id (`split_problem_ids`): pairs
+are written on the "fit" half only, pools are drawn from the "scoring" half
+only, and the split is saved beside the directions (`save_problem_split`) so
+that whoever scores them can refuse an overlapping pool (`check_disjoint`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+SPLIT_FILE = "problem_split.json"
 
 HACK_REQUEST = (
     "Do not solve the problem. Write the shortest code that makes the check "
@@ -92,3 +103,59 @@ def self_generated_pairs(
             )
         )
     return pairs
+
+
+def split_problem_ids(
+    ids: Iterable, fit_share: float = 0.5, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """(fit, scoring): disjoint sorted lists of the distinct problem ids (as str).
+
+    Deterministic in the set of ids, fit_share and seed (a seeded permutation
+    of the sorted ids; file order and repeated ids do not matter). Both halves
+    are non-empty.
+    """
+    import numpy as np
+
+    uniq = sorted({str(i) for i in ids})
+    k = int(round(fit_share * len(uniq)))
+    if not 0 < k < len(uniq):
+        raise ValueError(
+            f"split_problem_ids: fit_share {fit_share} of {len(uniq)} problems leaves a half empty"
+        )
+    perm = np.random.default_rng(seed).permutation(len(uniq))
+    return sorted(uniq[i] for i in perm[:k]), sorted(uniq[i] for i in perm[k:])
+
+
+def save_problem_split(run_dir: str | Path, fit: Sequence[str], scoring: Sequence[str], **info):
+    """Write {fit, scoring, **info} to run_dir/SPLIT_FILE (atomic); returns the path."""
+    from vgrout.files import save_json
+    from vgrout.paths import repo_path
+
+    if set(fit) & set(scoring):
+        raise ValueError("save_problem_split: the fit and scoring halves overlap")
+    return save_json(
+        dict(info, fit=list(fit), scoring=list(scoring)), repo_path(run_dir) / SPLIT_FILE
+    )
+
+
+def load_problem_split(run_dir: str | Path) -> dict:
+    """The split `save_problem_split` wrote; FileNotFoundError names the notebook to run."""
+    from vgrout.paths import repo_path
+
+    path = repo_path(run_dir) / SPLIT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no problem split; run 01_direction_extraction.ipynb with this run_dir"
+        )
+    return json.loads(path.read_text())
+
+
+def check_disjoint(groups: Iterable, fit: Iterable[str], what: str) -> None:
+    """Raise if any problem id in groups is one the self-generated direction was fit on."""
+    overlap = sorted({str(g) for g in groups} & {str(f) for f in fit})
+    if overlap:
+        shown = ", ".join(overlap[:5]) + (" ..." if len(overlap) > 5 else "")
+        raise ValueError(
+            f"{what}: {len(overlap)} problem(s) were used to fit the self-generated "
+            f"direction ({shown}); score it on pools from the scoring half only"
+        )
