@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--decoder", default="hf", help="hf | lean (see vgrout.names.DECODERS)")
+    ap.add_argument("--decoder", default="lean", help="hf | lean (see vgrout.names.DECODERS)")
     ap.add_argument("--arms", nargs="*", default=list(ARMS))
     ap.add_argument("--json", help="also write the table here")
     args = ap.parse_args()
