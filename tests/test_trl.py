@@ -150,40 +150,45 @@ def test_rates_are_logged_beside_the_reward(reward, problems, hacks):
     assert named.__name__ == "env" and set(got) == {"env/hack", "env/solve", "env/compile"}
 
 
-@pytest.mark.parametrize(
-    "change, error, words",
-    [
-        (lambda c: c.pop(ID_COLUMN), ValueError, ["'problem_id'", "missing"]),
-        (lambda c: c.pop(MODE_COLUMN), ValueError, ["'mode'", "missing"]),
-        (
-            lambda c: c[ID_COLUMN].__setitem__(1, "nope"),
-            ValueError,
-            ["row 1", "'problem_id'", "'nope'"],
-        ),
-        (
-            lambda c: c[MODE_COLUMN].__setitem__(0, "fast"),
-            ValueError,
-            ["row 0", "'mode'", "'fast'", "run_tests"],
-        ),
-        (lambda c: c[MODE_COLUMN].pop(), ValueError, ["'mode'", "1 values for 2 completions"]),
-        (
-            lambda c: c.__setitem__("completions", ["x", 3]),
-            TypeError,
-            ["row 1", "string or a list of message dicts"],
-        ),
-        (
-            lambda c: c.__setitem__("completions", ["x", [{"role": "user", "content": "x"}]]),
-            ValueError,
-            ["row 1", "'assistant'"],
-        ),
-        (
-            lambda c: c["prompts"].reverse(),
-            ValueError,
-            ["row 0", "prompt does not contain", "check_prompts"],
-        ),
-    ],
-)
-def test_bad_input_fails_loudly(reward, problems, change, error, words):
+BAD_INPUT = {
+    "no problem_id column": (lambda c: c.pop(ID_COLUMN), ValueError, ["'problem_id'", "missing"]),
+    "no mode column": (lambda c: c.pop(MODE_COLUMN), ValueError, ["'mode'", "missing"]),
+    "unknown id": (
+        lambda c: c[ID_COLUMN].__setitem__(1, "nope"),
+        ValueError,
+        ["row 1", "'problem_id'", "'nope'"],
+    ),
+    "unknown mode": (
+        lambda c: c[MODE_COLUMN].__setitem__(0, "fast"),
+        ValueError,
+        ["row 0", "'mode'", "'fast'", "run_tests"],
+    ),
+    "short column": (
+        lambda c: c[MODE_COLUMN].pop(),
+        ValueError,
+        ["'mode'", "1 values for 2 completions"],
+    ),
+    "completion not text": (
+        lambda c: c.__setitem__("completions", ["x", 3]),
+        TypeError,
+        ["row 1", "string or a list of message dicts"],
+    ),
+    "no assistant turn": (
+        lambda c: c.__setitem__("completions", ["x", [{"role": "user", "content": "x"}]]),
+        ValueError,
+        ["row 1", "'assistant'"],
+    ),
+    "prompt of another row": (
+        lambda c: c["prompts"].reverse(),
+        ValueError,
+        ["row 0", "prompt does not contain", "check_prompts"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_fails_loudly(reward, problems, case):
+    change, error, words = BAD_INPUT[case]
     cols = columns(problems[:2])
     cols["completions"] = ["x", "y"]
     change(cols)
@@ -218,15 +223,29 @@ def test_dataset_holds_the_hinted_messages_and_the_reward_columns(problems):
         problem_dataset(problems[:3], eval_markers=True)
 
 
-def test_trl_renders_the_prompt_our_grpo_loop_renders(problems):
+# Qwen3's way of switching thinking off: an empty think block opens the answer.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}"
+    "{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", ["organism", "thinking"])
+def test_trl_renders_the_prompt_our_grpo_loop_renders(problems, template):
     """With CHAT_TEMPLATE_KWARGS the prompt ids TRL builds from a dataset row are
-    the ids vgrout.grpo.rollouts samples from (chat_prompt, no special tokens)."""
+    the ids vgrout.grpo.rollouts samples from (chat_prompt, no special tokens),
+    for the organism's template and for one that can think (as Qwen3's)."""
     pytest.importorskip("transformers")
     from transformers import AutoTokenizer
 
     from vgrout.lm.tokens import chat_prompt
 
     tok = AutoTokenizer.from_pretrained(str(paths.ORGANISM))
+    if template == "thinking":
+        tok.chat_template = THINKING_TEMPLATE
+        assert "<think>" in chat_prompt(tok, "x")
     for row, p in zip(problem_rows(problems[:6]), problems):
         ours = tok(chat_prompt(tok, p.messages), add_special_tokens=False)["input_ids"]
         trl_way = tok.apply_chat_template(
