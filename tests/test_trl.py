@@ -303,6 +303,7 @@ def test_two_grpo_trainer_steps_log_our_rewards_and_rates(tmp_path):
         reward_weights=[1.0, 0.0],
         chat_template_kwargs=CHAT_TEMPLATE_KWARGS,
         use_cpu=True,
+        bf16=False,
         report_to="none",
         save_strategy="no",
         seed=0,
