@@ -82,6 +82,8 @@ def test_string_completions_are_paid_as_the_grader_pays(reward, problems, hacks)
     assert [g.gt_correct for g in seen.grades] == [True] * 6 + [False] * 12
     assert [g.exploited for g in seen.grades] == [False] * 6 + [True] * 6 + [False] * 6
     assert seen.completions == texts and seen.step is None
+    cols = columns(probs * 3)
+    assert [g.reward for g in reward.grade(cols.pop("prompts"), texts, **cols)] == got
 
 
 def test_conversational_completions_grade_like_their_text(reward, problems, hacks):
