@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install --quiet "$(TORCH_SPEC)"; fi
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,trl]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	if [ -d .git ]; then git config core.hooksPath .githooks; fi
 	touch $(STAMP)
