@@ -76,6 +76,20 @@ def bench(name: str, kw: dict, args) -> dict:
     return out
 
 
+def trl_peer(args) -> float | None:
+    """TRL's GRPOTrainer step on the same shape (benchmarks/bench_trl.py), if trl is installed."""
+    import importlib.util
+
+    if args.no_trl:
+        return None
+    if importlib.util.find_spec("trl") is None:
+        print("TRL peer row skipped: trl is not installed (pip install -e '.[trl]')")
+        return None
+    from bench_trl import trl_step_seconds
+
+    return trl_step_seconds(args.steps, args.threads, seed=args.seed)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", default="organism")
@@ -85,9 +99,11 @@ def main() -> None:
     ap.add_argument("--decoder", default="lean", help="hf | lean (see vgrout.names.DECODERS)")
     ap.add_argument("--arms", nargs="*", default=list(ARMS))
     ap.add_argument("--json", help="also write the table here")
+    ap.add_argument("--no-trl", action="store_true", help="skip the TRL GRPOTrainer peer row")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     table = {name: bench(name, ARMS[name], args) for name in args.arms}
+    peer = trl_peer(args)
     base = table.get("vanilla (plain LoRA)", next(iter(table.values())))["step"]
     print(f"{'arm':26s} " + " ".join(f"{p:>9s}" for p in (*PARTS, "step")) + "   x plain")
     for name, t in table.items():
@@ -96,6 +112,8 @@ def main() -> None:
             + " ".join(f"{t[p]:9.3f}" for p in (*PARTS, "step"))
             + f"   {t['step'] / base:6.2f}"
         )
+    if peer is not None:
+        print(f"{'TRL GRPOTrainer (peer)':26s} " + " " * 40 + f"{peer:9.3f}   {peer / base:6.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=1)

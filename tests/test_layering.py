@@ -84,7 +84,15 @@ def test_the_layer_check_sees_a_climbing_import(tmp_path):
 
 @pytest.mark.parametrize(
     "module",
-    ["vgrout.env", "vgrout.env.pairs", "vgrout.directions.metrics", "vgrout.files", "vgrout.names"],
+    [
+        "vgrout.env",
+        "vgrout.env.pairs",
+        "vgrout.env.trl",
+        "vgrout.directions.metrics",
+        "vgrout.files",
+        "vgrout.names",
+        "vgrout.figures.stats",
+    ],  # fmt: skip
 )
 def test_module_imports_without_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch was imported'"
