@@ -274,6 +274,13 @@ class World:
             traceback.print_exc()
             return [(self.rank, mine[1])]
 
+    def settle(self) -> None:
+        """A plain barrier after a failure was shared (best effort: the group may be broken)."""
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - nothing left to coordinate; torchrun ends the rest
+            pass
+
     def close(self) -> None:
         if self.size > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -297,6 +304,11 @@ def init_world(device: str = "") -> World:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and not device.startswith("cpu")
     if cuda:
+        if local >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} GPU(s): "
+                "one rank per GPU (torchrun --nproc-per-node at most the GPU count)"
+            )
         torch.cuda.set_device(local)
     backend = "nccl" if cuda else "gloo"
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "3600")))
@@ -305,24 +317,35 @@ def init_world(device: str = "") -> World:
     return World(rank, size, local, backend, dev)
 
 
-def run_together(world: World, fn, *args, **kwargs):
-    """fn(*args, **kwargs) on every rank; an exception on one rank stops every rank.
+def run_together(world: World, fn, *args, report=None):
+    """fn(*args) on every rank; an exception on one rank stops every rank.
 
-    The failing rank re-raises its own exception if it is the lowest-numbered
-    rank that failed (so the message is shown once); every other rank raises
-    `PeerFailure` naming the failed ranks and their messages.
+    The lowest-numbered rank that failed re-raises its own exception; every
+    other rank raises `PeerFailure` naming the failed ranks and their
+    messages. `report(exception)` is called before any rank goes on: on that
+    rank with its own exception, and on rank 0 (if it did not fail) with the
+    PeerFailure; the ranks then wait for each other, so a launcher that stops
+    the others at the first exit (torchrun) does not cut the message short.
     """
+    if world.size == 1:
+        return fn(*args)
     try:
-        return fn(*args, **kwargs)
-    except PeerFailure:
-        raise
-    except Exception as e:
-        failures = world.fail(e)
-        if failures and failures[0][0] != world.rank:
-            from vgrout.cli import INPUT_ERRORS
+        return fn(*args)
+    except PeerFailure as e:
+        own, failures, status = None, e.failures, e.status
+    except Exception as e:  # noqa: BLE001 - shared with the other ranks, then re-raised
+        from vgrout.cli import INPUT_ERRORS
 
-            raise PeerFailure(failures, 2 if isinstance(e, INPUT_ERRORS) else 1) from e
-        raise
+        own, failures = e, world.fail(e)
+        status = 2 if isinstance(e, INPUT_ERRORS) else 1
+    reporter = failures[0][0] if failures else world.rank
+    peer = PeerFailure(failures, status)
+    if report is not None and (reporter == world.rank or world.main):
+        report(own if reporter == world.rank else peer)
+    world.settle()
+    if own is not None and reporter == world.rank:
+        raise own
+    raise peer from own
 
 
 class SharedRunDir(RunDir):
