@@ -21,6 +21,8 @@ PROG = "python -m vgrout.train"
 
 
 def main(argv: list[str] | None = None) -> int:
+    if int(os.environ.get("RANK", "0")) > 0:  # one progress bar, rank 0's (read at import)
+        os.environ["TQDM_DISABLE"] = "1"
     from vgrout.grpo.__main__ import config_from_argv, report
     from vgrout.grpo.distributed import PeerFailure, init_world, run_together
     from vgrout.grpo.loop import train
@@ -31,8 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     if world.size == 1:  # python -m vgrout.grpo, exactly
         report(train(cfg), cfg)
         return 0
-    if not world.main:
-        os.environ["TQDM_DISABLE"] = "1"  # one progress bar, rank 0's
     try:
         result = run_together(world, train, cfg, world, report=_reporter("--debug" in argv))
     except PeerFailure as e:
