@@ -1,7 +1,7 @@
 """The package's layers hold: a lower layer never imports a higher one.
 
 Layers, bottom up: the top-level helpers (paths, files, names), env (no torch),
-lm, adapters, directions, grpo, figures. Imports inside functions count too: a
+lm, adapters, directions, grpo, train (the data-parallel entry over grpo), figures. Imports inside functions count too: a
 lazy import that climbs a layer is still a dependency, only a hidden one.
 Modules that promise not to import torch keep that promise.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vgrout"
-LAYERS = ("", "env", "lm", "adapters", "directions", "grpo", "figures")
+LAYERS = ("", "env", "lm", "adapters", "directions", "grpo", "train", "figures")
 
 
 def layer_of(module: str) -> int:

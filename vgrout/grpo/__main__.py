@@ -16,10 +16,10 @@ from vgrout import cli
 from vgrout.grpo.config import PRESETS, GRPOConfig, field_docs, preset
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m vgrout.grpo", doc: str = __doc__) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m vgrout.grpo",
-        description=__doc__,
+        prog=prog,
+        description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--preset", default="organism", choices=sorted(PRESETS),
@@ -43,18 +43,27 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train one run (or report a finished run of the same config) and print its result."""
-    args = vars(_parser().parse_args(argv))
+def config_from_argv(argv, prog: str = "python -m vgrout.grpo", doc: str = __doc__):
+    """The validated GRPOConfig the command line asks for (a preset plus flags)."""
+    args = vars(_parser(prog, doc).parse_args(argv))
     args.pop("debug")
     name = args.pop("preset")
     overrides = {
         k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if v is not None
     }
-    cfg = preset(name, **overrides)
+    return preset(name, **overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train one run (or report a finished run of the same config) and print its result."""
+    cfg = config_from_argv(argv)
     from vgrout.grpo.loop import train
 
-    result = train(cfg)
+    report(train(cfg), cfg)
+
+
+def report(result, cfg: GRPOConfig) -> None:
+    """The run folder and its final evaluation, on stdout (a finished run: said on stderr)."""
     if result.already_finished:
         print(f"{result.run_dir}: already finished; its result:", file=sys.stderr)
     final = [e for e in result.evals if e["step"] == cfg.steps]

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from vgrout.files import atomic_write_text
 from vgrout.grpo.config import GRPOConfig
+from vgrout.grpo.distributed import World
 from vgrout.grpo.evaluate import evaluate_views
 from vgrout.grpo.heal import retain_heal
 from vgrout.grpo.passes import deployed_pass, group_batch
@@ -34,7 +35,6 @@ from vgrout.grpo.rundir import (
     checkpoint,
     export_final,
     load_run,
-    open_run,
     restore,
 )
 from vgrout.grpo.steplog import StepRecord, rollout_rows, step_row, teacher_tripwire
@@ -44,18 +44,20 @@ from vgrout.names import GATED_ARMS, PAIR_INITS, VIEWS
 from vgrout.paths import repo_path
 
 
-def train(cfg: GRPOConfig) -> RunResult:
+def train(cfg: GRPOConfig, world: World | None = None) -> RunResult:
     """Train one run: cfg.steps Dr.GRPO steps, evaluations, the exported deployed block.
 
     A folder holding a finished run of the same config is read back, not
     retrained; with cfg.resume an unfinished one continues from its newest
-    checkpoint (see rundir.open_run for what is refused).
+    checkpoint (see rundir.open_run for what is refused). `world`: the ranks of a
+    data-parallel run (distributed.py); None is one process.
     """
+    world = world or World()
     cfg = cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed), random.seed(cfg.seed), np.random.seed(cfg.seed)
-    run = open_run(cfg)
+    run = world.open_run(cfg)
     if (run.path / "result.json").exists():  # a finished run of this config: read it back
         return dataclasses.replace(load_run(run.path), already_finished=True)
     data = RunData.load(cfg)
@@ -64,7 +66,9 @@ def train(cfg: GRPOConfig) -> RunResult:
     samplers = {v: policy.sampler(v) for v in VIEWS}
     if cfg.resume:
         restore(run, ts)
-    if ts.step == 0 and cfg.eval_every:  # the untrained baseline every curve starts from
+    world.start(run, ts, cfg)
+    # the untrained baseline every curve starts from (evaluations run on rank 0 only)
+    if ts.step == 0 and cfg.eval_every and world.main:
         run.log_many("eval", data.evaluate(policy, cfg, 0))
 
     bar = tqdm(range(ts.step + 1, cfg.steps + 1), desc=f"grpo {cfg.arm}", initial=ts.step,
@@ -72,8 +76,9 @@ def train(cfg: GRPOConfig) -> RunResult:
     for step in bar:
         # 1. generate and grade
         problems = ts.prompt_rng.sample(data.train_set, cfg.prompts_per_step)
+        problems, free = world.shard(problems, cfg, step)
         groups, times = collect_groups(
-            policy.model, tok, problems, cfg, step, data.hacks, samplers, data.grade
+            policy.model, tok, problems, cfg, step, data.hacks, samplers, data.grade, free
         )
         live = [g for g in groups if g.live]
 
@@ -87,17 +92,20 @@ def train(cfg: GRPOConfig) -> RunResult:
         ts.opt.zero_grad(set_to_none=True)
         normaliser = float(cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens)
         stats = [group_backward(policy, g, cfg, normaliser, step) for g in live]
+        world.all_reduce_grads(policy.all_params())
         grad, lr = optimizer_step(ts, cfg)
         times["update"] = time.perf_counter() - t
 
-        rec = StepRecord(step, groups, thresholds, stats, grad, times, lr)
+        rec = world.gather_record(StepRecord(step, groups, thresholds, stats, grad, times, lr))
         log_step(run, ts, rec, bar)
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and world.main:
             run.log_many("eval", data.evaluate(policy, cfg, step))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             ts.step = step
             checkpoint(run, ts)
-    finish(run, ts, data, cfg)
+    if world.main:
+        finish(run, ts, data, cfg)
+    world.barrier()
     return load_run(run.path)
 
 

@@ -89,16 +89,27 @@ def hint_free_slots(n_prompts: int, frac: float, step: int) -> set[int]:
 
 
 def collect_groups(
-    model, tokenizer, problems: Sequence, cfg, step: int, hacks: dict, sampler_views, grade_fn
+    model,
+    tokenizer,
+    problems: Sequence,
+    cfg,
+    step: int,
+    hacks: dict,
+    sampler_views,
+    grade_fn,
+    free: set[int] | None = None,
 ) -> tuple[list[Group], dict[str, float]]:
     """Sample and grade every group of one step; returns (groups, timings).
 
     sampler_views: {"trained": ctx, "deployed": ctx} context-manager factories
     that put the model into that view for generation (merged when possible).
     grade_fn: list of (completion, problem, mode) -> list of grades.
+    free: the prompt slots shown hint-free (default: `hint_free_slots` of these
+    problems; a rank of a data-parallel run passes its share of the step's slots).
     """
     t0 = time.perf_counter()
-    free = hint_free_slots(len(problems), cfg.unhackable_frac, step)
+    if free is None:
+        free = hint_free_slots(len(problems), cfg.unhackable_frac, step)
     groups, prompts = [], []
     for i, p in enumerate(problems):
         hint_free = i in free
