@@ -170,7 +170,11 @@ def instrument(record: dict) -> list[tuple[object, str, object]]:
         (loop, "gate", gate),
         (loop, "group_backward", group_backward),
         (loop, "optimizer_step", optimizer_step),
-        (loop.RunData, "evaluate", lambda self, policy, cfg, step: []),  # not under test
+        (
+            loop.RunData,
+            "evaluate",
+            lambda self, policy, cfg, step, final=False: [],
+        ),  # not under test
     ]
 
 
