@@ -476,3 +476,23 @@ def test_the_manifest_records_the_shipped_organism():
     rec = runner.organism_record()
     assert rec == {"key": read_record()["key"], "weights_sha256": read_record()["weights_sha256"]}
     assert rec["weights_sha256"] == sha256(runner.REPO / "data" / "organism" / "model.safetensors")
+
+
+@pytest.mark.parametrize("params", [PARAMS, PARAMS / "secondary"], ids=["primary", "secondary"])
+def test_preregistered_grids_are_consistent(params):
+    """The grids the preregistration names: 03 and 04 share runs and arms, and every 04
+    comparison names arms of the grid and appears, with its arms, in the preregistration."""
+    from vgrout.figures.ablation import check_comparisons
+
+    train, figs = NOTEBOOKS / "03_grpo_training.ipynb", NOTEBOOKS / "04_ablation_figures.ipynb"
+    for nb in (train, figs):
+        keys = set(yaml.safe_load((params / f"{nb.stem}.yaml").read_text()))
+        assert keys <= set(runner.parameter_defaults(nb)), f"{params}/{nb.stem}.yaml"
+    t, f = runner.load_params(train, params), runner.load_params(figs, params)
+    assert t["runs_dir"] == f["runs_dir"] and set(f["arms"]) == set(t["arms"])
+    assert set(f["seeds"]) <= set(t["seeds"])
+    check_comparisons(f["comparisons"], list(t["arms"]))
+    prereg = (NOTEBOOKS.parent / "docs" / "preregistration.md").read_text()
+    for c in f["comparisons"]:
+        if c["family"] in ("primary", "secondary"):
+            assert f"| {c['id']} | {c['a']} vs {c['b']} |" in prereg, c["id"]
