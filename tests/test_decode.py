@@ -351,6 +351,6 @@ def test_generate_uses_model_generate_unless_the_lean_decoder_is_asked_for(monke
 def test_the_config_names_a_bad_decoder():
     from vgrout.grpo.config import preset
 
-    assert preset("smoke").decoder == "hf"
+    assert preset("smoke").decoder == "lean"  # the default: in-place cache, prompt held once
     with pytest.raises(ValueError, match="decoder='fast'"):
         preset("smoke", decoder="fast")
