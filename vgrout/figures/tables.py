@@ -12,10 +12,8 @@ from typing import Mapping
 
 import pandas as pd
 
+from vgrout.figures.stats import t975
 from vgrout.grpo.rundir import load_run
-
-# two-sided 95% t quantiles for 1..9 degrees of freedom; normal beyond
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 RunMap = Mapping[tuple[str, int], Path]
 
@@ -65,7 +63,7 @@ def ci95(values: pd.Series, n_samples: pd.Series | None = None) -> float:
     """Half-width of a 95% interval: t over seeds, or binomial for a single seed."""
     k = len(values)
     if k >= 2:
-        return _T95.get(k - 1, 1.96) * float(values.std(ddof=1)) / math.sqrt(k)
+        return t975(k - 1) * float(values.std(ddof=1)) / math.sqrt(k)
     if n_samples is not None and k == 1:
         p, n = float(values.iloc[0]), float(n_samples.iloc[0])
         return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else float("nan")
