@@ -60,6 +60,7 @@ def bench(name: str, kw: dict, args) -> dict:
             threads=args.threads,
             seed=args.seed,
             decoder=args.decoder,
+            forward=args.forward,
             run_dir=f"{tmp}/run",
             **kw,
         )
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--decoder", default="lean", help="hf | lean (see vgrout.names.DECODERS)")
+    ap.add_argument("--forward", default="packed", help="hf | packed (vgrout.names.FORWARDS)")
     ap.add_argument("--arms", nargs="*", default=list(ARMS))
     ap.add_argument("--json", help="also write the table here")
     ap.add_argument("--no-trl", action="store_true", help="skip the TRL GRPOTrainer peer row")

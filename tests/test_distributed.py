@@ -104,9 +104,11 @@ def test_an_error_on_one_rank_stops_every_rank_with_its_message(tmp_path):
 
 
 def equivalence_config(run_dir: Path):
+    """The per-group forward: its gradient after each group sizes the tolerance of the sum
+    (`summed_grad_tol`); the packed update equals it per group (tests/test_packed.py)."""
     return preset("smoke", run_dir=str(run_dir), threads=1, workers=1, steps=1,
                   prompts_per_step=4, arm="routeA", keep_low_tail=True,
-                  gen_deploy_frac=0.5, kl_beta=0.01)  # fmt: skip
+                  gen_deploy_frac=0.5, kl_beta=0.01, forward="hf")  # fmt: skip
 
 
 def _stand_in_grade(items):
@@ -143,8 +145,8 @@ def instrument(record: dict) -> list[tuple[object, str, object]]:
             times = {k: times[k] + t[k] for k in times}
         return groups, times
 
-    def gate(policy, router, tok, live, step):
-        thresholds = real_gate(policy, router, tok, live, step)
+    def gate(policy, router, tok, live, step, *args):
+        thresholds = real_gate(policy, router, tok, live, step, *args)
         record["thresholds"] = thresholds
         record["zones"] = [(str(g.problem.id), g.zones, g.scores) for g in live]
         return thresholds

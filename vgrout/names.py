@@ -36,3 +36,7 @@ TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 DECODERS = ("hf", "lean")
 """How completions are sampled: hf = transformers' `generate`; lean = the in-place
 KV-cache loop of `vgrout.lm.decode` (same distribution, different draws for a seed)."""
+
+FORWARDS = ("hf", "packed")
+"""How the gate and the update run their passes: hf = per group through `model(...)`;
+packed = every live group's tokens in one stream (`vgrout.lm.packed`)."""

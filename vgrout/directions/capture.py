@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -309,23 +309,32 @@ class ForwardFeatures:
 
 @contextlib.contextmanager
 def capture_in_forward(
-    model: nn.Module, completion_mask: Tensor, block: str = "deployed"
+    model: nn.Module,
+    completion_mask: Tensor | None,
+    block: str = "deployed",
+    pool: Callable[[Tensor], Tensor] | None = None,
 ) -> Iterator[ForwardFeatures]:
     """Hook a forward the caller already runs, so the gate costs no extra pass.
 
-    completion_mask: [batch, pos] aligned with the input_ids of that forward.
+    completion_mask: [batch, pos] aligned with the input_ids of that forward;
+    or pool: activations -> [rows, r] pooled features, for a forward in another
+    layout (`vgrout.lm.packed.pool_rows` for the packed stream).
     A second forward inside the context replaces the first one's features.
     """
+    if (completion_mask is None) == (pool is None):
+        raise ValueError("capture_in_forward: give exactly one of completion_mask and pool")
     loras = _find_lora(model, block)
     holder = ForwardFeatures(modules=list(loras))
-    mask = completion_mask.to(next(model.parameters()).device)
+    if pool is None:
+        mask = completion_mask.to(next(model.parameters()).device)
+        pool = lambda acts: pool_completion(acts, mask)  # noqa: E731
     first = holder.modules[0]
 
     def hook_for(name: str):
         def on_a(mod, inp, out):  # out: [batch, pos, r]
             if name == first:
                 holder.forwards += 1
-            holder._rows[name] = pool_completion(out.detach(), mask)
+            holder._rows[name] = pool(out.detach())
 
         return on_a
 

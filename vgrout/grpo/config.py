@@ -15,7 +15,7 @@ import json
 import textwrap
 from dataclasses import dataclass
 
-from vgrout.names import ARMS, DECODERS, GATED_ARMS, INITS, TARGET_MODULES
+from vgrout.names import ARMS, DECODERS, FORWARDS, GATED_ARMS, INITS, TARGET_MODULES
 
 
 @dataclass
@@ -148,6 +148,15 @@ class GRPOConfig:
     draw different tokens for one seed, so a run keeps one decoder throughout."""
     dtype: str = ""
     """Policy weights: "" = float32 on CPU, bfloat16 on CUDA; or float32 / bfloat16."""
+    forward: str = "packed"
+    """Gate and update passes: packed (every live group's tokens as one stream through
+    each layer, no padding, vgrout.lm.packed; falls back to hf with a warning for a
+    model it does not support) or hf (per group through model(...), the forward of
+    the runs behind the committed figures). The two agree to float rounding, which
+    is enough for a run's trajectory to diverge: a run keeps one forward throughout."""
+    groups_per_pass: int = 0
+    """Groups per packed pass (0 = every live group of the step in one pass). Bounds
+    memory on a large model: the lm head's log-softmax is [tokens, vocab] per pass."""
 
     def validate(self) -> "GRPOConfig":
         """Raise ValueError naming the fields of any contradiction."""
@@ -156,6 +165,10 @@ class GRPOConfig:
             bad.append(f"arm={self.arm!r}: expected one of {ARMS}")
         if self.decoder not in DECODERS:
             bad.append(f"decoder={self.decoder!r}: expected one of {DECODERS}")
+        if self.forward not in FORWARDS:
+            bad.append(f"forward={self.forward!r}: expected one of {FORWARDS}")
+        if self.groups_per_pass < 0:
+            bad.append(f"groups_per_pass={self.groups_per_pass}: expected >= 0 (0 = all)")
         if self.dtype not in ("", "float32", "bfloat16"):
             bad.append(f"dtype={self.dtype!r}: expected '', 'float32' or 'bfloat16'")
         if self.final_eval_samples < 0 or self.eval_batch_size < 1:
@@ -273,6 +286,7 @@ PRESETS: dict[str, dict] = {
         temperature=0.6,
         top_p=0.95,
         max_new_tokens=512,
+        groups_per_pass=1,
         gen_deploy_frac=0.25,
         gate_half_life=96.0,
         eval_every=10,

@@ -24,7 +24,13 @@ from vgrout.grpo.config import GRPOConfig
 from vgrout.grpo.distributed import World
 from vgrout.grpo.evaluate import evaluate_views
 from vgrout.grpo.heal import retain_heal
-from vgrout.grpo.passes import deployed_pass, group_batch
+from vgrout.grpo.passes import (
+    chunks,
+    deployed_pass,
+    deployed_pass_packed,
+    group_batch,
+    packed_forward_ok,
+)
 from vgrout.grpo.policy import build_policy
 from vgrout.grpo.rollouts import collect_groups
 from vgrout.grpo.router import Router
@@ -38,7 +44,13 @@ from vgrout.grpo.rundir import (
     restore,
 )
 from vgrout.grpo.steplog import StepRecord, rollout_rows, step_row, teacher_tripwire
-from vgrout.grpo.update import clip_and_measure, decay_toward_init, group_backward, lr_factor
+from vgrout.grpo.update import (
+    clip_and_measure,
+    decay_toward_init,
+    group_backward,
+    lr_factor,
+    packed_backward,
+)
 from vgrout.lm.tokens import pad_id
 from vgrout.names import GATED_ARMS, PAIR_INITS, VIEWS
 from vgrout.paths import repo_path
@@ -64,6 +76,7 @@ def train(cfg: GRPOConfig, world: World | None = None) -> RunResult:
     ts = start_state(cfg, data)
     policy, tok = ts.policy, data.tokenizer
     samplers = {v: policy.sampler(v) for v in VIEWS}
+    packed = packed_forward_ok(policy, cfg)  # the gate's and update's passes
     if cfg.resume:
         restore(run, ts)
     world.start(run, ts, cfg)
@@ -84,14 +97,18 @@ def train(cfg: GRPOConfig, world: World | None = None) -> RunResult:
 
         # 2. gate: a deployed-view pass gives gate features and behaviour log-probs
         t = time.perf_counter()
-        thresholds = gate(policy, ts.router, tok, live, step)
+        thresholds = gate(policy, ts.router, tok, live, step, cfg, packed)
         times["gate"] = time.perf_counter() - t
 
         # 3. loss and backward, one masked pass per group; 4. optimizer step
         t = time.perf_counter()
         ts.opt.zero_grad(set_to_none=True)
         normaliser = float(cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens)
-        stats = [group_backward(policy, g, cfg, normaliser, step) for g in live]
+        if packed:
+            stats = [st for gs in chunks(live, cfg.groups_per_pass)
+                     for st in packed_backward(policy, gs, cfg, normaliser, step)]  # fmt: skip
+        else:
+            stats = [group_backward(policy, g, cfg, normaliser, step) for g in live]
         world.all_reduce_grads(policy.all_params())
         grad, lr = optimizer_step(ts, cfg)
         times["update"] = time.perf_counter() - t
@@ -156,15 +173,22 @@ def start_state(cfg: GRPOConfig, data: RunData) -> TrainState:
     return TrainState(policy, opt, sched, router, random.Random(cfg.seed), init_values)
 
 
-def gate(policy, router: Router, tok, live: list, step: int):
+def gate(policy, router: Router, tok, live: list, step: int, cfg: GRPOConfig, packed: bool):
     """Fill each live group's batch, behaviour log-probs, features, zones and scores.
 
-    Returns the score thresholds the router used (None on arms without a gate).
+    packed: run the deployed-view pass packed (all but the grad site, whose
+    features need a backward per group). Returns the score thresholds the
+    router used (None on arms without a gate).
     """
     device = policy.model.device
     for g in live:
         g.batch = group_batch(g, pad_id(tok), device)
-        g.deployed_logp, g.features = deployed_pass(policy, g, router.site)
+    if packed and router.site != "grad":
+        for gs in chunks(live, cfg.groups_per_pass):
+            deployed_pass_packed(policy, gs, router.site)
+    else:
+        for g in live:
+            g.deployed_logp, g.features = deployed_pass(policy, g, router.site)
     example = next((g.features for g in live if g.features is not None), None)
     router.maybe_refresh(policy.model, tok, step, example)
     return router.route(live)

@@ -11,10 +11,13 @@ deployed-sampled rows' log-probs, so routing adds no forward of its own.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
 from vgrout.directions.capture import capture, capture_in_forward
+from vgrout.lm import packed
 from vgrout.lm.logprobs import token_logprobs
 from vgrout.lm.prefix import SharedPrompt, completion_logprobs, prompt_cache, split_shared_prompt
 from vgrout.lm.tokens import Batch, from_ids
@@ -26,15 +29,20 @@ def shared_prompt(model, batch: Batch) -> SharedPrompt | None:
     Under gradient checkpointing the backward re-runs each layer's forward with
     the masks set at that time, which the per-zone prompt passes cannot match.
     """
+    if not shared_prompt_ok(model):
+        return None
+    return split_shared_prompt(batch)
+
+
+def shared_prompt_ok(model) -> bool:
+    """False under gradient checkpointing (see `shared_prompt`)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     flag = (
         "is_activation_checkpointing"
         if hasattr(type(inner), "is_activation_checkpointing")
         else "is_gradient_checkpointing"
     )  # the name before transformers 5
-    if getattr(inner, flag, False):
-        return None
-    return split_shared_prompt(batch)
+    return not getattr(inner, flag, False)
 
 
 @torch.no_grad()
@@ -86,3 +94,74 @@ def deployed_pass(policy, group, site: str | None):
         if site == "bottleneck":
             return _bottleneck_pass(policy.model, group.batch, need_logp)
         return behaviour_logprobs(policy.model, group.batch), None
+
+
+def packed_forward_ok(policy, cfg) -> bool:
+    """Whether this run's gate and update run packed (`vgrout.lm.packed`).
+
+    cfg.forward="packed" on a model the packed forward does not support, or
+    under gradient checkpointing (whose backward would re-run each layer with
+    the masks of that moment), falls back to the per-group passes with a warning.
+    """
+    if cfg.forward != "packed":
+        return False
+    if packed.supports(policy.model) and shared_prompt_ok(policy.model):
+        return True
+    warnings.warn(
+        f"forward='packed' does not support {type(packed.causal_lm(policy.model)).__name__} "
+        "(or gradient checkpointing is on); using the per-group forward",
+        stacklevel=2,
+    )
+    return False
+
+
+def chunks(groups: list, per_pass: int) -> list[list]:
+    """Groups in passes of `per_pass` (0: all in one)."""
+    n = per_pass or max(len(groups), 1)
+    return [groups[i : i + n] for i in range(0, len(groups), n)]
+
+
+def pack_groups(groups: list, device, keys: list | None = None) -> packed.Packed:
+    """The groups' rollouts as one packed stream, rows in group order."""
+    rows = [r for g in groups for r in g.rollouts]
+    return packed.pack(
+        [r.prompt_ids for r in rows], [r.completion_ids for r in rows], keys, device=device
+    )
+
+
+def split_rows(values: torch.Tensor, groups: list) -> list[torch.Tensor]:
+    """A per-row tensor of the packed groups -> one slice per group."""
+    return list(values.split([len(g.rollouts) for g in groups]))
+
+
+def batch_layout(lp: torch.Tensor, group) -> torch.Tensor:
+    """A group's packed log-probs [G, C] -> its Batch layout [G, pos-1]."""
+    b = group.batch
+    return packed.to_left_padded(lp, b.completion_mask.sum(1), b.input_ids.shape[1])
+
+
+@torch.no_grad()
+def deployed_pass_packed(policy, groups: list, site: str | None) -> None:
+    """`deployed_pass` for all groups in one packed forward; sets deployed_logp and features.
+
+    site: None or "bottleneck" (the grad site needs a backward per group).
+    """
+    need = [any(r.sampler == "deployed" for r in g.rollouts) for g in groups]
+    for g in groups:
+        g.deployed_logp, g.features = None, None
+    if site is None and not any(need):
+        return
+    pk = pack_groups(groups, policy.model.device)
+    with policy.deployed_forward():
+        if site == "bottleneck":
+            with capture_in_forward(
+                policy.model, None, pool=lambda a: packed.pool_rows(a, pk)
+            ) as cap:
+                lp = packed.forward(policy.model, pk, logits=any(need))
+            for g, f in zip(groups, split_rows(cap.features, groups)):
+                g.features = f
+        else:
+            lp = packed.forward(policy.model, pk)
+    if lp is not None:
+        for g, n, rows in zip(groups, need, split_rows(lp, groups)):
+            g.deployed_logp = batch_layout(rows, g) if n else None

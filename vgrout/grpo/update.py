@@ -11,8 +11,15 @@ import torch
 from torch import Tensor
 
 from vgrout.grpo.loss import grpo_loss
-from vgrout.grpo.passes import behaviour_logprobs, shared_prompt
+from vgrout.grpo.passes import (
+    batch_layout,
+    behaviour_logprobs,
+    pack_groups,
+    shared_prompt,
+    split_rows,
+)
 from vgrout.grpo.zones import zone_masks
+from vgrout.lm import packed
 from vgrout.lm.logprobs import target_mask, token_logprobs
 from vgrout.lm.prefix import completion_logprobs, prompt_cache
 from vgrout.lm.schedule import warmup_cosine
@@ -29,24 +36,13 @@ def group_backward(policy, group, cfg, normaliser: float, step: int) -> dict:
     group: a live `rollouts.Group` whose batch, zones and deployed-view
     log-probs the gate filled in. normaliser: Dr.GRPO's constant divisor.
     """
-    model, batch, zones, dep_logp = policy.model, group.batch, group.zones, group.deployed_logp
-    device = batch.input_ids.device
-    m, d = (t.to(device) for t in zone_masks(zones))
-    samplers = [r.sampler for r in group.rollouts]
-    # rows whose behaviour policy differs from their training view
-    use_dep = torch.tensor(
-        [s == "deployed" and z != "keep" for s, z in zip(samplers, zones)], device=device
-    )
-    use_trained = torch.tensor(
-        [s == "trained" and z == "keep" for s, z in zip(samplers, zones)], device=device
-    )
-    full_logp = behaviour_logprobs(model, batch) if use_trained.any() else None
+    model, batch, zones = policy.model, group.batch, group.zones
+    m, d = (t.to(batch.input_ids.device) for t in zone_masks(zones))
+    full_logp = behaviour_logprobs(model, batch) if _needs_full(group) else None
     ref_logp = None
     if cfg.kl_beta > 0:
         with policy.reference():
             ref_logp = behaviour_logprobs(model, batch)
-    adv = advantages(group.rewards().to(device), cfg.std_normalise)
-    mask = target_mask(batch)
     sp = shared_prompt(model, batch)
     if sp is not None:  # the prompt once per zone, each under that zone's masks
         pc = prompt_cache(
@@ -57,26 +53,88 @@ def group_backward(policy, group, cfg, normaliser: float, step: int) -> dict:
         )
     with policy.masked(m, d):
         logp = token_logprobs(model, batch) if sp is None else completion_logprobs(model, sp, pc)
-        old = logp.detach()
-        if dep_logp is not None:
-            old = torch.where(use_dep[:, None], dep_logp, old)
-        if full_logp is not None:
-            old = torch.where(use_trained[:, None], full_logp, old)
-        loss, stats = grpo_loss(
-            logp, old, adv, mask, cfg.clip_eps, normaliser, ref_logp, cfg.kl_beta
-        )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite GRPO loss at step {step}, problem "
-                f"{group.problem.id} (rewards {group.rewards().tolist()})"
-            )
+        loss, stats = group_loss(group, logp, full_logp, ref_logp, cfg, normaliser, step)
         loss.backward()
+    return stats
+
+
+def packed_backward(policy, groups: list, cfg, normaliser: float, step: int) -> list[dict]:
+    """`group_backward` for several groups in one packed forward and one backward.
+
+    Rows of one zone share their prompt's activations (one unit per group and
+    zone, see `vgrout.lm.packed`); the summed loss's gradient is the sum of the
+    per-group gradients `group_backward` accumulates.
+    """
+    model, device = policy.model, policy.model.device
+    zones = [z for g in groups for z in g.zones]
+    m, d = (t.to(device) for t in zone_masks(zones))
+    full = ref = None
+    if any(_needs_full(g) for g in groups):
+        with torch.no_grad():
+            full = split_rows(packed.forward(model, pack_groups(groups, device)), groups)
+    if cfg.kl_beta > 0:
+        with torch.no_grad(), policy.reference():
+            ref = split_rows(packed.forward(model, pack_groups(groups, device)), groups)
+    pk = pack_groups(groups, device, keys=zones)
+    stats, total = [], 0.0
+    with policy.masked(pk.token_masks(m), pk.token_masks(d)):
+        rows = split_rows(packed.forward(model, pk), groups)
+        for i, g in enumerate(groups):
+            loss, st = group_loss(
+                g,
+                batch_layout(rows[i], g),
+                batch_layout(full[i], g) if full and _needs_full(g) else None,
+                batch_layout(ref[i], g) if ref else None,
+                cfg,
+                normaliser,
+                step,
+            )
+            total, stats = total + loss, stats + [st]
+        total.backward()
+    return stats
+
+
+def _needs_full(group) -> bool:
+    """Rows sampled as trained but trained in keep need their sampler's log-probs."""
+    return any(r.sampler == "trained" and z == "keep" for r, z in zip(group.rollouts, group.zones))
+
+
+def group_loss(group, logp, full_logp, ref_logp, cfg, normaliser: float, step: int):
+    """(loss, stats) of one group from its log-probs [G, pos-1] in the training view.
+
+    The PPO ratio's old log-probs are the sampler's: the training pass itself
+    where sampler and training view coincide (ratio exactly 1 this step), the
+    deployed pass for deployed-sampled rows trained with the quarantine on,
+    the trained view's for trained-sampled rows trained in keep.
+    """
+    batch, zones, dep_logp = group.batch, group.zones, group.deployed_logp
+    device = batch.input_ids.device
+    samplers = [r.sampler for r in group.rollouts]
+    use_dep = torch.tensor(
+        [s == "deployed" and z != "keep" for s, z in zip(samplers, zones)], device=device
+    )
+    use_trained = torch.tensor(
+        [s == "trained" and z == "keep" for s, z in zip(samplers, zones)], device=device
+    )
+    old = logp.detach()
+    if dep_logp is not None:
+        old = torch.where(use_dep[:, None], dep_logp, old)
+    if full_logp is not None:
+        old = torch.where(use_trained[:, None], full_logp, old)
+    adv = advantages(group.rewards().to(device), cfg.std_normalise)
+    mask = target_mask(batch)
+    loss, stats = grpo_loss(logp, old, adv, mask, cfg.clip_eps, normaliser, ref_logp, cfg.kl_beta)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite GRPO loss at step {step}, problem "
+            f"{group.problem.id} (rewards {group.rewards().tolist()})"
+        )
     teacher = torch.tensor([s == "teacher" for s in samplers], device=device)
     if teacher.any():
         tok_lp = (logp.detach() * mask).sum(1) / mask.sum(1).clamp_min(1)
         stats["teacher_logp"] = tok_lp[teacher].mean().item()
     stats["loss"] = loss.item()
-    return stats
+    return loss, stats
 
 
 def clip_and_measure(policy, max_norm: float) -> dict:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from vgrout.lm.logprobs import next_token_logprobs
+from vgrout.lm.packed import to_left_padded
 from vgrout.lm.tokens import Batch
 
 ZoneContext = Callable[[list[int]], ContextManager]
@@ -89,13 +90,7 @@ def _rows_cache(caches: list, row_zone: Tensor):
 
 def _to_left_padded(lp: Tensor, sp: SharedPrompt) -> Tensor:
     """[batch, C] log-probs of completion tokens -> [batch, width-1] in the Batch layout."""
-    n_comp = sp.completion_mask.sum(1, keepdim=True)  # [batch, 1]
-    t = torch.arange(sp.width - 1, device=lp.device).unsqueeze(0)  # position t scores token t+1
-    k = t + 1 - (sp.width - n_comp)  # index of that token within the completion
-    valid = (k >= 0) & (k < n_comp)
-    return torch.where(
-        valid, lp.gather(1, k.clamp(0, lp.shape[1] - 1)), torch.zeros_like(lp[:, :1])
-    )
+    return to_left_padded(lp, sp.completion_mask.sum(1), sp.width)
 
 
 @dataclass

@@ -1,0 +1,191 @@
+"""The packed stream computes what the per-group passes compute: log-probs, gradients, features."""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import PAIRS, ByteTokenizer, model_tol, perturb_blocks, tiny_qwen3
+
+from vgrout.adapters import attach_routed_adapters, route, trainable_parameters
+from vgrout.grpo.config import preset
+from vgrout.grpo.passes import (
+    deployed_pass,
+    deployed_pass_packed,
+    group_batch,
+    pack_groups,
+    packed_forward_ok,
+)
+from vgrout.grpo.policy import Policy
+from vgrout.grpo.rollouts import Group, Rollout
+from vgrout.grpo.update import group_backward, packed_backward
+from vgrout.grpo.zones import zone_masks
+from vgrout.lm import packed
+from vgrout.lm.logprobs import target_mask, token_logprobs
+from vgrout.lm.tokens import from_ids
+
+PROMPTS = [[5, 9, 17, 33, 2, 70, 71, 8, 100, 42, 43, 11], [7, 7, 64, 3, 90, 12, 13]]
+COMPLETIONS = [
+    [[20, 21, 22, 1], [30, 1], [40, 41, 42, 43, 44, 45, 1], [50, 51, 1]],
+    [[60, 61, 62, 63, 64, 1], [70, 1], [80, 81, 82, 1], [90, 91, 92, 93, 1]],
+]
+ZONES = [["keep", "absorb", "route", "route"], ["absorb", "absorb", "route", "keep"]]
+SAMPLERS = [["trained", "deployed", "trained", "trained"], ["trained"] * 4]
+REWARDS = [[3.5, 0.5, 0.0, 3.5], [0.5, 3.5, 3.5, 0.0]]
+
+
+def model():
+    m = attach_routed_adapters(
+        tiny_qwen3(0), r=4, init="gaussian", pairs=PAIRS, tokenizer=ByteTokenizer()
+    )
+    perturb_blocks(m)
+    return m
+
+
+def policy(m) -> Policy:
+    return Policy(m, trainable_parameters(m), routed=True)
+
+
+def groups(m) -> list[Group]:
+    out = []
+    for gi, prompt in enumerate(PROMPTS):
+        rs = [
+            Rollout(f"p{gi}", "run_tests", prompt, c, "", s, reward=r)
+            for c, s, r in zip(COMPLETIONS[gi], SAMPLERS[gi], REWARDS[gi])
+        ]
+        g = Group(SimpleNamespace(id=f"p{gi}"), "run_tests", rs)
+        g.batch, g.zones = group_batch(g, 0, m.device), list(ZONES[gi])
+        out.append(g)
+    return out
+
+
+def rows():
+    prompts = [p for p, cs in zip(PROMPTS, COMPLETIONS) for _ in cs]
+    return prompts, [c for cs in COMPLETIONS for c in cs], [z for zs in ZONES for z in zs]
+
+
+def grads(m):
+    return [p.grad.clone() for ps in trainable_parameters(m).values() for p in ps]
+
+
+def test_pack_lays_out_units_then_completions():
+    prompts, comps, zones = rows()
+    pk = packed.pack(prompts, comps, keys=zones)
+    # group 0 has three zones, group 1 three (absorb, route, keep): six prompt units
+    assert pk.prompt_index.shape[0] == 6
+    n_prompt = sum(len(PROMPTS[0]) for z in set(ZONES[0])) + sum(
+        len(PROMPTS[1]) for z in set(ZONES[1])
+    )
+    assert len(pk.ids) == n_prompt + sum(map(len, comps))
+    first = pk.comp_index[0, : len(comps[0])]
+    assert pk.ids[first].tolist() == comps[0]
+    assert pk.pos[first].tolist() == list(range(len(PROMPTS[0]), len(PROMPTS[0]) + 4))
+    # the first target of row 0 is scored at the last token of its unit's prompt
+    unit = int(pk.row_unit[0])
+    last = pk.prompt_index[unit, len(PROMPTS[0]) - 1]
+    assert int(pk.pred_index[0]) == int(last) and pk.targets[:4].tolist() == comps[0]
+    m = torch.tensor([float(i) for i in range(len(comps))])
+    per_token = pk.token_masks(m)
+    assert per_token[first].tolist() == [0.0] * 4
+    assert per_token[pk.comp_index[5, :2]].tolist() == [5.0, 5.0]
+    assert len(packed.pack(prompts, comps).prompt_index) == 2  # no keys: one unit per prompt
+
+
+def test_pack_refuses_bad_rows():
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        packed.pack([[1], [2]], [[3]])
+    with pytest.raises(ValueError, match="empty prompt"):
+        packed.pack([[]], [[3]])
+
+
+def test_packed_logprobs_and_gradients_equal_the_routed_batch():
+    m = model()
+    prompts, comps, zones = rows()
+    batch = from_ids(prompts, comps, pad=0)
+    mask = target_mask(batch)
+    mt, dt = zone_masks(zones)
+    with route(m, mt, dt):
+        want = token_logprobs(m, batch)
+        (want * mask).sum().backward()
+    want_grads = grads(m)
+    m.zero_grad(set_to_none=True)
+    pk = packed.pack(prompts, comps, keys=zones)
+    with route(m, pk.token_masks(mt), pk.token_masks(dt)):
+        lp = packed.forward(m, pk)
+        got = packed.to_left_padded(lp, batch.completion_mask.sum(1), batch.input_ids.shape[1])
+        (got * mask).sum().backward()
+    vocab, tokens = m.config.vocab_size, batch.input_ids.numel()
+    torch.testing.assert_close(got * mask, want * mask, **model_tol(want * mask, tokens=vocab))
+    assert bool((got[mask == 0] == 0).all())
+    for g, w in zip(grads(m), want_grads):
+        torch.testing.assert_close(g, w, **model_tol(w, backward=True, tokens=max(vocab, tokens)))
+    assert any(torch.count_nonzero(p.grad) > 0 for p in trainable_parameters(m)["quarantine"])
+
+
+def test_packed_backward_equals_group_backward():
+    """Loss, stats and every gradient of the packed update equal the per-group update's.
+
+    The groups mix all three zones, a deployed-sampled row trained with the
+    quarantine on, trained-sampled rows trained in keep, and the KL term, so
+    every source of old and reference log-probs is exercised.
+    """
+    m = model()
+    pol, cfg = policy(m), preset("smoke", kl_beta=0.05, clip_eps=0.2)
+    gs = groups(m)
+    for g in gs:
+        g.deployed_logp, g.features = deployed_pass(pol, g, None)
+    want = [group_backward(pol, g, cfg, 1000.0, 1) for g in gs]
+    want_grads = grads(m)
+    m.zero_grad(set_to_none=True)
+    got = packed_backward(pol, gs, cfg, 1000.0, 1)
+    tokens = sum(len(c) for cs in COMPLETIONS for c in cs)
+    for g, w in zip(grads(m), want_grads):
+        tol = model_tol(w, backward=True, tokens=max(m.config.vocab_size, tokens))
+        torch.testing.assert_close(g, w, **tol)
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys()
+        torch.testing.assert_close(
+            a["loss"], b["loss"], atol=model_tol(torch.tensor(1.0))["atol"], rtol=1e-4
+        )
+        assert a["kl"] > 0
+
+
+def test_packed_gate_pass_equals_the_deployed_pass():
+    m = model()
+    pol = policy(m)
+    gs = groups(m)
+    want = [deployed_pass(pol, g, "bottleneck") for g in gs]
+    deployed_pass_packed(pol, gs, "bottleneck")
+    for g, (logp, feats) in zip(gs, want):
+        torch.testing.assert_close(g.features, feats, **model_tol(feats))
+        if logp is None:
+            assert g.deployed_logp is None
+        else:
+            torch.testing.assert_close(g.deployed_logp, logp, **model_tol(logp, tokens=256))
+    assert gs[0].deployed_logp is not None and gs[1].deployed_logp is None
+
+
+def test_packed_falls_back_loudly_where_it_does_not_apply():
+    m = model()
+    cfg = preset("smoke")
+    assert packed_forward_ok(policy(m), cfg)
+    assert not packed_forward_ok(policy(m), cfg.replace(forward="hf"))
+    layer = m.get_base_model().model.layers[0]
+    hook = layer.register_forward_hook(lambda *a: None)  # a hook the stream would bypass
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not packed_forward_ok(policy(m), cfg)
+    hook.remove()
+    assert any("per-group forward" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match="forward='fast'"):
+        preset("smoke", forward="fast")
+
+
+def test_pack_groups_keeps_group_order():
+    m = model()
+    gs = groups(m)
+    pk = pack_groups(gs, m.device)
+    assert pk.n_rows == 8 and pk.prompt_index.shape[0] == 2
+    assert pk.ids[pk.comp_index[4, :6]].tolist() == COMPLETIONS[1][0]
