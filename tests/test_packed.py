@@ -189,3 +189,30 @@ def test_pack_groups_keeps_group_order():
     pk = pack_groups(gs, m.device)
     assert pk.n_rows == 8 and pk.prompt_index.shape[0] == 2
     assert pk.ids[pk.comp_index[4, :6]].tolist() == COMPLETIONS[1][0]
+
+
+def test_stream_direction_equals_extract_directions():
+    """The router's packed refresh gives `extract_directions`' direction.
+
+    Each row of the direction is a unit mean difference of features, so the
+    features' rounding moves it by at most twice that rounding over the row's
+    mean-difference norm.
+    """
+    from vgrout.adapters import ablate_quarantine
+    from vgrout.directions.capture import capture_texts
+    from vgrout.directions.extract import extract_directions, pair_stream, stream_direction
+
+    m, tok = model(), ByteTokenizer()
+    with torch.no_grad(), ablate_quarantine(m):
+        want = extract_directions(m, tok, PAIRS, sites=("bottleneck",))["bottleneck"]
+        got = stream_direction(m, pair_stream(tok, PAIRS))
+        prompts = [p.prompt for p in PAIRS]
+        sides = [
+            capture_texts(m, tok, prompts, [getattr(p, s) for p in PAIRS], sites=("bottleneck",))
+            for s in ("hack", "clean")
+        ]
+    feats = torch.cat([c["bottleneck"] for c in sides])
+    diff = (sides[0]["bottleneck"] - sides[1]["bottleneck"]).mean(0).norm(dim=-1)
+    tol = 2 * model_tol(feats)["atol"] / float(diff.min()) + torch.finfo(torch.float32).eps
+    assert want.shape == got.shape
+    torch.testing.assert_close(got, want, atol=tol, rtol=0)

@@ -190,3 +190,44 @@ def load_directions(path: str | Path, **expect) -> dict:
             f"{p}: directions were extracted under different settings (saved, wanted): {bad}"
         )
     return blob["directions"]
+
+
+def pair_stream(tokenizer, pairs: Sequence, device=None):
+    """Both sides of every pair as one packed stream (`vgrout.lm.packed`), tokenised once.
+
+    Rows 0..n-1 are the hack sides, n..2n-1 the clean sides, tokenised as
+    `capture_texts` tokenises them; a pair's two sides share its prompt's unit.
+    A run's pairs never change, so the router packs them once and re-reads
+    the stream at every refresh.
+    """
+    from vgrout.directions.capture import render_prompt
+    from vgrout.lm.packed import pack
+    from vgrout.lm.tokens import encode
+
+    if not pairs:
+        raise ValueError("pair_stream: no pairs")
+    prompts = [render_prompt(tokenizer, p.prompt) for p in pairs] * 2
+    b = encode(tokenizer, prompts, [p.hack for p in pairs] + [p.clean for p in pairs])
+    p_ids, c_ids = [], []
+    for ids, attn, comp in zip(b.input_ids, b.attention_mask, b.completion_mask):
+        p_ids.append(ids[(attn == 1) & (comp == 0)].tolist())
+        c_ids.append(ids[comp == 1].tolist())
+    return pack(p_ids, c_ids, device=device)
+
+
+def stream_direction(model: nn.Module, stream, block: str = "deployed") -> Tensor:
+    """`extract_directions`' bottleneck direction (method "mean") from a `pair_stream`.
+
+    One packed forward over every pair instead of padded minibatches; equal to
+    `extract_directions` to float rounding (tests/test_packed.py).
+    """
+    from vgrout.directions.capture import capture_in_forward
+    from vgrout.lm import packed
+
+    with torch.no_grad():
+        pool = lambda acts: packed.pool_rows(acts, stream)  # noqa: E731
+        with capture_in_forward(model, None, block, pool=pool) as cap:
+            packed.forward(model, stream, logits=False)
+    feats = cap.features  # [2n, modules, r]
+    n = feats.shape[0] // 2
+    return mean_diff_direction(feats[:n].cpu(), feats[n:].cpu())

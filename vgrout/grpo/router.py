@@ -29,6 +29,7 @@ class Router:
         self.buffer = ScoreBuffer(cfg.gate_q, cfg.gate_half_life, cfg.gate_warmup)
         self.direction: Tensor | None = None
         self.refreshed_at = 0
+        self._stream = None  # the pairs as a packed stream, built at the first refresh
         self.rng = random.Random(cfg.seed * 1009 + 17)
         if self.site and not cfg.placebo and not pairs:
             raise ValueError(
@@ -59,18 +60,27 @@ class Router:
         if not due:
             return False
         from vgrout.adapters import ablate_quarantine
-        from vgrout.directions.extract import extract_directions
 
         with ablate_quarantine(model):
-            self.direction = extract_directions(model, tokenizer, self.pairs, sites=(self.site,))[
-                self.site
-            ]
+            self.direction = self._extract(model, tokenizer)
         self.refreshed_at = step
         if not torch.isfinite(self.direction).all():
             raise FloatingPointError(
                 f"gate: refreshed {self.site} direction is non-finite at step {step}"
             )
         return True
+
+    def _extract(self, model, tokenizer) -> Tensor:
+        """The direction from the pairs in the current view: packed under forward="packed"
+        (the pairs tokenised and packed once per run), else `extract_directions`."""
+        from vgrout.directions.extract import extract_directions, pair_stream, stream_direction
+        from vgrout.lm import packed
+
+        if self.cfg.forward == "packed" and self.site == "bottleneck" and packed.supports(model):
+            if self._stream is None:
+                self._stream = pair_stream(tokenizer, self.pairs, model.device)
+            return stream_direction(model, self._stream)
+        return extract_directions(model, tokenizer, self.pairs, sites=(self.site,))[self.site]
 
     def assign(self, feats: Sequence[Tensor | None], hacked: Sequence[Sequence[bool]]):
         """Zones per group, scores per group (or None), and the thresholds used.
