@@ -5,8 +5,10 @@ steps, the final evaluation with 8 completions per problem in both views and
 both splits, one thread. The older commit runs from a temporary git worktree
 with its own defaults (its decoder, its evaluation), so the ratio is what a
 researcher gains by updating; both runs go back to back in this one process,
-baseline first, so machine load affects both alike. Prints both wall times and,
-last, the ratio (this tree / baseline).
+baseline first, so machine load affects both alike. Prints both wall times, each
+with where it went (generate / grade / gate / update summed over the steps, and
+the rest: start-up, checkpoints, final evaluation, export) and, last, the ratio
+(this tree / baseline).
 
     python benchmarks/bench_run.py --baseline ffca967 --steps 100 --arm routeA
 """
@@ -14,6 +16,7 @@ last, the ratio (this tree / baseline).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +25,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def breakdown(run_dir: Path, wall: float) -> str:
+    """Where a run's wall time went: summed step parts from steps.jsonl, the rest
+    (start-up, checkpoints, the final evaluation, the export) as one figure."""
+    rows = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "reward" in r]
+    if not rows:
+        return "no step rows"
+    parts = {k[5:]: sum(r.get(k, 0.0) for r in rows) for k in rows[0] if k.startswith("time_")}
+    rest = wall - sum(parts.values())
+    return "  ".join(f"{k} {v:.1f}" for k, v in {**parts, "rest": rest}.items())
 
 
 def run_once(tree: Path, run_dir: Path, args) -> float:
@@ -57,8 +72,10 @@ def main() -> None:
         try:
             t_old = run_once(old, Path(tmp) / "run-old", args)
             print(f"baseline {args.baseline}: {t_old:8.1f} s", flush=True)
+            print(f"  ({breakdown(Path(tmp) / 'run-old', t_old)})")
             t_new = run_once(REPO, Path(tmp) / "run-new", args)
             print(f"this tree        : {t_new:8.1f} s", flush=True)
+            print(f"  ({breakdown(Path(tmp) / 'run-new', t_new)})")
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)])
     print(f"ratio (this tree / baseline): {t_new / t_old:.3f}")
