@@ -1,9 +1,10 @@
 """Dr.GRPO with routed adapters, readable top to bottom.
 
 One step: generate G rollouts per prompt -> grade -> skip zero-variance
-groups -> gate (zones per rollout) -> one masked forward/backward per group
-with PPO clip and k3 KL -> clip each block's gradient -> AdamW -> decay toward
-init -> schedule. The run folder, checkpoints and resume live in rundir.py.
+groups -> gate (zones per rollout) -> masked forward/backward with PPO clip
+and k3 KL (all live groups packed into one pass, or one pass per group with
+forward="hf") -> clip each block's gradient -> AdamW -> decay toward init ->
+schedule. The run folder, checkpoints and resume live in rundir.py.
 """
 
 from __future__ import annotations

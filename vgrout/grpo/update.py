@@ -1,7 +1,9 @@
-"""The gradient side of a GRPO step: one masked backward per group, then the optimizer.
+"""The gradient side of a GRPO step: the masked backward, then the optimizer.
 
 A group's rows train in the view their zone selects; the masks (m, d) of
-`zones.zone_masks` pick it per row inside one forward. Behaviour log-probs for
+`zones.zone_masks` pick it per row inside one forward: per group
+(`group_backward`) or for several groups packed into one stream, where the
+masks act per token (`packed_backward`). Behaviour log-probs for
 the PPO ratio come from the sampler's view (see passes.py).
 """
 
