@@ -216,3 +216,11 @@ def test_stream_direction_equals_extract_directions():
     tol = 2 * model_tol(feats)["atol"] / float(diff.min()) + torch.finfo(torch.float32).eps
     assert want.shape == got.shape
     torch.testing.assert_close(got, want, atol=tol, rtol=0)
+
+
+def test_group_passes_split_a_step_or_keep_it_whole():
+    from vgrout.grpo.passes import group_passes
+
+    assert group_passes(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert group_passes(list("abc"), 0) == [["a", "b", "c"]]
+    assert group_passes([], 0) == []

@@ -26,10 +26,10 @@ from vgrout.grpo.distributed import World
 from vgrout.grpo.evaluate import evaluate_views
 from vgrout.grpo.heal import retain_heal
 from vgrout.grpo.passes import (
-    chunks,
     deployed_pass,
     deployed_pass_packed,
     group_batch,
+    group_passes,
     packed_forward_ok,
 )
 from vgrout.grpo.policy import build_policy
@@ -106,7 +106,7 @@ def train(cfg: GRPOConfig, world: World | None = None) -> RunResult:
         ts.opt.zero_grad(set_to_none=True)
         normaliser = float(cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens)
         if packed:
-            stats = [st for gs in chunks(live, cfg.groups_per_pass)
+            stats = [st for gs in group_passes(live, cfg.groups_per_pass)
                      for st in packed_backward(policy, gs, cfg, normaliser, step)]  # fmt: skip
         else:
             stats = [group_backward(policy, g, cfg, normaliser, step) for g in live]
@@ -185,7 +185,7 @@ def gate(policy, router: Router, tok, live: list, step: int, cfg: GRPOConfig, pa
     for g in live:
         g.batch = group_batch(g, pad_id(tok), device)
     if packed and router.site != "grad":
-        for gs in chunks(live, cfg.groups_per_pass):
+        for gs in group_passes(live, cfg.groups_per_pass):
             deployed_pass_packed(policy, gs, router.site)
     else:
         for g in live:

@@ -115,7 +115,7 @@ def packed_forward_ok(policy, cfg) -> bool:
     return False
 
 
-def chunks(groups: list, per_pass: int) -> list[list]:
+def group_passes(groups: list, per_pass: int) -> list[list]:
     """Groups in passes of `per_pass` (0: all in one)."""
     n = per_pass or max(len(groups), 1)
     return [groups[i : i + n] for i in range(0, len(groups), n)]
