@@ -71,12 +71,14 @@ def packed_backward(policy, groups: list, cfg, normaliser: float, step: int) -> 
     zones = [z for g in groups for z in g.zones]
     m, d = (t.to(device) for t in zone_masks(zones))
     full = ref = None
+    if any(_needs_full(g) for g in groups) or cfg.kl_beta > 0:
+        unmasked = pack_groups(groups, device)  # one unit per prompt: no masks in these passes
     if any(_needs_full(g) for g in groups):
         with torch.no_grad():
-            full = split_rows(packed.forward(model, pack_groups(groups, device)), groups)
+            full = split_rows(packed.forward(model, unmasked), groups)
     if cfg.kl_beta > 0:
         with torch.no_grad(), policy.reference():
-            ref = split_rows(packed.forward(model, pack_groups(groups, device)), groups)
+            ref = split_rows(packed.forward(model, unmasked), groups)
     pk = pack_groups(groups, device, keys=zones)
     stats, total = [], 0.0
     with policy.masked(pk.token_masks(m), pk.token_masks(d)):

@@ -51,7 +51,8 @@ class Packed:
     row_unit:     [R]           the unit whose prompt row i continues
     pred_index:   [T]           stream position whose logits score each target
     targets:      [T]           the target ids (T = number of completion tokens)
-    token_row:    [N]           mask row of each token: its unit (prompt) or U + row
+    token_row:    [N]           the row whose route masks each token takes: its own
+                                (completion) or its unit's first row (prompt)
     """
 
     ids: Tensor
@@ -71,13 +72,7 @@ class Packed:
 
     def token_masks(self, row_values: Tensor) -> Tensor:
         """A per-row value [R] -> per token [N] (a prompt token takes its unit's first row's)."""
-        first = torch.full(
-            (self.prompt_index.shape[0],), -1, dtype=torch.long, device=row_values.device
-        )
-        rows = torch.arange(self.n_rows, device=row_values.device)
-        first = first.scatter_reduce(0, self.row_unit, rows, reduce="amax", include_self=True)
-        per_unit_row = torch.cat([first, rows])  # mask row -> a row of the batch
-        return row_values[per_unit_row[self.token_row]]
+        return row_values[self.token_row.to(row_values.device)]
 
 
 def pack(
@@ -101,13 +96,14 @@ def pack(
     unit_of: dict = {}
     row_unit = [unit_of.setdefault((tuple(p), k), len(unit_of)) for p, k in zip(prompts, keys)]
     units = list(unit_of)  # in first-seen order
+    first_row = {u: i for i, u in reversed(list(enumerate(row_unit)))}  # unit -> its first row
     ids, pos, token_row = [], [], []
     prompt_rows, start = [], 0
     for u, (p, _) in enumerate(units):
         prompt_rows.append(list(range(start, start + len(p))))
         ids += p
         pos += range(len(p))
-        token_row += [u] * len(p)
+        token_row += [first_row[u]] * len(p)
         start += len(p)
     comp_rows, pred, targets = [], [], []
     for i, c in enumerate(completions):
@@ -119,7 +115,7 @@ def pack(
         targets += list(c)
         ids += list(c)
         pos += range(plen, plen + len(c))
-        token_row += [len(units) + i] * len(c)
+        token_row += [i] * len(c)
         start += len(c)
     pi, pv = _right_padded(prompt_rows)
     ci, cv = _right_padded(comp_rows)
