@@ -303,3 +303,28 @@ def perturb_blocks(model, blocks=("deployed", "quarantine"), scale: float = 0.05
     for block in blocks:
         for p in trainable_parameters(model)[block]:
             p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def block_grads(model) -> list[torch.Tensor]:
+    """Copies of every trainable block parameter's .grad, deployed then quarantine."""
+    from vgrout.adapters import trainable_parameters
+
+    return [p.grad.clone() for ps in trainable_parameters(model).values() for p in ps]
+
+
+def assert_matches_full_batch(model, got, want, mask, want_grads, tokens: int) -> None:
+    """Log-probs `got` [batch, pos-1] and the model's block gradients equal a full-batch pass.
+
+    Tolerances: log-softmax sums over the vocabulary; a weight's gradient sums
+    over the batch's `tokens` as well. Positions outside `mask` must be exactly 0,
+    and the quarantine must have received gradient (the masks let it train).
+    """
+    from vgrout.adapters import trainable_parameters
+
+    vocab = model.config.vocab_size
+    torch.testing.assert_close(got * mask, want * mask, **model_tol(want * mask, tokens=vocab))
+    assert bool((got[mask == 0] == 0).all())
+    for g, w in zip(block_grads(model), want_grads):
+        torch.testing.assert_close(g, w, **model_tol(w, backward=True, tokens=max(vocab, tokens)))
+    quarantine = trainable_parameters(model)["quarantine"]
+    assert any(torch.count_nonzero(p.grad) > 0 for p in quarantine)
