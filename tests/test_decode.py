@@ -1,4 +1,4 @@
-"""The lean decode loop against `model.generate` and the full-sequence forward.
+"""The lean and fused decode loops against `model.generate` and the full-sequence forward.
 
 Greedy ids must equal HF's exactly (prompts of different lengths, rows that
 stop early), sampled steps must score every token with the logits the whole
@@ -16,11 +16,13 @@ import pytest
 import torch
 from helpers import PAIRS, ByteTokenizer, perturb_blocks
 
-from vgrout.lm import decode, sampling
+from vgrout.lm import decode, fused, sampling
 
 torch.set_num_threads(1)
 
 PAD = 0
+LOOPS = {"lean": decode.decode, "fused": fused.decode}
+"""Both in-place cache loops; every test named for "the loop" runs on each."""
 
 
 def tiny_qwen3(seed: int = 0, dtype=torch.float32):
@@ -76,8 +78,8 @@ def hf_greedy(model, prompts, steps: int, eos) -> list[list[int]]:
     return [cut(r, eos) for r in out[:, ids.shape[1] :].tolist()]
 
 
-def lean(model, prompts, steps: int, eos, n: int = 1, **kw) -> list[list[int]]:
-    d = decode.decode(model, prompts, n, steps, eos if eos is not None else -1, PAD, **kw)
+def lean(model, prompts, steps: int, eos, n: int = 1, loop="lean", **kw) -> list[list[int]]:
+    d = LOOPS[loop](model, prompts, n, steps, eos if eos is not None else -1, PAD, **kw)
     return [cut(r, eos) for r in d.tokens.tolist()]
 
 
@@ -101,36 +103,39 @@ def stop_steps(rows: list[list[int]], eos: int) -> list[int | None]:
 # (1) greedy ids equal model.generate's
 
 
-def test_greedy_matches_hf_generate_on_tiny_qwen3():
+@pytest.mark.parametrize("loop", LOOPS)
+def test_greedy_matches_hf_generate_on_tiny_qwen3(loop):
     model, prompts, steps = tiny_qwen3(), tiny_prompts(), 24
     eos = early_eos(model, prompts, steps)
     want = hf_greedy(model, prompts, steps, eos)
     stops = stop_steps(want, eos)
     assert None in stops and any(s is not None and s < steps - 1 for s in stops)
-    assert lean(model, prompts, steps, eos, temperature=0.0) == want
+    assert lean(model, prompts, steps, eos, loop=loop, temperature=0.0) == want
 
 
-def test_finished_rows_hold_pad_and_the_loop_ends_with_the_last_row():
+@pytest.mark.parametrize("loop", LOOPS)
+def test_finished_rows_hold_pad_and_the_loop_ends_with_the_last_row(loop):
     model, prompts, steps = tiny_qwen3(), tiny_prompts(), 24
     eos = early_eos(model, prompts, steps)
-    d = decode.decode(model, prompts, 1, steps, eos, PAD, temperature=0.0).tokens
+    d = LOOPS[loop](model, prompts, 1, steps, eos, PAD, temperature=0.0).tokens
     stops = stop_steps(d.tolist(), eos)
     assert None in stops and d.shape[1] == steps
     for row, stop in zip(d, stops):
         if stop is not None:
             assert (row[stop + 1 :] == PAD).all()
     finishing = [p for p, s in zip(prompts, stops) if s is not None]
-    short = decode.decode(model, finishing, 1, steps, eos, PAD, temperature=0.0).tokens
+    short = LOOPS[loop](model, finishing, 1, steps, eos, PAD, temperature=0.0).tokens
     assert short.shape[1] == max(s for s in stops if s is not None) + 1
 
 
-def test_greedy_matches_hf_generate_on_organism(organism):
+@pytest.mark.parametrize("loop", LOOPS)
+def test_greedy_matches_hf_generate_on_organism(organism, loop):
     model, tok, prompts = organism
     steps, eos = 56, tok.eos_token_id
     want = hf_greedy(model, prompts, steps, eos)
     stops = stop_steps(want, eos)
     assert None in stops and any(s is not None for s in stops), stops
-    assert lean(model, prompts, steps, eos, temperature=0.0) == want
+    assert lean(model, prompts, steps, eos, loop=loop, temperature=0.0) == want
 
 
 @pytest.mark.parametrize("n, batch_size", [(2, 64), (2, 3), (3, 2)])
@@ -141,8 +146,10 @@ def test_generate_equals_its_hf_path_when_greedy(organism, n, batch_size):
 
     texts = [chat_prompt(tok, f"Write f(x) returning x plus {i}.") for i in (1, 22, 333)]
     args = (model, tok, texts, n, 40, 0.0, 0, 1.0, batch_size)
-    assert decode.supports(model)
-    assert sampling._generate_lean(*args) == sampling._generate_hf(*args)
+    assert decode.supports(model) and fused.supports(model)
+    want = sampling._generate_hf(*args)
+    assert sampling._generate_lean(*args, loop=decode.decode) == want
+    assert sampling._generate_lean(*args, loop=fused.decode) == want
 
 
 # (2) each sampled step is scored with the full sequence's logits
@@ -175,9 +182,10 @@ def full_sequence_logits(model, prompts, n: int, tokens: torch.Tensor) -> torch.
     return logits[:, -steps:]  # position of token s-1 scores token s
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("which", ["tiny", "organism"])
-def test_sampled_steps_use_the_full_sequence_logits(which, dtype, request):
+def test_sampled_steps_use_the_full_sequence_logits(which, dtype, loop, request):
     if which == "tiny":
         model, prompts, eos = tiny_qwen3(dtype=dtype), tiny_prompts(), -1
     else:
@@ -185,7 +193,7 @@ def test_sampled_steps_use_the_full_sequence_logits(which, dtype, request):
         model, eos = _copy_as(model, dtype), tok.eos_token_id
     n, steps = 3, 30
     torch.manual_seed(0)
-    d = decode.decode(model, prompts, n, steps, eos, PAD, temperature=1.0, keep_logits=True)
+    d = LOOPS[loop](model, prompts, n, steps, eos, PAD, temperature=1.0, keep_logits=True)
     want = full_sequence_logits(model, prompts, n, d.tokens)
     live = torch.ones(d.tokens.shape, dtype=torch.bool)  # steps at which the row was running
     live[:, 1:] = (d.tokens[:, :-1] == eos).cumsum(1) == 0
@@ -204,12 +212,13 @@ def _copy_as(model, dtype):
 # (3) the sampler: seeded, and the distribution model.generate would sample from
 
 
-def test_sampling_is_fixed_by_the_seed():
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sampling_is_fixed_by_the_seed(loop):
     model, prompts = tiny_qwen3(), tiny_prompts()
 
     def run(seed):
         torch.manual_seed(seed)
-        return lean(model, prompts, 16, None, n=4, temperature=1.0, top_k=50, top_p=0.9)
+        return lean(model, prompts, 16, None, 4, loop, temperature=1.0, top_k=50, top_p=0.9)
 
     first = run(0)
     assert run(0) == first
@@ -256,11 +265,14 @@ def test_draw_samples_the_given_probabilities():
 # (4) a shared prompt's n rows equal the prompt repeated n times
 
 
-def test_shared_prompt_rows_equal_repeated_prompts_on_tiny_qwen3():
+@pytest.mark.parametrize("loop", LOOPS)
+def test_shared_prompt_rows_equal_repeated_prompts_on_tiny_qwen3(loop):
     model, prompts = tiny_qwen3(), tiny_prompts()
     eos = early_eos(model, prompts, 24)
-    shared = lean(model, prompts, 24, eos, n=3, temperature=0.0)
-    repeated = lean(model, [p for p in prompts for _ in range(3)], 24, eos, temperature=0.0)
+    shared = lean(model, prompts, 24, eos, 3, loop, temperature=0.0)
+    repeated = lean(
+        model, [p for p in prompts for _ in range(3)], 24, eos, 1, loop, temperature=0.0
+    )
     assert shared == repeated
 
 
@@ -304,11 +316,19 @@ def test_greedy_matches_hf_through_routed_and_merged_adapters():
             assert decode.supports(model), name
             seen[name] = lean(model, prompts, steps, None, temperature=0.0)
             assert seen[name] == hf_greedy(model, prompts, steps, None), name
+            # the routed forward is not a weight the fused loop can read; merged it is
+            assert fused.supports(model) == name.startswith("merged"), name
+            if name.startswith("merged"):
+                assert (
+                    lean(model, prompts, steps, None, loop="fused", temperature=0.0) == seen[name]
+                )
     assert seen["routed (both blocks)"] == seen["merged trained"]
     assert seen["routed (both blocks)"] != seen["deployed (quarantine ablated)"]
 
 
-def test_greedy_matches_hf_through_a_plain_peft_lora():
+@pytest.mark.parametrize("loop", LOOPS)
+def test_greedy_matches_hf_through_a_plain_peft_lora(loop):
+    """The fused loop reads the LoRA layers' merged weights; the lean one calls them."""
     from peft import LoraConfig, get_peft_model
 
     base = tiny_qwen3()
@@ -319,10 +339,10 @@ def test_greedy_matches_hf_through_a_plain_peft_lora():
             if "lora_B" in name:
                 p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
     prompts = tiny_prompts()
-    assert decode.supports(model)
+    assert decode.supports(model) and fused.supports(model)
     with model.disable_adapter():
-        off = lean(model, prompts, 20, None, temperature=0.0)
-    on = lean(model, prompts, 20, None, temperature=0.0)
+        off = lean(model, prompts, 20, None, loop=loop, temperature=0.0)
+    on = lean(model, prompts, 20, None, loop=loop, temperature=0.0)
     assert on == hf_greedy(model, prompts, 20, None) and on != off
 
 
@@ -339,11 +359,12 @@ def test_unsupported_models_fall_back_to_model_generate():
 def test_generate_uses_model_generate_unless_the_lean_decoder_is_asked_for(monkeypatch):
     model, tok = tiny_qwen3(), ByteTokenizer()
     calls = []
-    monkeypatch.setattr(sampling, "_generate_lean", lambda *a: calls.append("lean"))
+    monkeypatch.setattr(sampling, "_generate_lean", lambda *a, loop: calls.append(loop.__module__))
     monkeypatch.setattr(sampling, "_generate_hf", lambda *a: calls.append("hf"))
     sampling.generate(model, tok, ["ab"], 2, 3)
     sampling.generate(model, tok, ["ab"], 2, 3, decoder="lean")
-    assert calls == ["hf", "lean"]
+    sampling.generate(model, tok, ["ab"], 2, 3, decoder="fused")
+    assert calls == ["hf", "vgrout.lm.decode", "vgrout.lm.fused"]
     with pytest.raises(ValueError, match="decoder must be one of"):
         sampling.generate(model, tok, ["ab"], 2, 3, decoder="fast")
 
@@ -351,6 +372,6 @@ def test_generate_uses_model_generate_unless_the_lean_decoder_is_asked_for(monke
 def test_the_config_names_a_bad_decoder():
     from vgrout.grpo.config import preset
 
-    assert preset("smoke").decoder == "lean"  # the default: in-place cache, prompt held once
+    assert preset("smoke").decoder == "fused"  # the default: lean's cache, few ops, rows drop out
     with pytest.raises(ValueError, match="decoder='fast'"):
         preset("smoke", decoder="fast")

@@ -33,9 +33,11 @@ PAIR_INITS = ("corda", "scorda", "scorda_rev")
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Default Linear modules that carry adapters (every projection of a Qwen3 layer)."""
 
-DECODERS = ("hf", "lean")
+DECODERS = ("hf", "lean", "fused")
 """How completions are sampled: hf = transformers' `generate`; lean = the in-place
-KV-cache loop of `vgrout.lm.decode` (same distribution, different draws for a seed)."""
+KV-cache loop of `vgrout.lm.decode` (same distribution, different draws for a seed);
+fused = `vgrout.lm.fused`, the lean loop's cache and random stream with a decode step
+of few ops and finished rows dropped (the lean loop's tokens up to rounding)."""
 
 FORWARDS = ("hf", "packed")
 """How the gate and the update run their passes: hf = per group through `model(...)`;

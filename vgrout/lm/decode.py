@@ -232,27 +232,34 @@ def filter_logits(logits: Tensor, temperature: float, top_k: int, top_p: float) 
     return scores
 
 
-def draw(probs: Tensor) -> Tensor:
+def draw(probs: Tensor, u: Tensor | None = None) -> Tensor:
     """One index per row [rows] of probs [rows, vocab], by inverting the cumulative mass.
 
     `torch.multinomial` draws an exponential per vocabulary entry (on the
     organism 32 x 1000 a step, 12% of the loop); this draws one uniform per
     row. The mass is summed in float64 and the point is kept strictly below
     the total, so the chosen index is always one where the mass rises: a
-    token of probability 0 is never drawn.
+    token of probability 0 is never drawn. u [rows, 1] float64 in [0, 1):
+    the uniforms to use (default: drawn here from torch's global generator).
     """
     cdf = probs.double().cumsum(-1)  # [rows, vocab]
     total = cdf[:, -1:]
-    u = torch.rand(total.shape, dtype=cdf.dtype, device=cdf.device) * total
+    if u is None:
+        u = torch.rand(total.shape, dtype=cdf.dtype, device=cdf.device)
+    u = u * total
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, u, right=True)[:, 0]  # first index with cdf > u
 
 
-def choose(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
-    """Next token per row [rows] from fp32 logits [rows, vocab]; temperature 0 is greedy."""
+def choose(
+    logits: Tensor, temperature: float, top_k: int, top_p: float, u: Tensor | None = None
+) -> Tensor:
+    """Next token per row [rows] from fp32 logits [rows, vocab]; temperature 0 is greedy.
+
+    u: [rows, 1] uniforms for `draw` (default: drawn there, one per row)."""
     if temperature <= 0:
         return logits.argmax(-1)
-    return draw(filter_logits(logits, temperature, top_k, top_p).softmax(-1))
+    return draw(filter_logits(logits, temperature, top_k, top_p).softmax(-1), u)
 
 
 @dataclass
@@ -261,6 +268,38 @@ class Decoded:
     """[rows, steps] new ids; after a row's eos, `pad`."""
     logits: Tensor | None
     """[rows, steps, vocab] fp32 logits each token was chosen from (keep_logits only)."""
+
+
+@dataclass
+class Prefill:
+    """What the prompt pass leaves for the decode steps (rows: prompt 0 x n, prompt 1 x n, ...)."""
+
+    cache: KVCache
+    """The prompts' keys and values, and room for max_new_tokens - 1 new ones per row."""
+    cos: Tensor
+    """[P + steps, hd] rotary table (sin likewise)."""
+    sin: Tensor
+    lengths: Tensor
+    """[rows] each row's prompt length: new token t sits at position lengths + t."""
+    logits: Tensor
+    """[rows, vocab] fp32 logits of the first new token."""
+
+
+def prefill(lm: nn.Module, prompts: list[list[int]], n: int, max_new_tokens: int, pad: int):
+    """Run each prompt once into a fresh cache shared by its n rows; see `Prefill`."""
+    dev, dtype = lm.model.embed_tokens.weight.device, lm.model.embed_tokens.weight.dtype
+    ids, valid = left_pad(prompts, pad, dev)  # [groups, P]
+    steps = max(max_new_tokens - 1, 1)
+    cache = empty_cache(lm, valid, n, steps, dtype)
+    cos, sin = rope_table(lm, ids.shape[1] + steps, dtype, dev)  # [P+steps, hd]
+    positions = (valid.cumsum(1) - 1).clamp(min=0)  # [groups, P]
+
+    def attend_prompt(attn, q, k, v, layer):
+        return prompt_attention(attn, q, k, v, cache, layer)
+
+    logits = run_layers(lm, ids, cos[positions], sin[positions], attend_prompt)
+    lengths = valid.sum(1).repeat_interleave(n)  # [rows]
+    return Prefill(cache, cos, sin, lengths, logits.float().repeat_interleave(n, 0))
 
 
 @torch.no_grad()
@@ -282,20 +321,10 @@ def decode(
     torch's global generator, so `torch.manual_seed` fixes the result.
     """
     lm = causal_lm(model)
-    dev, dtype = lm.model.embed_tokens.weight.device, lm.model.embed_tokens.weight.dtype
-    ids, valid = left_pad(prompts, pad, dev)  # [groups, P]
-    rows, steps = len(prompts) * n, max(max_new_tokens - 1, 1)
-    cache = empty_cache(lm, valid, n, steps, dtype)
-    cos, sin = rope_table(lm, ids.shape[1] + steps, dtype, dev)  # [P+steps, hd]
-    lengths = valid.sum(1).repeat_interleave(n)  # [rows]
-    positions = (valid.cumsum(1) - 1).clamp(min=0)  # [groups, P]
-
-    def attend_prompt(attn, q, k, v, layer):
-        return prompt_attention(attn, q, k, v, cache, layer)
-
-    logits = run_layers(lm, ids, cos[positions], sin[positions], attend_prompt)
-    logits = logits.float().repeat_interleave(n, 0)  # [rows, vocab]
-    done = torch.zeros(rows, dtype=torch.bool, device=dev)
+    pre = prefill(lm, prompts, n, max_new_tokens, pad)
+    cache, cos, sin, lengths, logits = pre.cache, pre.cos, pre.sin, pre.lengths, pre.logits
+    rows = len(prompts) * n
+    done = torch.zeros(rows, dtype=torch.bool, device=logits.device)
     tokens, kept = [], []
     for t in range(max_new_tokens):
         tok = choose(logits, temperature, top_k, top_p).masked_fill(done, pad)  # [rows]

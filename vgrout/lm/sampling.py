@@ -7,13 +7,14 @@ temperatures, stop tokens and decoding identical.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from vgrout.lm import decode
+from vgrout.lm import decode, fused
 from vgrout.lm.tokens import chat_prompt, pad_id
 from vgrout.names import DECODERS
 
@@ -46,27 +47,41 @@ def generate(
 
     decoder (vgrout.names.DECODERS): "hf" samples with `model.generate`;
     "lean" decodes Qwen3 models through `decode` (in-place cache, each prompt
-    run once for its n rows), ~2x faster on the organism, and falls back to
-    "hf" (with a warning) for a model it does not support. The two draw
-    different tokens for one seed, so a run keeps one decoder throughout.
+    run once for its n rows), ~2x faster on the organism; "fused" through
+    `fused` (the lean loop with a step of few ops, finished rows dropped).
+    A model a decoder does not support falls back, with a warning, to the
+    next one that does (fused -> lean -> hf). "hf" and "lean" draw different
+    tokens for one seed, so a run keeps one decoder throughout; "fused" draws
+    the lean loop's random numbers and differs from it by rounding only.
     """
     if decoder not in DECODERS:
         raise ValueError(f"generate: decoder must be one of {DECODERS}, got {decoder!r}")
-    lean = decoder == "lean" and decode.supports(model)
-    if decoder == "lean" and not lean:
-        warnings.warn(
-            f"decoder='lean' does not support {type(model).__name__}; using model.generate",
-            stacklevel=2,
-        )
+    run = _runner(model, decoder)
     was_training = model.training
     model.eval()
     try:
-        run = _generate_lean if lean else _generate_hf
         return run(
             model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
         )
     finally:
         model.train(was_training)
+
+
+FALLBACK = ("fused", "lean", "hf")
+"""Each decoder falls back to the next one that supports the model (hf supports all)."""
+
+
+def _runner(model, decoder: str):
+    """The sampling function for `decoder`, or for the first one after it that supports the model."""
+    loops = {"fused": fused.decode, "lean": decode.decode}
+    supports = {"fused": fused.supports, "lean": decode.supports, "hf": lambda _: True}
+    chosen = next(d for d in FALLBACK[FALLBACK.index(decoder) :] if supports[d](model))
+    if chosen != decoder:
+        warnings.warn(
+            f"decoder={decoder!r} does not support {type(model).__name__}; using {chosen!r}",
+            stacklevel=3,
+        )
+    return _generate_hf if chosen == "hf" else functools.partial(_generate_lean, loop=loops[chosen])
 
 
 def cut_at_eos(ids: list[int], eos: int) -> list[int]:
@@ -90,15 +105,16 @@ def chunks(n_prompts: int, n: int, batch_size: int) -> list[tuple[int, int, int]
 
 
 def _generate_lean(
-    model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
+    model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size, loop
 ) -> Samples:
-    """`generate` through `decode.decode`; prompts are tokenised one by one and padded there."""
+    """`generate` through `loop` (`decode.decode` or `fused.decode`); prompts are tokenised one
+    by one and padded there."""
     eos = tokenizer.eos_token_id
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     out = Samples([], [], [])
     for first, count, rows in chunks(len(ids), n, batch_size):
         group = ids[first : first + count]
-        new = decode.decode(
+        new = loop(
             model, group, rows, max_new_tokens, eos, pad_id(tokenizer), temperature, top_k, top_p
         ).tokens
         out.prompt_ids.extend(list(p) for p in group for _ in range(rows))
