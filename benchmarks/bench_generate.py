@@ -1,12 +1,14 @@
-"""Rollout generation time: `model.generate` against the lean decode loop.
+"""Rollout generation time: `model.generate`, the lean decode loop and the fused one.
 
 One GRPO step's rollouts on the organism: --prompts training prompts x --n
-rollouts each, --new-tokens new tokens, sampling at T=1. Both sides generate
-exactly --new-tokens tokens per row (eos disabled), so they do the same work
-whatever they sample. Then the same through `sampling.generate` with eos on,
-the way GRPO calls it (rows stop early, so the two sides' lengths differ by
-chance). Medians of --repeats runs after one warm-up, interleaved, in one
-process: compare the ratio, not the seconds (the machine is shared).
+rollouts each, --new-tokens new tokens, sampling at T=1, first through
+`sampling.generate` with eos on, the way GRPO calls it (rows stop early;
+hf's lengths differ from the loops' by chance, while lean and fused draw the
+same tokens). Then the two loops generate exactly --new-tokens tokens per row
+(eos disabled), so they do the same work and fused gains by its step alone,
+with no row finishing. Medians of --repeats runs after one warm-up,
+interleaved, in one process: compare the ratio, not the seconds.
+--prompts 16 is the final evaluation's batch (128 rows).
 
     python benchmarks/bench_generate.py --threads 1
 """
@@ -14,6 +16,7 @@ process: compare the ratio, not the seconds (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -21,31 +24,15 @@ import torch
 
 from vgrout import paths
 from vgrout.env.problems import load_problems
-from vgrout.lm import decode, sampling
+from vgrout.lm import decode, fused, sampling
 from vgrout.lm.load import load_policy
 from vgrout.lm.organism import OrganismRecipe
 from vgrout.lm.tokens import chat_prompt
 
 
-def hf_fixed(model, tok, texts, n, new_tokens):
-    flat = [t for t in texts for _ in range(n)]
-    enc = tok(flat, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.no_grad():
-        return model.generate(
-            **enc,
-            do_sample=True,
-            temperature=1.0,
-            top_k=None,
-            top_p=1.0,
-            max_new_tokens=new_tokens,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=None,
-        )
-
-
-def lean_fixed(model, tok, texts, n, new_tokens):
+def loop_fixed(loop, model, tok, texts, n, new_tokens):
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    return decode.decode(model, ids, n, new_tokens, eos=-1, pad=tok.pad_token_id)
+    return loop(model, ids, n, new_tokens, eos=-1, pad=tok.pad_token_id)
 
 
 def seconds(fn) -> float:
@@ -54,14 +41,15 @@ def seconds(fn) -> float:
     return time.perf_counter() - t
 
 
-def race(a, b, repeats: int) -> tuple[float, float]:
-    """Median seconds of a and of b, run alternately after one warm-up each."""
-    a(), b()
-    ta, tb = [], []
+def race(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, run in turn after one warm-up each."""
+    for f in fns.values():
+        f()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        ta.append(seconds(a))
-        tb.append(seconds(b))
-    return statistics.median(ta), statistics.median(tb)
+        for name, f in fns.items():
+            times[name].append(seconds(f))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -82,20 +70,28 @@ def main() -> None:
     rows = f"{len(texts)} prompts x {n} rows, T=1"
 
     def rollouts(run):
-        return lambda: run(model, tok, texts, n, k, 1.0, 0, 1.0, 64)
+        return lambda: run(model, tok, texts, n, k, 1.0, 0, 1.0, 128)
 
-    g_hf, g_lean = race(
-        rollouts(sampling._generate_hf), rollouts(sampling._generate_lean), args.repeats
-    )
-    print(f"generate() with eos, {rows}, <= {k} tokens: hf {g_hf:.3f} s  lean {g_lean:.3f} s")
-    t_hf, t_lean = race(
-        lambda: hf_fixed(model, tok, texts, n, k),
-        lambda: lean_fixed(model, tok, texts, n, k),
+    runs = {
+        "hf": sampling._generate_hf,
+        "lean": functools.partial(sampling._generate_lean, loop=decode.decode),
+        "fused": functools.partial(sampling._generate_lean, loop=fused.decode),
+    }
+    g = race({name: rollouts(run) for name, run in runs.items()}, args.repeats)
+    print(f"generate() with eos, {rows}, <= {k} tokens (median of {args.repeats}): "
+          + "  ".join(f"{name} {t:.3f} s" for name, t in g.items()))  # fmt: skip
+    f = race(
+        {name: functools.partial(loop_fixed, loop, model, tok, texts, n, k)
+         for name, loop in (("lean", decode.decode), ("fused", fused.decode))},
         args.repeats,
+    )  # fmt: skip
+    print(
+        f"decode loops, eos off, {rows}, {k} tokens: lean {f['lean']:.3f} s  fused {f['fused']:.3f} s"
     )
-    print(f"model.generate, {rows}, {k} tokens: {t_hf:.3f} s (median of {args.repeats})")
-    print(f"decode loop,    {rows}, {k} tokens: {t_lean:.3f} s (median of {args.repeats})")
-    print(f"ratio model.generate / decode loop: {t_hf / t_lean:.2f}")
+    print(
+        f"ratio fused / lean: with eos {g['fused'] / g['lean']:.2f}, eos off {f['fused'] / f['lean']:.2f}"
+    )
+    print(f"ratio fused / model.generate, with eos: {g['fused'] / g['hf']:.2f}")
 
 
 if __name__ == "__main__":

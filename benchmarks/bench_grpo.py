@@ -20,8 +20,9 @@ import time
 
 import torch
 
-from vgrout.grpo.config import preset
+from vgrout.grpo.config import GRPOConfig, preset
 from vgrout.grpo.loop import train
+from vgrout.names import DECODERS, FORWARDS
 
 ARMS = {
     "vanilla (plain LoRA)": dict(arm="vanilla", plain_lora=True),
@@ -97,8 +98,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--decoder", default="lean", help="hf | lean (see vgrout.names.DECODERS)")
-    ap.add_argument("--forward", default="packed", help="hf | packed (vgrout.names.FORWARDS)")
+    ap.add_argument("--decoder", default=GRPOConfig.decoder, help=f"one of {DECODERS}")
+    ap.add_argument("--forward", default=GRPOConfig.forward, help=f"one of {FORWARDS}")
     ap.add_argument("--arms", nargs="*", default=list(ARMS))
     ap.add_argument("--json", help="also write the table here")
     ap.add_argument("--no-trl", action="store_true", help="skip the TRL GRPOTrainer peer row")
