@@ -98,6 +98,26 @@ def test_pack_lays_out_units_then_completions():
     assert len(packed.pack(prompts, comps).prompt_index) == 2  # no keys: one unit per prompt
 
 
+def test_length_buckets_pad_each_row_only_to_its_bucket():
+    """Rows go to buckets by length; every completion token is attended exactly once and
+    comes back in stream order; the padded work is less than one call's."""
+    prompts, comps, zones = rows()
+    pk = packed.pack(prompts, comps, keys=zones)
+    b = packed.length_buckets(pk.comp_valid, pk.comp_index, count=3)
+    lengths = [len(c) for c in comps]
+    assert sorted(torch.cat(b.rows).tolist()) == list(range(len(comps)))
+    for r, w in zip(b.rows, b.widths):
+        assert w == max(lengths[i] for i in r.tolist())
+    assert max(lengths[i] for i in b.rows[0].tolist()) <= min(lengths[i] for i in b.rows[1])
+    padded = sum(len(r) * w for r, w in zip(b.rows, b.widths))
+    assert sum(lengths) <= padded < len(comps) * max(lengths)
+    tokens = torch.cat(
+        [pk.comp_index[r, :w][pk.comp_valid[r, :w]] for r, w in zip(b.rows, b.widths)]
+    )
+    start = len(pk.ids) - sum(lengths)
+    assert tokens[b.order].tolist() == list(range(start, len(pk.ids)))
+
+
 def test_pack_refuses_bad_rows():
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
         packed.pack([[1], [2]], [[3]])

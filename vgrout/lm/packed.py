@@ -27,6 +27,7 @@ with `model(...)` to float rounding is checked in tests/test_packed.py.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -73,6 +74,50 @@ class Packed:
     def token_masks(self, row_values: Tensor) -> Tensor:
         """A per-row value [R] -> per token [N] (a prompt token takes its unit's first row's)."""
         return row_values[self.token_row.to(row_values.device)]
+
+    @functools.cached_property
+    def buckets(self) -> Buckets:
+        """The rows in length buckets for completion attention (computed once per stream)."""
+        return length_buckets(self.comp_valid, self.comp_index, BUCKETS)
+
+
+BUCKETS = 4
+"""Completion attention runs in at most this many calls, rows grouped by length."""
+
+
+@dataclass
+class Buckets:
+    """Rows grouped by completion length, so that attention pads each row only to the
+    longest row of its bucket, not of the whole stream.
+
+    Why: the SDPA mask makes every query and key position of a call cost the
+    same, and GRPO completions vary: on the organism they average ~45 tokens
+    while a step's longest has 60-100, so one call spends a good part of its
+    attention on padding. On one step's rollouts of the untrained organism
+    (longest 64), four buckets took the update's pass to 0.93-0.97 and the
+    gate's to 0.93-1.0 of one call (benchmarks/bench_packed.py, three seeds).
+
+    rows:    per bucket, the row indices [R_b], shortest rows first
+    widths:  per bucket, its longest completion C_b
+    order:   [T] permutation taking the buckets' valid tokens, concatenated
+             bucket by bucket, to stream order
+    """
+
+    rows: list[Tensor]
+    widths: list[int]
+    order: Tensor
+
+
+def length_buckets(comp_valid: Tensor, comp_index: Tensor, count: int) -> Buckets:
+    """Split rows [R] into <= `count` buckets of equal row count by completion length."""
+    lengths = comp_valid.sum(1)  # [R]
+    by_length = torch.argsort(lengths, stable=True)
+    rows = [r for r in by_length.tensor_split(min(count, len(by_length))) if len(r)]
+    widths = [max(1, int(lengths[r].max())) for r in rows]
+    positions = torch.cat(
+        [comp_index[r, :w][comp_valid[r, :w]] for r, w in zip(rows, widths)]
+    )  # stream position of each bucket token
+    return Buckets(rows, widths, torch.argsort(positions))
 
 
 def pack(
@@ -158,20 +203,32 @@ def attend(attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, pk: Packed) -> Tens
         _heads_first(q, pk.prompt_index), kp, vp, attn_mask=mask_p[:, None],
         scale=attn.scaling, enable_gqa=True,
     )  # fmt: skip
-    c = pk.comp_index.shape[1]
-    causal_c = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
-    see_prompt = pk.prompt_valid[pk.row_unit][:, None, :].expand(-1, c, -1)  # [R, C, P]
-    mask_c = torch.cat([see_prompt, causal_c & pk.comp_valid[:, None, :]], -1)
-    kc = torch.cat([kp[pk.row_unit], _heads_first(k, pk.comp_index)], 2)  # [R, kv, P+C, hd]
-    vc = torch.cat([vp[pk.row_unit], _heads_first(v, pk.comp_index)], 2)
-    out_c = F.scaled_dot_product_attention(
-        _heads_first(q, pk.comp_index), kc, vc, attn_mask=mask_c[:, None],
-        scale=attn.scaling, enable_gqa=True,
-    )  # fmt: skip
+    b = pk.buckets
+    out_c = [_attend_rows(attn, q, k, v, kp, vp, pk, rows, c) for rows, c in zip(b.rows, b.widths)]
     out = torch.cat(
-        [out_p.transpose(1, 2)[pk.prompt_valid], out_c.transpose(1, 2)[pk.comp_valid]]
+        [out_p.transpose(1, 2)[pk.prompt_valid], torch.cat(out_c)[b.order]]
     )  # [N, heads, hd], stream order
     return out.reshape(n, 1, heads * hd)
+
+
+def _attend_rows(attn, q, k, v, kp, vp, pk: Packed, rows: Tensor, c: int) -> Tensor:
+    """Attention of the completion tokens of `rows` (all <= c long): [valid tokens, heads, hd].
+
+    Each row attends its unit's whole prompt (kp, vp [U, kv, P, hd]) and its own
+    tokens 0..k; tokens come out row by row, in the order of `rows`.
+    """
+    index, valid = pk.comp_index[rows, :c], pk.comp_valid[rows, :c]  # [R_b, c]
+    unit = pk.row_unit[rows]
+    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    see_prompt = pk.prompt_valid[unit][:, None, :].expand(-1, c, -1)  # [R_b, c, P]
+    mask = torch.cat([see_prompt, causal & valid[:, None, :]], -1)
+    kc = torch.cat([kp[unit], _heads_first(k, index)], 2)  # [R_b, kv, P+c, hd]
+    vc = torch.cat([vp[unit], _heads_first(v, index)], 2)
+    out = F.scaled_dot_product_attention(
+        _heads_first(q, index), kc, vc, attn_mask=mask[:, None],
+        scale=attn.scaling, enable_gqa=True,
+    )  # fmt: skip
+    return out.transpose(1, 2)[valid]
 
 
 def forward(model: nn.Module, pk: Packed, logits: bool = True) -> Tensor | None:
