@@ -10,7 +10,13 @@ with where it went (generate / grade / gate / update summed over the steps, and
 the rest: start-up, checkpoints, final evaluation, export) and, last, the ratio
 (this tree / baseline).
 
-    python benchmarks/bench_run.py --baseline ffca967 --steps 100 --arm routeA
+A run's cost depends on what its policy learns to write (completion lengths,
+programs that take long to grade), and trees that round differently follow
+different trajectories from the same seed; so with several --seeds each seed
+runs in both trees, baseline first, and the last line is the ratio of the
+summed wall times.
+
+    python benchmarks/bench_run.py --baseline ffca967 --steps 100 --arm routeA --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -39,11 +45,11 @@ def breakdown(run_dir: Path, wall: float) -> str:
     return "  ".join(f"{k} {v:.1f}" for k, v in {**parts, "rest": rest}.items())
 
 
-def run_once(tree: Path, run_dir: Path, args) -> float:
+def run_once(tree: Path, run_dir: Path, args, seed: int) -> float:
     """Seconds of `python -m vgrout.grpo` imported from `tree` (its own code and data)."""
     cmd = [
         sys.executable, "-m", "vgrout.grpo", "--preset", "organism", "--arm", args.arm,
-        "--seed", str(args.seed), "--steps", str(args.steps), "--threads", "1",
+        "--seed", str(seed), "--steps", str(args.steps), "--threads", "1",
         "--eval-every", "0", "--eval-samples", str(args.samples), "--run-dir", str(run_dir),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
@@ -62,23 +68,36 @@ def main() -> None:
     ap.add_argument("--baseline", required=True, help="commit to compare against")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--arm", default="routeA")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--samples", type=int, default=8, help="completions per problem, final eval")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument(
+        "--samples",
+        type=int,
+        default=8,
+        help="completions per problem, final eval (this tree's organism preset draws final_eval_samples = 8 whatever this says, so keep 8 for a like-for-like ratio)",
+    )
     args = ap.parse_args()
+    total_old = total_new = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "baseline"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(old),
                         args.baseline], check=True)  # fmt: skip
         try:
-            t_old = run_once(old, Path(tmp) / "run-old", args)
-            print(f"baseline {args.baseline}: {t_old:8.1f} s", flush=True)
-            print(f"  ({breakdown(Path(tmp) / 'run-old', t_old)})")
-            t_new = run_once(REPO, Path(tmp) / "run-new", args)
-            print(f"this tree        : {t_new:8.1f} s", flush=True)
-            print(f"  ({breakdown(Path(tmp) / 'run-new', t_new)})")
+            for seed in args.seeds:
+                for name, tree in ((f"baseline {args.baseline}", old), ("this tree", REPO)):
+                    run_dir = Path(tmp) / f"run-{'old' if tree == old else 'new'}-{seed}"
+                    wall = run_once(tree, run_dir, args, seed)
+                    print(f"seed {seed} {name:18s}: {wall:8.1f} s", flush=True)
+                    print(f"  ({breakdown(run_dir, wall)})", flush=True)
+                    if tree == old:
+                        total_old += wall
+                    else:
+                        total_new += wall
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)])
-    print(f"ratio (this tree / baseline): {t_new / t_old:.3f}")
+    print(
+        f"summed over seeds {args.seeds}: baseline {total_old:.1f} s, this tree {total_new:.1f} s"
+    )
+    print(f"ratio (this tree / baseline): {total_new / total_old:.3f}")
 
 
 if __name__ == "__main__":
