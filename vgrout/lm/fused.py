@@ -42,28 +42,46 @@ SHRINK_AT = 0.75
 """Re-layout the cache once the live layout would be <= this share of the current one."""
 
 
-def linear_weight(m: nn.Module, where: str) -> Tensor:
-    """The [out, in] weight a bias-free projection applies: plain, or a PEFT LoRA Linear's merged one.
-
-    Raises for anything else (a bias, DoRA, a LoRA bias, or a forward replaced
-    on the instance, as routed adapters do): its map cannot be read from weights.
-    """
+def check_projection(m: nn.Module, where: str) -> None:
+    """Raise unless m is a bias-free projection whose map is its (merged) weight: a plain
+    Linear or a PEFT LoRA Linear. Refused: a bias, DoRA, a LoRA bias, or a forward
+    replaced on the instance, as routed adapters do."""
     if "forward" in m.__dict__:
         raise TypeError(f"fused decoder: {where} has a forward replaced on the instance")
     if type(m) is nn.Linear:
         if m.bias is not None:
             raise TypeError(f"fused decoder: {where} has a bias")
-        return m.weight
+        return
     if not hasattr(m, "get_delta_weight") or not hasattr(m, "base_layer"):
         raise TypeError(f"fused decoder: {where} is a {type(m).__name__}, not a Linear")
+    check_projection(m.base_layer, where + ".base_layer")
+    if m.merged or m.disable_adapters:  # the base weight (merged or alone) is the map
+        return
+    for a in m.active_adapters:
+        if m.use_dora.get(a) or m.lora_bias.get(a) or getattr(m, "fan_in_fan_out", False):
+            raise TypeError(f"fused decoder: {where} adapter {a!r} is not a plain LoRA")
+
+
+def linear_weight(m: nn.Module, where: str) -> Tensor:
+    """The [out, in] weight a projection applies: plain, or a PEFT LoRA Linear's merged one
+    (raises as `check_projection` does for anything else)."""
+    check_projection(m, where)
+    if type(m) is nn.Linear:
+        return m.weight
     weight = linear_weight(m.base_layer, where + ".base_layer")
     if m.merged or m.disable_adapters:
         return weight
     for a in m.active_adapters:
-        if m.use_dora.get(a) or m.lora_bias.get(a) or getattr(m, "fan_in_fan_out", False):
-            raise TypeError(f"fused decoder: {where} adapter {a!r} is not a plain LoRA")
         weight = weight + m.get_delta_weight(a).to(weight.dtype)
     return weight
+
+
+def _projections(layer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A decoder layer's Linears by their path under the layer."""
+    names = [f"self_attn.{p}_proj" for p in "qkvo"] + [
+        f"mlp.{p}_proj" for p in ("gate", "up", "down")
+    ]
+    return [(name, layer.get_submodule(name)) for name in names]
 
 
 def _rotated_rows(w: Tensor, head_dim: int) -> Tensor:
@@ -133,14 +151,17 @@ def _bypassed(lm: nn.Module) -> list[nn.Module]:
     """Modules whose forward the fused step does not call (their hooks would not fire)."""
     out = []
     for layer in lm.model.layers[: lm.config.num_hidden_layers]:
-        a, m = layer.self_attn, layer.mlp
-        out += [layer.input_layernorm, layer.post_attention_layernorm, a.q_norm, a.k_norm, m]
-        out += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
+        a = layer.self_attn
+        out += [layer.input_layernorm, layer.post_attention_layernorm, a.q_norm, a.k_norm]
+        out += [layer.mlp] + [m for _, m in _projections(layer)]
     return out + [lm.model.norm, lm.lm_head]
 
 
 def supports(model: nn.Module) -> bool:
-    """True when the fused step computes what `model(...)` computes for this model."""
+    """True when the fused step computes what `model(...)` computes for this model.
+
+    Checks every projection without reading its weight: `decode` reads them once.
+    """
     if not lean.supports(model):
         return False
     lm = lean.causal_lm(model)
@@ -150,8 +171,9 @@ def supports(model: nn.Module) -> bool:
         return False
     try:
         for i, layer in enumerate(lm.model.layers[: lm.config.num_hidden_layers]):
-            layer_weights(layer, f"layers.{i}")
-        linear_weight(lm.lm_head, "lm_head")
+            for name, m in _projections(layer):
+                check_projection(m, f"layers.{i}.{name}")
+        check_projection(lm.lm_head, "lm_head")
     except TypeError:
         return False
     return True
