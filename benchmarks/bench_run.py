@@ -76,28 +76,29 @@ def main() -> None:
         help="completions per problem, final eval (this tree's organism preset draws final_eval_samples = 8 whatever this says, so keep 8 for a like-for-like ratio)",
     )
     args = ap.parse_args()
-    total_old = total_new = 0.0
+    total = {"old": 0.0, "new": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "baseline"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(old),
                         args.baseline], check=True)  # fmt: skip
         try:
             for seed in args.seeds:
-                for name, tree in ((f"baseline {args.baseline}", old), ("this tree", REPO)):
-                    run_dir = Path(tmp) / f"run-{'old' if tree == old else 'new'}-{seed}"
+                for key, name, tree in (
+                    ("old", f"baseline {args.baseline}", old),
+                    ("new", "this tree", REPO),
+                ):
+                    run_dir = Path(tmp) / f"run-{key}-{seed}"
                     wall = run_once(tree, run_dir, args, seed)
+                    total[key] += wall
                     print(f"seed {seed} {name:18s}: {wall:8.1f} s", flush=True)
                     print(f"  ({breakdown(run_dir, wall)})", flush=True)
-                    if tree == old:
-                        total_old += wall
-                    else:
-                        total_new += wall
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)])
     print(
-        f"summed over seeds {args.seeds}: baseline {total_old:.1f} s, this tree {total_new:.1f} s"
+        f"summed over seeds {args.seeds}: baseline {total['old']:.1f} s, "
+        f"this tree {total['new']:.1f} s"
     )
-    print(f"ratio (this tree / baseline): {total_new / total_old:.3f}")
+    print(f"ratio (this tree / baseline): {total['new'] / total['old']:.3f}")
 
 
 if __name__ == "__main__":
