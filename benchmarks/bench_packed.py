@@ -41,6 +41,22 @@ def gate_pass(model, pk) -> None:
             packed.forward(model, pk, logits=False)
 
 
+def routed_step(prompts: int, n: int, seed: int):
+    """One step's rollouts of the organism packed as routeA packs them: (routed model,
+    tokenizer, samples, packed stream, m, d), half of each group in each zone."""
+    torch.manual_seed(seed)
+    base, tok = load_policy("organism")
+    problems = load_problems(paths.repo_path("data/problems/train.jsonl"), ["run_tests"])
+    texts = [chat_prompt(tok, p.messages) for p in problems[:prompts]]
+    s = generate(base, tok, texts, n, 100, decoder="fused")
+    model = attach_routed_adapters(base, r=8, init="gaussian", seed=0)
+    zones = ["absorb" if i % n < n // 2 else "route" for i in range(len(s.completion_ids))]
+    pk = packed.pack(s.prompt_ids, s.completion_ids, keys=zones)
+    m = torch.ones(len(zones))
+    d = torch.tensor([float(z == "route") for z in zones])
+    return model, tok, s, pk, m, d
+
+
 def timed(fn, buckets: int) -> float:
     packed.BUCKETS = buckets
     t = time.perf_counter()
@@ -57,19 +73,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="sampling seed: other completion lengths")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    base, tok = load_policy("organism")
-    problems = load_problems(paths.repo_path("data/problems/train.jsonl"), ["run_tests"])
-    texts = [chat_prompt(tok, p.messages) for p in problems[: args.prompts]]
-    s = generate(base, tok, texts, args.n, 100, decoder="fused")
+    model, _, s, pk, m, d = routed_step(args.prompts, args.n, args.seed)
     lengths = [len(c) for c in s.completion_ids]
-    model = attach_routed_adapters(base, r=8, init="gaussian", seed=0)
-    zones = ["absorb" if i % args.n < args.n // 2 else "route" for i in range(len(lengths))]
-    pk = packed.pack(s.prompt_ids, s.completion_ids, keys=zones)
-    m = torch.ones(len(zones))
-    d = torch.tensor([float(z == "route") for z in zones])
-    print(f"{len(lengths)} rows, completions mean {statistics.mean(lengths):.1f}, "
-          f"longest {max(lengths)}; {len(pk.ids)} stream tokens")  # fmt: skip
+    prompt = statistics.mean(len(p) for p in s.prompt_ids)
+    print(f"{len(lengths)} rows, prompts mean {prompt:.1f}, completions mean "
+          f"{statistics.mean(lengths):.1f}, longest {max(lengths)}; "
+          f"{len(pk.ids)} stream tokens")  # fmt: skip
     for name, fn in (("update", lambda: update_pass(model, pk, m, d)),
                      ("gate", lambda: gate_pass(model, pk))):  # fmt: skip
         times = {1: [], 4: []}
