@@ -4,8 +4,8 @@ fewer tensor ops, and finished rows dropped from the batch.
 Why: on the CPU organism a lean decode step for 32 rows dispatches ~460 aten
 ops (~115 per layer, sampling included: each norm, each rotary embedding and
 each projection several), so dispatch, not arithmetic, took much of its time;
-this step dispatches ~280. Here each layer reads its weights once per call,
-concatenated:
+this step dispatches ~280 (benchmarks/profile_step.py ops). Here each layer
+reads its weights once per call, concatenated:
 
     qkv rows    [q; k; rotate_half(q); rotate_half(k); v]   one matmul
     gate_up     [gate; up]                                  one matmul

@@ -91,9 +91,9 @@ class Buckets:
     longest row of its bucket, not of the whole stream.
 
     Why: the SDPA mask makes every query and key position of a call cost the
-    same, and GRPO completions vary: on the organism they average ~45 tokens
-    while a step's longest has 60-100, so one call spends a good part of its
-    attention on padding. On one step's rollouts of the untrained organism
+    same, and GRPO completions vary: on one step of the untrained organism they
+    average ~47 tokens and the longest has 64 (benchmarks/bench_packed.py prints
+    both), so one call spends a good part of its attention on padding. On one step's rollouts of the untrained organism
     (longest 64), four buckets took the update's pass to 0.93-0.97 and the
     gate's to 0.93-1.0 of one call (benchmarks/bench_packed.py, three seeds).
 
