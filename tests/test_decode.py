@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import PAIRS, ByteTokenizer, perturb_blocks
 
-from vgrout.lm import decode, fused, sampling
+from vgrout.lm import decode, fused, qwen3, sampling
 
 torch.set_num_threads(1)
 
@@ -146,7 +146,7 @@ def test_generate_equals_its_hf_path_when_greedy(organism, n, batch_size):
 
     texts = [chat_prompt(tok, f"Write f(x) returning x plus {i}.") for i in (1, 22, 333)]
     args = (model, tok, texts, n, 40, 0.0, 0, 1.0, batch_size)
-    assert decode.supports(model) and fused.supports(model)
+    assert qwen3.supports(model) and fused.supports(model)
     want = sampling._generate_hf(*args)
     assert sampling._generate_lean(*args, loop=decode.decode) == want
     assert sampling._generate_lean(*args, loop=fused.decode) == want
@@ -313,7 +313,7 @@ def test_greedy_matches_hf_through_routed_and_merged_adapters():
     seen = {}
     for name, view in views.items():
         with view():
-            assert decode.supports(model), name
+            assert qwen3.supports(model), name
             seen[name] = lean(model, prompts, steps, None, temperature=0.0)
             assert seen[name] == hf_greedy(model, prompts, steps, None), name
             # the routed forward is not a weight the fused loop can read; merged it is
@@ -339,7 +339,7 @@ def test_greedy_matches_hf_through_a_plain_peft_lora(loop):
             if "lora_B" in name:
                 p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
     prompts = tiny_prompts()
-    assert decode.supports(model) and fused.supports(model)
+    assert qwen3.supports(model) and fused.supports(model)
     with model.disable_adapter():
         off = lean(model, prompts, 20, None, loop=loop, temperature=0.0)
     on = lean(model, prompts, 20, None, loop=loop, temperature=0.0)
@@ -348,12 +348,12 @@ def test_greedy_matches_hf_through_a_plain_peft_lora(loop):
 
 def test_unsupported_models_fall_back_to_model_generate():
     model = tiny_qwen3()
-    assert decode.supports(model)
+    assert qwen3.supports(model)
     handle = model.model.layers[0].register_forward_hook(lambda *a: None)
-    assert not decode.supports(model), "a hook on a bypassed module would not fire"
+    assert not qwen3.supports(model), "a hook on a bypassed module would not fire"
     handle.remove()
     model.config.layer_types = ["sliding_attention", "full_attention"]
-    assert not decode.supports(model)
+    assert not qwen3.supports(model)
 
 
 def test_generate_uses_model_generate_unless_the_lean_decoder_is_asked_for(monkeypatch):

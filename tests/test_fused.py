@@ -21,7 +21,7 @@ from test_decode import (
 )
 from torch import nn
 
-from vgrout.lm import decode, fused, sampling
+from vgrout.lm import decode, fused, kvcache, projections, qwen3, sampling
 
 torch.set_num_threads(1)
 
@@ -82,7 +82,7 @@ def test_shrink_moves_live_rows_with_their_cache_and_drops_empty_groups():
     g, n, steps, filled = 3, 4, 6, 3
     layers, kv, width, hd = 2, 2, 5, 4
     gen = torch.Generator().manual_seed(0)
-    cache = decode.KVCache(
+    cache = kvcache.KVCache(
         torch.randn(layers, g, kv, width, hd, generator=gen),
         torch.randn(layers, g, kv, width, hd, generator=gen),
         torch.randn(g, 1, 1, 1, width, generator=gen),
@@ -107,16 +107,16 @@ def test_shrink_moves_live_rows_with_their_cache_and_drops_empty_groups():
 
 def test_projection_weights_are_read_or_refused():
     lin = nn.Linear(4, 3, bias=False)
-    assert fused.linear_weight(lin, "x") is lin.weight
+    assert projections.projection_weight(lin, "x") is lin.weight
     with pytest.raises(TypeError, match="x has a bias"):
-        fused.linear_weight(nn.Linear(4, 3), "x")
+        projections.projection_weight(nn.Linear(4, 3), "x")
     lin.forward = lambda x: x
     with pytest.raises(TypeError, match="forward replaced"):
-        fused.linear_weight(lin, "x")
+        projections.projection_weight(lin, "x")
     model = tiny_qwen3()
     assert fused.supports(model)
     handle = model.model.layers[0].mlp.register_forward_hook(lambda *a: None)
-    assert decode.supports(model) and not fused.supports(model), "a hook the step bypasses"
+    assert qwen3.supports(model) and not fused.supports(model), "a hook the step bypasses"
     handle.remove()
 
 

@@ -21,8 +21,8 @@ sequence layout; it gathers the stream into right-padded tensors:
 
 Only completion targets reach the lm head. Log-probs come back per row,
 right-padded: logp[i, k] scores completion token k of row i (0 beyond its
-length). Qwen3 only, like `decode.py`, whose layer modules it drives; agreement
-with `model(...)` to float rounding is checked in tests/test_packed.py.
+length). Each layer is `qwen3.layer_forward` with the attention below;
+agreement with `model(...)` to float rounding is checked in tests/test_packed.py.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vgrout.lm.decode import causal_lm, project_qkv, rope_table
-from vgrout.lm.decode import supports as decode_supports
+from vgrout.lm import qwen3
+from vgrout.lm.qwen3 import causal_lm, decoder_layers, layer_forward, rope_table
 
 
 @dataclass
@@ -91,11 +91,9 @@ class Buckets:
     longest row of its bucket, not of the whole stream.
 
     Why: the SDPA mask makes every query and key position of a call cost the
-    same, and GRPO completions vary: on one step of the untrained organism they
-    average ~47 tokens and the longest has 64 (benchmarks/bench_packed.py prints
-    both), so one call spends a good part of its attention on padding. On one step's rollouts of the untrained organism
-    (longest 64), four buckets took the update's pass to 0.93-0.97 and the
-    gate's to 0.93-1.0 of one call (benchmarks/bench_packed.py, three seeds).
+    same, and GRPO completions vary in length, so one call for all rows spends
+    a good part of its attention on padding (docs/grpo.md, "Packed forward",
+    has the measurements).
 
     rows:    per bucket, the row indices [R_b], shortest rows first
     widths:  per bucket, its longest completion C_b
@@ -183,7 +181,7 @@ def supports(model: nn.Module) -> bool:
     """True when `forward` computes what `model(...)` computes (the lean decoder's
     conditions, and an lm head that carries no adapter: only targets reach it)."""
     lm = causal_lm(model)
-    return decode_supports(model) and isinstance(lm.lm_head, nn.Linear)
+    return qwen3.supports(model) and isinstance(lm.lm_head, nn.Linear)
 
 
 def _heads_first(x: Tensor, index: Tensor) -> Tensor:
@@ -243,11 +241,8 @@ def forward(model: nn.Module, pk: Packed, logits: bool = True) -> Tensor | None:
     cos, sin = rope_table(lm, int(pk.pos.max()) + 1, emb.weight.dtype, pk.ids.device)
     cos, sin = cos[pk.pos][:, None], sin[pk.pos][:, None]  # [N, 1, hd]
     h = emb(pk.ids)[:, None]  # [N, 1, d]: the stream as N one-token rows
-    for layer in lm.model.layers[: lm.config.num_hidden_layers]:
-        attn = layer.self_attn
-        q, k, v = project_qkv(attn, layer.input_layernorm(h), cos, sin)
-        h = h + attn.o_proj(attend(attn, q, k, v, pk))
-        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    for layer in decoder_layers(lm):
+        h = layer_forward(layer, h, cos, sin, lambda attn, q, k, v: attend(attn, q, k, v, pk))
     if not logits:
         return None
     out = lm.lm_head(lm.model.norm(h[pk.pred_index, 0]))  # [T, vocab]

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from vgrout.lm import decode, fused
+from vgrout.lm import decode, fused, qwen3
 from vgrout.lm.tokens import chat_prompt, pad_id
 from vgrout.names import DECODERS
 
@@ -74,7 +74,7 @@ FALLBACK = ("fused", "lean", "hf")
 def _runner(model, decoder: str):
     """The sampling function for `decoder`, or for the first one after it that supports the model."""
     loops = {"fused": fused.decode, "lean": decode.decode}
-    supports = {"fused": fused.supports, "lean": decode.supports, "hf": lambda _: True}
+    supports = {"fused": fused.supports, "lean": qwen3.supports, "hf": lambda _: True}
     chosen = next(d for d in FALLBACK[FALLBACK.index(decoder) :] if supports[d](model))
     if chosen != decoder:
         warnings.warn(
