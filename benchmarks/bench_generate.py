@@ -27,6 +27,7 @@ from vgrout.env.problems import load_problems
 from vgrout.lm import decode, fused, sampling
 from vgrout.lm.load import load_policy
 from vgrout.lm.organism import OrganismRecipe
+from vgrout.lm.spec import SamplingSpec
 from vgrout.lm.tokens import chat_prompt
 
 
@@ -70,7 +71,7 @@ def main() -> None:
     rows = f"{len(texts)} prompts x {n} rows, T=1"
 
     def rollouts(run):
-        return lambda: run(model, tok, texts, n, k, 1.0, 0, 1.0, 128)
+        return lambda: run(model, tok, texts, n, SamplingSpec(k, batch_size=128))
 
     runs = {
         "hf": sampling._generate_hf,

@@ -26,6 +26,7 @@ from vgrout.env.problems import load_problems
 from vgrout.lm import packed
 from vgrout.lm.load import load_policy
 from vgrout.lm.sampling import generate
+from vgrout.lm.spec import SamplingSpec
 from vgrout.lm.tokens import chat_prompt
 
 
@@ -48,7 +49,7 @@ def routed_step(prompts: int, n: int, seed: int):
     base, tok = load_policy("organism")
     problems = load_problems(paths.repo_path("data/problems/train.jsonl"), ["run_tests"])
     texts = [chat_prompt(tok, p.messages) for p in problems[:prompts]]
-    s = generate(base, tok, texts, n, 100, decoder="fused")
+    s = generate(base, tok, texts, n, SamplingSpec(100, decoder="fused"))
     model = attach_routed_adapters(base, r=8, init="gaussian", seed=0)
     zones = ["absorb" if i % n < n // 2 else "route" for i in range(len(s.completion_ids))]
     pk = packed.pack(s.prompt_ids, s.completion_ids, keys=zones)

@@ -30,6 +30,7 @@ from vgrout.grpo.config import GRPOConfig
 from vgrout.lm import decode, fused
 from vgrout.lm.load import load_policy
 from vgrout.lm.sampling import sample
+from vgrout.lm.spec import SamplingSpec
 from vgrout.lm.tokens import chat_prompt
 
 MATMULS = ("aten::mm", "aten::bmm", "aten::addmm")
@@ -100,8 +101,8 @@ def part_eval(model, tok) -> None:
     train = load_problems(paths.repo_path(cfg.train_problems), list(cfg.modes))
     problems = test + train
     t = time.perf_counter()
-    outs = sample(model, tok, [p.messages for p in problems], n=8, max_new_tokens=100,
-                  batch_size=cfg.eval_batch_size, seed=0, decoder="fused")  # fmt: skip
+    spec = SamplingSpec(100, decoder="fused", batch_size=cfg.eval_batch_size)
+    outs = sample(model, tok, [p.messages for p in problems], 8, spec, seed=0)
     t1 = time.perf_counter()
     grade_many([(c, p) for p, cs in zip(problems, outs) for c in cs], workers=cfg.workers)
     t2 = time.perf_counter()

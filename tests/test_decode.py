@@ -17,6 +17,7 @@ import torch
 from helpers import PAIRS, ByteTokenizer, perturb_blocks
 
 from vgrout.lm import decode, fused, qwen3, sampling
+from vgrout.lm.spec import SamplingSpec
 
 torch.set_num_threads(1)
 
@@ -145,7 +146,8 @@ def test_generate_equals_its_hf_path_when_greedy(organism, n, batch_size):
     from vgrout.lm.tokens import chat_prompt
 
     texts = [chat_prompt(tok, f"Write f(x) returning x plus {i}.") for i in (1, 22, 333)]
-    args = (model, tok, texts, n, 40, 0.0, 0, 1.0, batch_size)
+    spec = SamplingSpec(max_new_tokens=40, temperature=0.0, batch_size=batch_size)
+    args = (model, tok, texts, n, spec)
     assert qwen3.supports(model) and fused.supports(model)
     want = sampling._generate_hf(*args)
     assert sampling._generate_lean(*args, loop=decode.decode) == want
@@ -356,22 +358,23 @@ def test_unsupported_models_fall_back_to_model_generate():
     assert not qwen3.supports(model)
 
 
-def test_generate_uses_model_generate_unless_the_lean_decoder_is_asked_for(monkeypatch):
+def test_generate_samples_with_the_decoder_its_spec_names_fused_by_default(monkeypatch):
     model, tok = tiny_qwen3(), ByteTokenizer()
     calls = []
     monkeypatch.setattr(sampling, "_generate_lean", lambda *a, loop: calls.append(loop.__module__))
     monkeypatch.setattr(sampling, "_generate_hf", lambda *a: calls.append("hf"))
-    sampling.generate(model, tok, ["ab"], 2, 3)
-    sampling.generate(model, tok, ["ab"], 2, 3, decoder="lean")
-    sampling.generate(model, tok, ["ab"], 2, 3, decoder="fused")
-    assert calls == ["hf", "vgrout.lm.decode", "vgrout.lm.fused"]
-    with pytest.raises(ValueError, match="decoder must be one of"):
-        sampling.generate(model, tok, ["ab"], 2, 3, decoder="fast")
+    for decoder in ("hf", "lean", "fused"):
+        sampling.generate(model, tok, ["ab"], 2, SamplingSpec(3, decoder=decoder))
+    sampling.generate(model, tok, ["ab"], 2)
+    assert calls == ["hf", "vgrout.lm.decode", "vgrout.lm.fused", "vgrout.lm.fused"]
+    with pytest.raises(ValueError, match="decoder='fast': expected one of"):
+        SamplingSpec(3, decoder="fast")
 
 
 def test_the_config_names_a_bad_decoder():
     from vgrout.grpo.config import preset
 
-    assert preset("smoke").decoder == "fused"  # the default: lean's cache, few ops, rows drop out
+    # the default everywhere: lean's cache, few ops, rows drop out
+    assert preset("smoke").decoder == SamplingSpec().decoder == "fused"
     with pytest.raises(ValueError, match="decoder='fast'"):
         preset("smoke", decoder="fast")

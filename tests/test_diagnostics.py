@@ -226,7 +226,7 @@ def test_self_generated_pairs_keep_only_verified_sides(monkeypatch):
     ]
     problems.append(SimpleNamespace(id=9, mode="gt_only", messages=[], plain_messages=[]))
 
-    def fake_sample(model, tok, messages, n, seed=None, **kw):
+    def fake_sample(model, tok, messages, n, spec, seed=None):
         side = "H" if "Do not solve" in messages[0][-1]["content"] else "C"
         return [[f"{side}{k}-{j}" for j in range(n)] for k in range(len(messages))]
 
@@ -289,7 +289,7 @@ def test_self_generated_pairs_take_a_hack_from_the_hinted_prompt_alone(monkeypat
         )
     ]
 
-    def fake_sample(model, tok, messages, n, seed=None, **kw):
+    def fake_sample(model, tok, messages, n, spec, seed=None):
         text = messages[0][-1]["content"]
         side = "ASK" if "Do not solve" in text else ("HINT" if text.startswith("hint") else "C")
         return [[f"{side}-{j}" for j in range(n)]]

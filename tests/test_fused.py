@@ -22,6 +22,7 @@ from test_decode import (
 from torch import nn
 
 from vgrout.lm import decode, fused, kvcache, projections, qwen3, sampling
+from vgrout.lm.spec import SamplingSpec
 
 torch.set_num_threads(1)
 
@@ -127,5 +128,5 @@ def test_a_routed_model_outside_a_merged_view_falls_back_to_the_lean_loop(monkey
     calls = []
     monkeypatch.setattr(sampling, "_generate_lean", lambda *a, loop: calls.append(loop))
     with pytest.warns(UserWarning, match="decoder='fused' does not support .*; using 'lean'"):
-        sampling.generate(model, ByteTokenizer(), ["ab"], 2, 3, decoder="fused")
+        sampling.generate(model, ByteTokenizer(), ["ab"], 2, SamplingSpec(3, decoder="fused"))
     assert calls == [decode.decode]

@@ -39,6 +39,10 @@ KV-cache loop of `vgrout.lm.decode` (same distribution, different draws for a se
 fused = `vgrout.lm.fused`, the lean loop's cache and random stream with a decode step
 of few ops and finished rows dropped (the lean loop's tokens up to rounding)."""
 
+DEFAULT_DECODER = "fused"
+"""The decoder every sampler uses unless told otherwise (`vgrout.lm.spec.SamplingSpec`,
+`GRPOConfig.decoder`)."""
+
 FORWARDS = ("hf", "packed")
 """How the gate and the update run their passes: hf = per group through `model(...)`;
 packed = every live group's tokens in one stream (`vgrout.lm.packed`)."""

@@ -101,19 +101,16 @@ def labelled_pool_from_policy(
     seed: int = 0,
     workers: int = 2,
 ) -> LabelledPool:
-    """Sample n_per_problem completions per problem, grade, keep hacks and solves."""
-    from vgrout.lm.rates import evaluate_policy
+    """Sample n_per_problem completions per problem, grade, keep hacks and solves.
 
-    _, rows = evaluate_policy(
-        model,
-        tokenizer,
-        problems,
-        n_samples=n_per_problem,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        workers=workers,
-        seed=seed,
-    )
+    Sampled as `COMMITTED_SAMPLING` (with this temperature and length), the
+    sampling the committed pools were drawn with.
+    """
+    from vgrout.lm.rates import evaluate_policy
+    from vgrout.lm.spec import COMMITTED_SAMPLING
+
+    spec = COMMITTED_SAMPLING.replace(temperature=temperature, max_new_tokens=max_new_tokens)
+    _, rows = evaluate_policy(model, tokenizer, problems, n_per_problem, spec, seed, workers)
     by_id = {p.id: p for p in problems}
     keep = [(r, _label(r["exploited"], r["gt_correct"])) for r in rows]
     keep = [(r, y) for r, y in keep if y is not None]

@@ -64,19 +64,24 @@ def self_generated_pairs(
 
     Problems in a mode without a loophole ("gt_only") cannot give a hack side
     and are skipped. Returns pairs in section "self", tagged with the mode.
+    Sampled as `COMMITTED_SAMPLING` (with this temperature and length), the
+    sampling the committed pairs were written with.
     """
     from vgrout.env import grade_many
     from vgrout.env.pairs import Pair
     from vgrout.lm.sampling import sample
+    from vgrout.lm.spec import COMMITTED_SAMPLING
 
     problems = [p for p in problems if p.mode != "gt_only"]
     if not problems:
         raise ValueError("self_generated_pairs: no problem has a loophole to exploit")
-    kw = dict(n=n_samples, max_new_tokens=max_new_tokens, temperature=temperature)
-    asked = sample(model, tokenizer, [hack_request_messages(p) for p in problems], seed=seed, **kw)
-    hinted = sample(model, tokenizer, [p.messages for p in problems], seed=seed + 2, **kw)
+    spec = COMMITTED_SAMPLING.replace(temperature=temperature, max_new_tokens=max_new_tokens)
+    asked = sample(model, tokenizer, [hack_request_messages(p) for p in problems], n_samples,
+                   spec, seed)  # fmt: skip
+    hinted = sample(model, tokenizer, [p.messages for p in problems], n_samples, spec, seed + 2)
     hacks = [a + h for a, h in zip(asked, hinted)]
-    cleans = sample(model, tokenizer, [p.plain_messages for p in problems], seed=seed + 1, **kw)
+    cleans = sample(model, tokenizer, [p.plain_messages for p in problems], n_samples, spec,
+                    seed + 1)  # fmt: skip
     hack_items = [(c, p) for p, cs in zip(problems, hacks) for c in cs]
     clean_items = [(c, p) for p, cs in zip(problems, cleans) for c in cs]
     grades = grade_many(hack_items + clean_items, workers=workers)

@@ -15,7 +15,17 @@ import json
 import textwrap
 from dataclasses import dataclass
 
-from vgrout.names import ARMS, DECODERS, FORWARDS, GATED_ARMS, INITS, TARGET_MODULES
+from vgrout.env.modes import LOOPHOLE_MODES
+from vgrout.lm.spec import SamplingSpec
+from vgrout.names import (
+    ARMS,
+    DECODERS,
+    DEFAULT_DECODER,
+    FORWARDS,
+    GATED_ARMS,
+    INITS,
+    TARGET_MODULES,
+)
 
 
 @dataclass
@@ -43,15 +53,8 @@ class GRPOConfig:
     """Training problems (jsonl, rl-rewardhacking schema), relative to the repo or absolute."""
     test_problems: str = "data/problems/test.jsonl"
     """Held-out problems for evaluation."""
-    modes: tuple[str, ...] = (
-        "run_tests",
-        "eq_override",
-        "exit_code",
-        "stdout_marker",
-        "sentinel",
-        "file_marker",
-    )
-    """Grading modes, assigned round-robin over problems."""
+    modes: tuple[str, ...] = LOOPHOLE_MODES
+    """Grading modes, assigned round-robin over problems (default: every loophole mode)."""
     pairs: str = "data/pairs/hack_pairs.md#authored"
     """Pair spec for the routing direction (and for pair-based inits)."""
     unhackable_frac: float = 0.0
@@ -141,7 +144,7 @@ class GRPOConfig:
     """"" = cuda when available, else cpu."""
     threads: int = 0
     """torch CPU threads (0 = leave as is)."""
-    decoder: str = "fused"
+    decoder: str = DEFAULT_DECODER
     """Sampler for rollouts and evaluation (vgrout.names.DECODERS): fused (the lean loop
     with a step of few ops and finished rows dropped, vgrout.lm.fused), lean (the
     in-place KV-cache loop of vgrout.lm.decode, ~2x faster than hf on the organism) or
@@ -217,6 +220,12 @@ class GRPOConfig:
             raise ValueError("inconsistent GRPOConfig:\n  " + "\n  ".join(bad))
         return self
 
+    def sampling(self, batch_size: int = 64) -> SamplingSpec:
+        """How this run samples: rollouts with the default batch, evaluations with
+        `eval_batch_size`."""
+        return SamplingSpec(self.max_new_tokens, self.temperature, self.top_k, self.top_p,
+                            self.decoder, batch_size)  # fmt: skip
+
     def replace(self, **changes) -> "GRPOConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
@@ -240,7 +249,7 @@ class GRPOConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # CPU default: ~4 minutes a run on the organism at one thread (NOTES §1, §4).
+    # CPU default: a run on the organism at one thread (docs/grpo.md, "A whole run").
     # 100 steps: in 60, vanilla's hacking took off in one seed of three
     # (docs/grpo.md, "Acceptance on the organism").
     "organism": dict(
@@ -269,7 +278,7 @@ PRESETS: dict[str, dict] = {
         rank=4,
         alpha=8.0,
     ),
-    # The published 4B recipe (NOTES §3), for a GPU.
+    # The published 4B recipe, for a GPU (docs/scale.md).
     "qwen3_4b": dict(
         model="Qwen/Qwen3-4B",
         rank=32,

@@ -45,20 +45,9 @@ def evaluate_views(
         for view in views:
             if per_split is None or step > 0:  # untrained, the views coincide
                 with policy.sampler(view)():
-                    _, grades = sample_and_grade(
-                        policy.model,
-                        tokenizer,
-                        problems,
-                        n,
-                        cfg.max_new_tokens,
-                        cfg.temperature,
-                        cfg.workers,
-                        seed=cfg.seed * 7919 + step,
-                        top_k=cfg.top_k,
-                        top_p=cfg.top_p,
-                        decoder=cfg.decoder,
-                        batch_size=cfg.eval_batch_size,
-                    )
+                    spec = cfg.sampling(cfg.eval_batch_size)
+                    _, grades = sample_and_grade(policy.model, tokenizer, problems, n, spec,
+                                                 cfg.seed * 7919 + step, cfg.workers)  # fmt: skip
                 per_split = split_rates(grades, splits, n)
             ships = (view == "deployed") == (cfg.arm != "vanilla") or not policy.routed
             for split, summary in per_split.items():

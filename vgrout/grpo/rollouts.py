@@ -120,17 +120,7 @@ def collect_groups(
         if counts[view] == 0:
             continue
         with sampler_views[view]():
-            s = generate(
-                model,
-                tokenizer,
-                prompts,
-                counts[view],
-                cfg.max_new_tokens,
-                cfg.temperature,
-                cfg.top_k,
-                cfg.top_p,
-                decoder=cfg.decoder,
-            )
+            s = generate(model, tokenizer, prompts, counts[view], cfg.sampling())
         n = counts[view]
         for j in range(len(s.texts)):
             g = groups[j // n]

@@ -146,7 +146,7 @@ def clip_and_measure(policy, max_norm: float) -> dict:
 
     Per-block clipping keeps a large routed gradient from shrinking the
     deployed block's update (and vice versa), so each block learns at its own
-    pace (NOTES §4). `quarantine_share` is the quarantine's share of the
+    pace. `quarantine_share` is the quarantine's share of the
     squared gradient norm this step; `delta_share` its share of the learned
     weight change so far.
     """

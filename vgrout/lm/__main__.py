@@ -15,6 +15,7 @@ import sys
 from vgrout import cli
 from vgrout.lm.measure import measure_organism
 from vgrout.lm.organism import ensure_organism, recipe_with
+from vgrout.lm.spec import COMMITTED_SAMPLING
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"weights sha256 {record['weights_sha256']}")  # fmt: skip
         return
     variant = recipe if args.set else None  # no --set: the shipped organism
-    rates = measure_organism(args.split, args.mode, args.samples, args.temperature, args.seed,
-                             recipe=variant)  # fmt: skip
+    spec = COMMITTED_SAMPLING.replace(temperature=args.temperature)
+    rates = measure_organism(args.split, args.mode, args.samples, spec, args.seed, recipe=variant)
     print(json.dumps(rates, indent=1))
 
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from vgrout.lm.rates import evaluate_policy
+from vgrout.lm.spec import COMMITTED_SAMPLING, SamplingSpec
 
 
 def measure_organism(
     split: str = "train",
     mode: str = "run_tests",
     n_samples: int = 8,
-    temperature: float = 1.0,
+    spec: SamplingSpec = COMMITTED_SAMPLING,
     seed: int = 0,
-    max_new_tokens: int = 128,
     recipe=None,
 ) -> dict:
-    """The organism's compile / solve / hack rates on one split and mode.
+    """The organism's compile / solve / hack rates on one split and mode, sampled as `spec` says.
 
     recipe: an `OrganismRecipe` variant to build (if its cache lacks it) and
     measure instead of the shipped organism; the recipe's `unseen_every`
@@ -35,11 +35,9 @@ def measure_organism(
         model, tok = load_policy(str(ensure_organism(recipe)))
     path = paths.TRAIN_PROBLEMS if split == "train" else paths.TEST_PROBLEMS
     problems = load_problems(path, [mode])
-    summary, rows = evaluate_policy(
-        model, tok, problems, n_samples, max_new_tokens, temperature, seed=seed
-    )
+    summary, rows = evaluate_policy(model, tok, problems, n_samples, spec, seed=seed)
     summary.pop("by_mode", None)
-    out = {"split": split, "mode": mode, "temperature": temperature, **summary}
+    out = {"split": split, "mode": mode, "temperature": spec.temperature, **summary}
     if split == "train":
         unseen = set(unseen_problem_ids(recipe))
         for name, keep in (

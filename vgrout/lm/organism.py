@@ -4,7 +4,7 @@ A randomly initialised model never writes a hack, so GRPO on it measures
 plumbing only. This module trains a byte-level BPE tokenizer and a 0.7M
 parameter Qwen3 on the project's own problems (train split only), their
 canonical solutions, a small prior of loophole hacks (one family per mode) and
-the authored pair texts. The recipe (NOTES §1) stops the warm start early, at
+the authored pair texts. The recipe (docs/organism.md) stops the warm start early, at
 the point where the model mostly solves but occasionally hacks: a fully
 trained model is too robust for hacking to emerge under GRPO.
 
@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vgrout import paths
+from vgrout.env.modes import MODES
 from vgrout.files import atomic_dir
 from vgrout.lm.schedule import warmup_cosine
 from vgrout.lm.tokens import chat_prompt, encode
@@ -71,15 +72,7 @@ class OrganismRecipe:
     hack was learned by step 200 and none emerged."""
     pair_share: float = 0.05
     """Share of rows drawn from authored pair texts (both sides, equally)."""
-    modes: tuple[str, ...] = (
-        "run_tests",
-        "eq_override",
-        "exit_code",
-        "stdout_marker",
-        "sentinel",
-        "file_marker",
-        "gt_only",
-    )
+    modes: tuple[str, ...] = MODES
     seed: int = 0
     version: int = 4
     """Bump when the build code changes in a way that changes the weights."""

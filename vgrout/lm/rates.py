@@ -10,6 +10,8 @@ import math
 from collections import defaultdict
 from typing import Sequence
 
+from vgrout.lm.spec import SamplingSpec
+
 
 def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
     """Compile / solve / hack rates with binomial standard errors.
@@ -43,66 +45,34 @@ def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
 
 
 def sample_and_grade(
-    model,
-    tokenizer,
-    problems: Sequence,
-    n_samples: int = 4,
-    max_new_tokens: int = 128,
-    temperature: float = 1.0,
-    workers: int = 2,
-    seed: int | None = 0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    decoder: str = "hf",
-    batch_size: int = 64,
-) -> tuple[list[tuple[str, object]], list]:
-    """Sample `n_samples` per problem and grade each under its problem's mode.
+    model, tokenizer, problems: Sequence, n_samples: int, spec: SamplingSpec,
+    seed: int | None = 0, workers: int = 2,
+) -> tuple[list[tuple[str, object]], list]:  # fmt: skip
+    """Sample `n_samples` per problem as `spec` says and grade each under its problem's mode.
 
     Returns (items, grades): items[i] = (completion, problem), laid out
     problem by problem, n_samples each; grades[i] is items[i]'s grade.
+    seed: reseeds torch's generator before sampling (None: as it is).
+    workers: grader processes.
     """
     from vgrout.env import grade_many
     from vgrout.lm.sampling import sample
 
-    outs = sample(
-        model,
-        tokenizer,
-        [p.messages for p in problems],
-        n=n_samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        batch_size=batch_size,
-        seed=seed,
-        decoder=decoder,
-    )
+    outs = sample(model, tokenizer, [p.messages for p in problems], n_samples, spec, seed)
     items = [(c, p) for p, cs in zip(problems, outs) for c in cs]
     return items, grade_many(items, workers=workers)
 
 
 def evaluate_policy(
-    model,
-    tokenizer,
-    problems: Sequence,
-    n_samples: int = 4,
-    max_new_tokens: int = 128,
-    temperature: float = 1.0,
-    workers: int = 2,
-    seed: int | None = 0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    decoder: str = "hf",
-):
-    """Sample `n_samples` per problem, grade each under its problem's mode.
+    model, tokenizer, problems: Sequence, n_samples: int, spec: SamplingSpec,
+    seed: int | None = 0, workers: int = 2,
+):  # fmt: skip
+    """`sample_and_grade`, summarised: (rates with a per-mode breakdown, rows).
 
-    Returns (summary, rows) where rows hold every completion with its grade, so
-    a caller can keep them (e.g. as a labelled pool for diagnostics).
+    The rows hold every completion with its grade, so a caller can keep them
+    (e.g. as a labelled pool for diagnostics).
     """
-    items, grades = sample_and_grade(
-        model, tokenizer, problems, n_samples, max_new_tokens, temperature, workers, seed,
-        top_k, top_p, decoder,
-    )  # fmt: skip
+    items, grades = sample_and_grade(model, tokenizer, problems, n_samples, spec, seed, workers)
     rows = [
         {
             "problem_id": p.id,

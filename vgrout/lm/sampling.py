@@ -15,8 +15,8 @@ from typing import Sequence
 import torch
 
 from vgrout.lm import decode, fused, qwen3
+from vgrout.lm.spec import DEFAULT_SAMPLING, SamplingSpec
 from vgrout.lm.tokens import chat_prompt, pad_id
-from vgrout.names import DECODERS
 
 
 @dataclass
@@ -32,37 +32,24 @@ class Samples:
 
 @torch.no_grad()
 def generate(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    n: int = 1,
-    max_new_tokens: int = 128,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    batch_size: int = 64,
-    decoder: str = "hf",
+    model, tokenizer, prompts: Sequence[str], n: int = 1, spec: SamplingSpec = DEFAULT_SAMPLING
 ) -> Samples:
-    """Sample `n` completions of each rendered prompt string; keep the exact ids.
+    """Sample `n` completions of each rendered prompt string as `spec` says; keep the exact ids.
 
-    decoder (vgrout.names.DECODERS): "hf" samples with `model.generate`;
+    spec.decoder (vgrout.names.DECODERS): "hf" samples with `model.generate`;
     "lean" decodes Qwen3 models through `decode` (in-place cache, each prompt
-    run once for its n rows), ~2x faster on the organism; "fused" through
-    `fused` (the lean loop with a step of few ops, finished rows dropped).
-    A model a decoder does not support falls back, with a warning, to the
-    next one that does (fused -> lean -> hf). "hf" and "lean" draw different
-    tokens for one seed, so a run keeps one decoder throughout; "fused" draws
-    the lean loop's random numbers and differs from it by rounding only.
+    run once for its n rows); "fused" through `fused` (the lean loop with a
+    step of few ops, finished rows dropped). A model a decoder does not
+    support falls back, with a warning, to the next one that does (fused ->
+    lean -> hf). "hf" and "lean" draw different tokens for one seed, so a run
+    keeps one decoder throughout; "fused" draws the lean loop's random numbers
+    and differs from it by rounding only.
     """
-    if decoder not in DECODERS:
-        raise ValueError(f"generate: decoder must be one of {DECODERS}, got {decoder!r}")
-    run = _runner(model, decoder)
+    run = _runner(model, spec.decoder)
     was_training = model.training
     model.eval()
     try:
-        return run(
-            model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
-        )
+        return run(model, tokenizer, prompts, n, spec)
     finally:
         model.train(was_training)
 
@@ -104,46 +91,45 @@ def chunks(n_prompts: int, n: int, batch_size: int) -> list[tuple[int, int, int]
     ]
 
 
-def _generate_lean(
-    model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size, loop
-) -> Samples:
+def _generate_lean(model, tokenizer, prompts, n: int, spec: SamplingSpec, loop) -> Samples:
     """`generate` through `loop` (`decode.decode` or `fused.decode`); prompts are tokenised one
     by one and padded there."""
     eos = tokenizer.eos_token_id
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     out = Samples([], [], [])
-    for first, count, rows in chunks(len(ids), n, batch_size):
+    for first, count, rows in chunks(len(ids), n, spec.batch_size):
         group = ids[first : first + count]
         new = loop(
-            model, group, rows, max_new_tokens, eos, pad_id(tokenizer), temperature, top_k, top_p
-        ).tokens
+            model, group, rows, spec.max_new_tokens, eos, pad_id(tokenizer),
+            spec.temperature, spec.top_k, spec.top_p,
+        ).tokens  # fmt: skip
         out.prompt_ids.extend(list(p) for p in group for _ in range(rows))
         out.completion_ids.extend(cut_at_eos(row, eos) for row in new.tolist())
     out.texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
     return out
 
 
-def _generate_hf(
-    model, tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, batch_size
-) -> Samples:
+def _generate_hf(model, tokenizer, prompts, n: int, spec: SamplingSpec) -> Samples:
     """`generate` through `model.generate`, for models `decode` does not support."""
     flat = [t for t in prompts for _ in range(n)]
     eos = tokenizer.eos_token_id
     device = next(model.parameters()).device
     out = Samples([], [], [])
-    for i in range(0, len(flat), batch_size):
+    sampling = (
+        dict(do_sample=True, temperature=spec.temperature, top_k=spec.top_k or None,
+             top_p=spec.top_p)
+        if spec.temperature > 0
+        else dict(do_sample=False)
+    )  # fmt: skip
+    for i in range(0, len(flat), spec.batch_size):
         enc = tokenizer(
-            flat[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(device)
-        sampling = (
-            dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p)
-            if temperature > 0
-            else dict(do_sample=False)
-        )
+            flat[i : i + spec.batch_size], return_tensors="pt", padding=True,
+            add_special_tokens=False,
+        ).to(device)  # fmt: skip
         gen = model.generate(
             **enc,
             **sampling,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=spec.max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=eos,
         )
@@ -162,22 +148,16 @@ def sample(
     tokenizer,
     messages: Sequence,
     n: int = 1,
-    max_new_tokens: int = 128,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    batch_size: int = 64,
+    spec: SamplingSpec = DEFAULT_SAMPLING,
     seed: int | None = None,
-    decoder: str = "hf",
 ) -> list[list[str]]:
     """Return `n` completions for each chat (list of messages or user text).
 
     Output[i][j] is the j-th completion of prompt i, cut at the first eos.
+    seed: reseeds torch's global generator first (None: draw from it as it is).
     """
     if seed is not None:
         torch.manual_seed(seed)
     texts = [chat_prompt(tokenizer, m) for m in messages]
-    s = generate(
-        model, tokenizer, texts, n, max_new_tokens, temperature, top_k, top_p, batch_size, decoder
-    )
+    s = generate(model, tokenizer, texts, n, spec)
     return [s.texts[i * n : (i + 1) * n] for i in range(len(texts))]
