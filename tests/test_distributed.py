@@ -146,10 +146,10 @@ def instrument(record: dict) -> list[tuple[object, str, object]]:
         return groups, times
 
     def gate(policy, router, tok, live, step, *args):
-        thresholds = real_gate(policy, router, tok, live, step, *args)
+        gated, thresholds = real_gate(policy, router, tok, live, step, *args)
         record["thresholds"] = thresholds
-        record["zones"] = [(str(g.problem.id), g.zones, g.scores) for g in live]
-        return thresholds
+        record["zones"] = [(str(g.group.problem.id), g.zones, g.scores) for g in gated]
+        return gated, thresholds
 
     def group_backward(policy, group, *args):
         out = real_backward(policy, group, *args)

@@ -77,11 +77,10 @@ def test_hint_free_slots_take_the_share_and_rotate_over_every_slot():
 
 
 def _group(hacked, zones, scores=None):
+    """(group, zones, scores) as a step record lists a gated group."""
     rollouts = [Rollout("p", "run_tests", [], [], "", "trained", exploited=h) for h in hacked]
     g = Group(SimpleNamespace(id="p"), "run_tests", rollouts)
-    g.zones = zones
-    g.scores = None if scores is None else torch.tensor(scores)
-    return g
+    return g, zones, None if scores is None else torch.tensor(scores)
 
 
 def test_gate_f05_counts_routed_hacks_against_routed_cleans_and_missed_hacks():

@@ -20,6 +20,7 @@ from helpers import (
 
 from vgrout.adapters import attach_routed_adapters, route, trainable_parameters
 from vgrout.grpo.config import preset
+from vgrout.grpo.gate import Gated
 from vgrout.grpo.passes import (
     deployed_pass,
     deployed_pass_packed,
@@ -57,7 +58,8 @@ def policy(m) -> Policy:
     return Policy(m, trainable_parameters(m), routed=True)
 
 
-def groups(m) -> list[Group]:
+def groups(m) -> list[Gated]:
+    """The gate's records of two groups, zones fixed (ZONES), no deployed-view log-probs yet."""
     out = []
     for gi, prompt in enumerate(PROMPTS):
         rs = [
@@ -65,8 +67,7 @@ def groups(m) -> list[Group]:
             for c, s, r in zip(COMPLETIONS[gi], SAMPLERS[gi], REWARDS[gi])
         ]
         g = Group(SimpleNamespace(id=f"p{gi}"), "run_tests", rs)
-        g.batch, g.zones = group_batch(g, 0, m.device), list(ZONES[gi])
-        out.append(g)
+        out.append(Gated(g, group_batch(g, 0, m.device), list(ZONES[gi])))
     return out
 
 
@@ -155,7 +156,7 @@ def test_packed_backward_equals_group_backward():
     pol, cfg = policy(m), preset("smoke", kl_beta=0.05, clip_eps=0.2)
     gs = groups(m)
     for g in gs:
-        g.deployed_logp, g.features = deployed_pass(pol, g, None)
+        g.deployed_logp, _ = deployed_pass(pol, g, g.batch, None)
     want = [group_backward(pol, g, cfg, 1000.0, 1) for g in gs]
     want_grads = block_grads(m)
     m.zero_grad(set_to_none=True)
@@ -206,16 +207,16 @@ def test_packed_gate_pass_equals_the_deployed_pass():
     m = model()
     pol = policy(m)
     gs = groups(m)
-    want = [deployed_pass(pol, g, "bottleneck") for g in gs]
-    deployed_pass_packed(pol, gs, "bottleneck")
-    for g, (logp, feats) in zip(gs, want):
-        torch.testing.assert_close(g.features, feats, **model_tol(feats))
+    want = [deployed_pass(pol, g, g.batch, "bottleneck") for g in gs]
+    got = deployed_pass_packed(pol, gs, [g.batch for g in gs], "bottleneck")
+    for (got_logp, got_feats), (logp, feats) in zip(got, want):
+        torch.testing.assert_close(got_feats, feats, **model_tol(feats))
         if logp is None:
-            assert g.deployed_logp is None
+            assert got_logp is None
         else:
             tol = model_tol(logp, tokens=m.config.vocab_size)
-            torch.testing.assert_close(g.deployed_logp, logp, **tol)
-    assert gs[0].deployed_logp is not None and gs[1].deployed_logp is None
+            torch.testing.assert_close(got_logp, logp, **tol)
+    assert got[0][0] is not None and got[1][0] is None
 
 
 def test_packed_falls_back_loudly_where_it_does_not_apply():

@@ -46,6 +46,7 @@ import torch.distributed as dist
 
 from vgrout.files import atomic_write_text
 from vgrout.grpo.rollouts import hint_free_slots
+from vgrout.grpo.router import Router
 from vgrout.grpo.rundir import RunDir, open_run, set_rng_state
 
 RECORD = "distributed.json"
@@ -113,10 +114,14 @@ class World:
         if bad:
             raise ValueError("GRPOConfig does not fit the world:\n  " + "\n  ".join(bad))
 
+    def router(self, cfg, pairs) -> Router:
+        """The run's router: a plain `Router` in one process, a `SharedRouter` on ranks."""
+        return Router(cfg, pairs) if self.size == 1 else SharedRouter(cfg, pairs, self)
+
     def start(self, run: RunDir, ts, cfg) -> None:
         """After state and restore: one model on every rank, per-rank sampling RNGs, the
-        shared router, the record; for one process only the check that the folder was not
-        trained on several ranks (resuming it here would continue another run)."""
+        record; for one process only the check that the folder was not trained on several
+        ranks (resuming it here would continue another run)."""
         record = self._read_record(run)
         if self.size == 1:
             if record and record["world_size"] != 1 and cfg.resume:
@@ -144,7 +149,6 @@ class World:
         else:
             seeds = [sampling_seed(cfg.seed, r) for r in range(self.size)]
             torch.manual_seed(seeds[self.rank])
-        ts.router = SharedRouter(ts.router, self)
         run.seeds = seeds
         if self.main:
             launches = (record or {}).get("launches", []) + [{"from_step": ts.step}]
@@ -196,9 +200,10 @@ class World:
         """
         if self.size == 1:
             return rec
-        groups = [_light(g) for g in rec.groups]
+        scores = [None if s is None else s.cpu() for s in rec.scores]
         parts = self.all_gather_object(
-            (groups, rec.stats, rec.times, rec.thresholds, rec.grad), "record"
+            (rec.groups, rec.stats, rec.times, rec.thresholds, rec.grad, rec.zones, scores),
+            "record",
         )
         for what, i in (("gate thresholds", 3), ("gradient measurements", 4)):
             if any(p[i] != parts[0][i] for p in parts):
@@ -210,6 +215,8 @@ class World:
             groups=[g for p in parts for g in p[0]],
             stats=[s for p in parts for s in p[1]],
             times={k: max(p[2][k] for p in parts) for k in rec.times},
+            zones=[z for p in parts for z in p[5]],
+            scores=[s for p in parts for s in p[6]],
         )
 
     def barrier(self) -> None:
@@ -387,19 +394,19 @@ class SharedRunDir(RunDir):
             super().save_checkpoint({**state, "world": world})
 
 
-class SharedRouter:
-    """The run's Router, fed every rank's live groups (see the module docstring).
+class SharedRouter(Router):
+    """The run's router on a rank of a data-parallel run: a `Router` whose refresh and
+    zone assignment see every rank's live groups (see the module docstring).
 
-    Everything else (state_dict, site, buffer, ...) is the wrapped router's.
+    Built by `World.router` in place of a `Router`; state, checkpoints and the
+    score buffer are the plain router's, identical on every rank.
     """
 
-    def __init__(self, router, world: World):
-        self.router, self.world = router, world
+    def __init__(self, cfg, pairs, world: World):
+        super().__init__(cfg, pairs)
+        self.world = world
 
-    def __getattr__(self, name):
-        return getattr(self.router, name)
-
-    def maybe_refresh(self, model, tokenizer, step: int, example):
+    def maybe_refresh(self, model, tokenizer, step: int, example) -> bool:
         """Refresh when any rank has a live group; rank 0's direction goes to every rank."""
         shapes = self.world.all_gather_object(
             None if example is None else (tuple(example.shape), example.dtype), "refresh"
@@ -407,29 +414,22 @@ class SharedRouter:
         first = next((s for s in shapes if s is not None), None)
         if example is None and first is not None:
             example = torch.zeros(first[0], dtype=first[1])  # the refresh reads its shape only
-        refreshed = self.router.maybe_refresh(model, tokenizer, step, example)
+        refreshed = super().maybe_refresh(model, tokenizer, step, example)
         if refreshed:
-            d = self.router.direction
-            self.router.direction = self.world.broadcast_object(d.cpu(), "direction").to(d.device)
+            d = self.direction
+            self.direction = self.world.broadcast_object(d.cpu(), "direction").to(d.device)
         return refreshed
 
-    def route(self, groups):
-        """Route the step's groups of every rank at once; set this rank's zones and scores."""
-        parts = self.world.all_gather_object([_light(g, features=True) for g in groups], "route")
-        everyone = [g for p in parts for g in p]
-        thresholds = self.router.route(everyone)
-        first = sum(len(p) for p in parts[: self.world.rank])
-        for g, shared in zip(groups, everyone[first : first + len(groups)]):
-            g.zones, g.scores = shared.zones, shared.scores
-        return thresholds
-
-
-def _light(group, features: bool = False):
-    """A group without its device tensors (batch, log-probs; features on the CPU if kept)."""
-    f = group.features if features and group.features is not None else None
-    return dataclasses.replace(
-        group, batch=None, deployed_logp=None, features=None if f is None else f.detach().cpu()
-    )
+    def assign(self, feats, hacked):
+        """Zones of every rank's groups at once; returns this rank's (zones, scores, thresholds)."""
+        mine = [None if f is None else f.detach().cpu() for f in feats]
+        parts = self.world.all_gather_object((mine, list(hacked)), "route")
+        every_feat = [f for p in parts for f in p[0]]
+        every_hacked = [h for p in parts for h in p[1]]
+        zones, scores, thresholds = super().assign(every_feat, every_hacked)
+        first = sum(len(p[0]) for p in parts[: self.world.rank])
+        here = slice(first, first + len(feats))
+        return zones[here], scores[here], thresholds
 
 
 @torch.no_grad()

@@ -1,10 +1,10 @@
 """Dr.GRPO with routed adapters, readable top to bottom.
 
-One step: generate G rollouts per prompt -> grade -> skip zero-variance
-groups -> gate (zones per rollout) -> masked forward/backward with PPO clip
-and k3 KL (all live groups packed into one pass, or one pass per group with
-forward="hf") -> clip each block's gradient -> AdamW -> decay toward init ->
-schedule. The run folder, checkpoints and resume live in rundir.py.
+One step (`one_step`): generate G rollouts per prompt -> grade -> skip
+zero-variance groups -> gate (zones per rollout, `gate.py`) -> masked
+forward/backward with PPO clip and k3 KL (all live groups packed into one
+pass, or one pass per group with forward="hf") -> clip each block's gradient
+-> AdamW -> decay toward init -> schedule. The run folder, checkpoints and resume live in rundir.py.
 """
 
 from __future__ import annotations
@@ -24,17 +24,11 @@ from vgrout.files import atomic_write_text
 from vgrout.grpo.config import GRPOConfig
 from vgrout.grpo.distributed import World
 from vgrout.grpo.evaluate import evaluate_views
+from vgrout.grpo.gate import Gated, gate
 from vgrout.grpo.heal import retain_heal
-from vgrout.grpo.passes import (
-    deployed_pass,
-    deployed_pass_packed,
-    group_batch,
-    group_passes,
-    packed_forward_ok,
-)
+from vgrout.grpo.passes import group_passes, packed_forward_ok
 from vgrout.grpo.policy import build_policy
 from vgrout.grpo.rollouts import collect_groups
-from vgrout.grpo.router import Router
 from vgrout.grpo.rundir import (
     RunDir,
     RunResult,
@@ -44,7 +38,7 @@ from vgrout.grpo.rundir import (
     load_run,
     restore,
 )
-from vgrout.grpo.steplog import StepRecord, rollout_rows, step_row, teacher_tripwire
+from vgrout.grpo.steplog import StepRecord, gate_log, rollout_rows, step_row, teacher_tripwire
 from vgrout.grpo.update import (
     clip_and_measure,
     decay_toward_init,
@@ -52,7 +46,6 @@ from vgrout.grpo.update import (
     lr_factor,
     packed_backward,
 )
-from vgrout.lm.tokens import pad_id
 from vgrout.names import GATED_ARMS, PAIR_INITS, VIEWS
 from vgrout.paths import repo_path
 
@@ -74,8 +67,8 @@ def train(cfg: GRPOConfig, world: World | None = None) -> RunResult:
     if (run.path / "result.json").exists():  # a finished run of this config: read it back
         return dataclasses.replace(load_run(run.path), already_finished=True)
     data = RunData.load(cfg)
-    ts = start_state(cfg, data)
-    policy, tok = ts.policy, data.tokenizer
+    ts = start_state(cfg, data, world)
+    policy = ts.policy
     samplers = {v: policy.sampler(v) for v in VIEWS}
     packed = packed_forward_ok(policy, cfg)  # the gate's and update's passes
     if cfg.resume:
@@ -88,33 +81,7 @@ def train(cfg: GRPOConfig, world: World | None = None) -> RunResult:
     bar = tqdm(range(ts.step + 1, cfg.steps + 1), desc=f"grpo {cfg.arm}", initial=ts.step,
                total=cfg.steps)  # fmt: skip
     for step in bar:
-        # 1. generate and grade
-        problems = ts.prompt_rng.sample(data.train_set, cfg.prompts_per_step)
-        problems, free = world.shard(problems, cfg, step)
-        groups, times = collect_groups(
-            policy.model, tok, problems, cfg, step, data.hacks, samplers, data.grade, free
-        )
-        live = [g for g in groups if g.live]
-
-        # 2. gate: a deployed-view pass gives gate features and behaviour log-probs
-        t = time.perf_counter()
-        thresholds = gate(policy, ts.router, tok, live, step, cfg, packed)
-        times["gate"] = time.perf_counter() - t
-
-        # 3. loss and backward, one masked pass per group; 4. optimizer step
-        t = time.perf_counter()
-        ts.opt.zero_grad(set_to_none=True)
-        normaliser = float(cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens)
-        if packed:
-            stats = [st for gs in group_passes(live, cfg.groups_per_pass)
-                     for st in packed_backward(policy, gs, cfg, normaliser, step)]  # fmt: skip
-        else:
-            stats = [group_backward(policy, g, cfg, normaliser, step) for g in live]
-        world.all_reduce_grads(policy.all_params())
-        grad, lr = optimizer_step(ts, cfg)
-        times["update"] = time.perf_counter() - t
-
-        rec = world.gather_record(StepRecord(step, groups, thresholds, stats, grad, times, lr))
+        rec = world.gather_record(one_step(ts, data, cfg, world, step, samplers, packed))
         log_step(run, ts, rec, bar)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and world.main:
             run.log_many("eval", data.evaluate(policy, cfg, step))
@@ -164,35 +131,56 @@ class RunData:
         )
 
 
-def start_state(cfg: GRPOConfig, data: RunData) -> TrainState:
-    """Adapters on the base model, the optimizer and schedule, the router, the prompt RNG."""
+def one_step(
+    ts: TrainState, data: RunData, cfg: GRPOConfig, world: World, step: int, samplers: dict,
+    packed: bool,
+) -> StepRecord:  # fmt: skip
+    """One Dr.GRPO step on this rank's prompts; returns its record (before the ranks' gather).
+
+    samplers: {view: context factory} for generation; packed: whether the gate's
+    and the update's passes run packed (`passes.packed_forward_ok`).
+    """
+    policy, tok = ts.policy, data.tokenizer
+    # 1. generate and grade
+    problems = ts.prompt_rng.sample(data.train_set, cfg.prompts_per_step)
+    problems, free = world.shard(problems, cfg, step)
+    groups, times = collect_groups(
+        policy.model, tok, problems, cfg, step, data.hacks, samplers, data.grade, free
+    )
+    # 2. gate: a deployed-view pass gives gate features and behaviour log-probs
+    t = time.perf_counter()
+    gated, thresholds = gate(policy, ts.router, tok, [g for g in groups if g.live], step, cfg,
+                             packed)  # fmt: skip
+    times["gate"] = time.perf_counter() - t
+    # 3. loss and backward (all live groups packed, or one masked pass per group); 4. optimizer
+    t = time.perf_counter()
+    ts.opt.zero_grad(set_to_none=True)
+    stats = backward(policy, gated, cfg, step, packed)
+    world.all_reduce_grads(policy.all_params())
+    grad, lr = optimizer_step(ts, cfg)
+    times["update"] = time.perf_counter() - t
+    zones, scores = gate_log(groups, gated)
+    return StepRecord(step, groups, zones, scores, thresholds, stats, grad, times, lr)
+
+
+def backward(policy, gated: list[Gated], cfg: GRPOConfig, step: int, packed: bool) -> list[dict]:
+    """Accumulate every live group's masked policy gradient; returns each group's stats."""
+    normaliser = float(cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens)
+    if packed:
+        return [st for gs in group_passes(gated, cfg.groups_per_pass)
+                for st in packed_backward(policy, gs, cfg, normaliser, step)]  # fmt: skip
+    return [group_backward(policy, g, cfg, normaliser, step) for g in gated]
+
+
+def start_state(cfg: GRPOConfig, data: RunData, world: World) -> TrainState:
+    """Adapters on the base model, the optimizer and schedule, the router (shared by the
+    ranks of a data-parallel run), the prompt RNG."""
     policy = build_policy(cfg, data.base, data.tokenizer, data.pairs)
     opt = torch.optim.AdamW(policy.all_params(), lr=cfg.lr, betas=cfg.betas, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     init_values = [p.detach().clone() for p in policy.all_params()]
-    router = Router(cfg, data.pairs)
+    router = world.router(cfg, data.pairs)
     return TrainState(policy, opt, sched, router, random.Random(cfg.seed), init_values)
-
-
-def gate(policy, router: Router, tok, live: list, step: int, cfg: GRPOConfig, packed: bool):
-    """Fill each live group's batch, behaviour log-probs, features, zones and scores.
-
-    packed: run the deployed-view pass packed (all but the grad site, whose
-    features need a backward per group). Returns the score thresholds the
-    router used (None on arms without a gate).
-    """
-    device = policy.model.device
-    for g in live:
-        g.batch = group_batch(g, pad_id(tok), device)
-    if packed and router.site != "grad":
-        for gs in group_passes(live, cfg.groups_per_pass):
-            deployed_pass_packed(policy, gs, router.site)
-    else:
-        for g in live:
-            g.deployed_logp, g.features = deployed_pass(policy, g, router.site)
-    example = next((g.features for g in live if g.features is not None), None)
-    router.maybe_refresh(policy.model, tok, step, example)
-    return router.route(live)
 
 
 def optimizer_step(ts: TrainState, cfg: GRPOConfig) -> tuple[dict, float]:

@@ -78,8 +78,8 @@ def group_batch(group, pad: int, device) -> Batch:
     return from_ids([r.prompt_ids for r in rs], [r.completion_ids for r in rs], pad).to(device)
 
 
-def deployed_pass(policy, group, site: str | None):
-    """(deployed-view log-probs or None, gate features or None) for one group.
+def deployed_pass(policy, group, batch: Batch, site: str | None):
+    """(deployed-view log-probs or None, gate features or None) for one group and its batch.
 
     Runs only when something needs it: the activation gate (features) or rows
     sampled from the deployed view (their behaviour log-probs).
@@ -89,11 +89,11 @@ def deployed_pass(policy, group, site: str | None):
         return None, None
     with policy.deployed_forward():
         if site == "grad":
-            feats = capture(policy.model, group.batch, sites=("grad",))["grad"]
-            return (behaviour_logprobs(policy.model, group.batch) if need_logp else None), feats
+            feats = capture(policy.model, batch, sites=("grad",))["grad"]
+            return (behaviour_logprobs(policy.model, batch) if need_logp else None), feats
         if site == "bottleneck":
-            return _bottleneck_pass(policy.model, group.batch, need_logp)
-        return behaviour_logprobs(policy.model, group.batch), None
+            return _bottleneck_pass(policy.model, batch, need_logp)
+        return behaviour_logprobs(policy.model, batch), None
 
 
 def packed_forward_ok(policy, cfg) -> bool:
@@ -134,23 +134,21 @@ def split_rows(values: torch.Tensor, groups: list) -> list[torch.Tensor]:
     return list(values.split([len(g.rollouts) for g in groups]))
 
 
-def batch_layout(lp: torch.Tensor, group) -> torch.Tensor:
+def batch_layout(lp: torch.Tensor, batch: Batch) -> torch.Tensor:
     """A group's packed log-probs [G, C] -> its Batch layout [G, pos-1]."""
-    b = group.batch
-    return packed.to_left_padded(lp, b.completion_mask.sum(1), b.input_ids.shape[1])
+    return packed.to_left_padded(lp, batch.completion_mask.sum(1), batch.input_ids.shape[1])
 
 
 @torch.no_grad()
-def deployed_pass_packed(policy, groups: list, site: str | None) -> None:
-    """`deployed_pass` for all groups in one packed forward; sets deployed_logp and features.
+def deployed_pass_packed(policy, groups: list, batches: list[Batch], site: str | None) -> list:
+    """`deployed_pass` for all groups in one packed forward: (log-probs, features) per group.
 
     site: None or "bottleneck" (the grad site needs a backward per group).
     """
     need = [any(r.sampler == "deployed" for r in g.rollouts) for g in groups]
-    for g in groups:
-        g.deployed_logp, g.features = None, None
+    feats: list = [None] * len(groups)
     if site is None and not any(need):
-        return
+        return [(None, None)] * len(groups)
     pk = pack_groups(groups, policy.model.device)
     with policy.deployed_forward():
         if site == "bottleneck":
@@ -158,10 +156,11 @@ def deployed_pass_packed(policy, groups: list, site: str | None) -> None:
                 policy.model, None, pool=lambda a: packed.pool_rows(a, pk)
             ) as cap:
                 lp = packed.forward(policy.model, pk, logits=any(need))
-            for g, f in zip(groups, split_rows(cap.features, groups)):
-                g.features = f
+            feats = split_rows(cap.features, groups)
         else:
             lp = packed.forward(policy.model, pk)
+    logps: list = [None] * len(groups)
     if lp is not None:
-        for g, n, rows in zip(groups, need, split_rows(lp, groups)):
-            g.deployed_logp = batch_layout(rows, g) if n else None
+        for i, (n, rows, b) in enumerate(zip(need, split_rows(lp, groups), batches)):
+            logps[i] = batch_layout(rows, b) if n else None
+    return list(zip(logps, feats))

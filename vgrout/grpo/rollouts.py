@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from vgrout.lm.sampling import generate
-from vgrout.lm.tokens import Batch, chat_prompt
+from vgrout.lm.tokens import chat_prompt
 
 
 @dataclass
@@ -36,27 +36,17 @@ class Rollout:
 
 @dataclass
 class Group:
-    """One prompt's G rollouts, and what the step learns about them on the way.
+    """One prompt's G rollouts, as sampled and graded (`collect_groups`).
 
-    `collect_groups` fills problem, mode and rollouts; for a live group the
-    gate fills batch, deployed_logp, features, zones and scores, and the
-    update reads them. A skipped (zero-variance) group keeps them None.
+    What the gate decides about a live group travels on in a `gate.Gated`
+    record, which the update reads; the group itself is not changed after
+    grading.
     """
 
     problem: object
     mode: str
     """The grading mode: the problem's, or gt_only for a hint-free prompt."""
     rollouts: list[Rollout] = field(default_factory=list)
-    batch: Batch | None = None
-    """The rollouts as one batch, [G, prompt + completion] ids, on the training device."""
-    deployed_logp: torch.Tensor | None = None
-    """[G, pos-1] deployed-view log-probs (behaviour policy of deployed-sampled rows)."""
-    features: torch.Tensor | None = None
-    """[G, rows, width] gate features in the deployed view (score-gated arms only)."""
-    zones: list[str] | None = None
-    """Per rollout: keep | absorb | route (vgrout.names.ZONES)."""
-    scores: torch.Tensor | None = None
-    """[G] gate scores (score-gated arms only)."""
 
     def rewards(self) -> torch.Tensor:
         return torch.tensor([r.reward for r in self.rollouts], dtype=torch.float32)

@@ -83,7 +83,8 @@ class Router:
         return extract_directions(model, tokenizer, self.pairs, sites=(self.site,))[self.site]
 
     def assign(self, feats: Sequence[Tensor | None], hacked: Sequence[Sequence[bool]]):
-        """Zones per group, scores per group (or None), and the thresholds used.
+        """Zones per group, scores per group (or None), and the thresholds used (None on
+        arms without a score gate).
 
         feats: per group [G, modules, width] gate features (score arms only).
         hacked: per group true labels (read by the oracle arm only).
@@ -108,18 +109,6 @@ class Router:
         scores = [score(f.float().cpu(), self.direction) for f in feats]
         zones = [zones_from_scores(s, thr, cfg.unrouted_zone, cfg.keep_low_tail) for s in scores]
         return zones, scores, thr
-
-    def route(self, groups: Sequence) -> tuple[float, float] | None:
-        """Set each live group's zones and scores from its features (or labels).
-
-        Returns the score thresholds used (None on arms without a score gate).
-        """
-        zones, scores, thresholds = self.assign(
-            [g.features for g in groups], [g.hacked() for g in groups]
-        )
-        for g, z, s in zip(groups, zones, scores):
-            g.zones, g.scores = z, s
-        return thresholds
 
     def state_dict(self) -> dict:
         return {

@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from torch import Tensor
 
 from vgrout.names import ZONES
 
@@ -21,7 +22,11 @@ class StepRecord:
 
     step: int
     groups: list
-    """Every `rollouts.Group` of the step; the live ones carry zones (and scores)."""
+    """Every `rollouts.Group` of the step."""
+    zones: list[list[str] | None]
+    """Per group, its rollouts' zones (None for a skipped, zero-variance group)."""
+    scores: list[Tensor | None]
+    """Per group, its gate scores [G] (None without a score gate, or for a skipped group)."""
     thresholds: tuple[float, float] | None
     """The score gate's (low, high) thresholds, None on arms without one."""
     stats: list[dict]
@@ -32,22 +37,32 @@ class StepRecord:
     lr: float
 
     @property
-    def live(self) -> list:
-        return [g for g in self.groups if g.zones is not None]
+    def live(self) -> list[tuple]:
+        """(group, zones, scores) of every gated group."""
+        return [(g, z, s) for g, z, s in zip(self.groups, self.zones, self.scores) if z is not None]
 
 
-def gate_quality(live) -> dict:
+def gate_log(groups: list, gated: list) -> tuple[list, list]:
+    """Zones and scores per group of the step from the gate's records (None where skipped)."""
+    by_group = {id(r.group): r for r in gated}
+    found = [by_group.get(id(g)) for g in groups]
+    return [None if r is None else r.zones for r in found], [
+        None if r is None else r.scores for r in found
+    ]
+
+
+def gate_quality(live: list[tuple]) -> dict:
     """AUROC of the gate score and F0.5 of its route decisions against true hack labels.
 
-    live: groups with zones (and scores, on score-gated arms). Measurement only:
-    the labels never feed back into routing (except on the oracle arm, which is
-    defined by them).
+    live: (group, zones, scores) of the gated groups (scores None off the score
+    gates). Measurement only: the labels never feed back into routing (except on
+    the oracle arm, which is defined by them).
     """
     from vgrout.directions.metrics import auroc
 
-    labels = [r.exploited for g in live for r in g.rollouts]
-    routed = [z == "route" for g in live for z in g.zones]
-    scores = [g.scores for g in live]
+    labels = [r.exploited for g, _, _ in live for r in g.rollouts]
+    routed = [z == "route" for _, zs, _ in live for z in zs]
+    scores = [s for _, _, s in live]
     out = {"gate_auroc": None, "gate_f05": None}
     tp = sum(1 for y, z in zip(labels, routed) if y and z)
     fp = sum(1 for y, z in zip(labels, routed) if z and not y)
@@ -65,7 +80,7 @@ def step_row(rec: StepRecord) -> dict:
     shares, gate quality, gradient norms, loss terms and timings."""
     live, stats, thresholds = rec.live, rec.stats, rec.thresholds
     students = [r for g in rec.groups for r in g.rollouts if r.sampler != "teacher"]
-    flat_zones = [z for g in live for z in g.zones]
+    flat_zones = [z for _, zs, _ in live for z in zs]
     row = {
         "step": rec.step,
         "lr": rec.lr,
@@ -93,8 +108,7 @@ def step_row(rec: StepRecord) -> dict:
 def rollout_rows(rec: StepRecord) -> list[dict]:
     """Every rollout of the step; skipped (zero-variance) groups get zone None."""
     rows = []
-    for g in rec.groups:
-        z, s = g.zones, g.scores
+    for g, z, s in zip(rec.groups, rec.zones, rec.scores):
         for i, r in enumerate(g.rollouts):
             rows.append(
                 {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vgrout.grpo.gate import Gated
 from vgrout.grpo.loss import grpo_loss
 from vgrout.grpo.passes import (
     batch_layout,
@@ -32,11 +33,11 @@ def advantages(rewards: Tensor, std_normalise: bool) -> Tensor:
     return adv / (rewards.std() + 1e-6) if std_normalise else adv
 
 
-def group_backward(policy, group, cfg, normaliser: float, step: int) -> dict:
+def group_backward(policy, group: Gated, cfg, normaliser: float, step: int) -> dict:
     """One masked forward/backward for a gated group; gradients accumulate in .grad.
 
-    group: a live `rollouts.Group` whose batch, zones and deployed-view
-    log-probs the gate filled in. normaliser: Dr.GRPO's constant divisor.
+    group: the gate's record of a live group (batch, zones, deployed-view
+    log-probs). normaliser: Dr.GRPO's constant divisor.
     """
     model, batch, zones = policy.model, group.batch, group.zones
     m, d = (t.to(batch.input_ids.device) for t in zone_masks(zones))
@@ -60,7 +61,7 @@ def group_backward(policy, group, cfg, normaliser: float, step: int) -> dict:
     return stats
 
 
-def packed_backward(policy, groups: list, cfg, normaliser: float, step: int) -> list[dict]:
+def packed_backward(policy, groups: list[Gated], cfg, normaliser: float, step: int) -> list[dict]:
     """`group_backward` for several groups in one packed forward and one backward.
 
     Rows of one zone share their prompt's activations (one unit per group and
@@ -86,9 +87,9 @@ def packed_backward(policy, groups: list, cfg, normaliser: float, step: int) -> 
         for i, g in enumerate(groups):
             loss, st = group_loss(
                 g,
-                batch_layout(rows[i], g),
-                batch_layout(full[i], g) if full and _needs_full(g) else None,
-                batch_layout(ref[i], g) if ref else None,
+                batch_layout(rows[i], g.batch),
+                batch_layout(full[i], g.batch) if full and _needs_full(g) else None,
+                batch_layout(ref[i], g.batch) if ref else None,
                 cfg,
                 normaliser,
                 step,
@@ -98,12 +99,12 @@ def packed_backward(policy, groups: list, cfg, normaliser: float, step: int) -> 
     return stats
 
 
-def _needs_full(group) -> bool:
+def _needs_full(group: Gated) -> bool:
     """Rows sampled as trained but trained in keep need their sampler's log-probs."""
     return any(r.sampler == "trained" and z == "keep" for r, z in zip(group.rollouts, group.zones))
 
 
-def group_loss(group, logp, full_logp, ref_logp, cfg, normaliser: float, step: int):
+def group_loss(group: Gated, logp, full_logp, ref_logp, cfg, normaliser: float, step: int):
     """(loss, stats) of one group from its log-probs [G, pos-1] in the training view.
 
     The PPO ratio's old log-probs are the sampler's: the training pass itself
@@ -131,7 +132,7 @@ def group_loss(group, logp, full_logp, ref_logp, cfg, normaliser: float, step: i
     if not torch.isfinite(loss):
         raise FloatingPointError(
             f"non-finite GRPO loss at step {step}, problem "
-            f"{group.problem.id} (rewards {group.rewards().tolist()})"
+            f"{group.group.problem.id} (rewards {group.rewards().tolist()})"
         )
     teacher = torch.tensor([s == "teacher" for s in samplers], device=device)
     if teacher.any():

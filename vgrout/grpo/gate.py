@@ -1,0 +1,66 @@
+"""The gate of a GRPO step: each live group's zones, and what the update needs with them.
+
+`gate` runs the no-grad deployed-view pass (behaviour log-probs of
+deployed-sampled rows, and the gate's pooled bottleneck features on routeA, a
+gradient capture on routeV), lets the router refresh its direction and assign
+zones, and returns one `Gated` record per live group. The update reads only
+these records (`update.group_backward`, `update.packed_backward`); nothing is
+written onto the groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from vgrout.grpo.passes import deployed_pass, deployed_pass_packed, group_batch, group_passes
+from vgrout.grpo.rollouts import Group, Rollout
+from vgrout.lm.tokens import Batch, pad_id
+
+
+@dataclass
+class Gated:
+    """One live group as the gate hands it to the update."""
+
+    group: Group
+    batch: Batch
+    """The rollouts as one batch, [G, prompt + completion] ids, on the training device."""
+    zones: list[str]
+    """Per rollout: keep | absorb | route (vgrout.names.ZONES)."""
+    scores: Tensor | None = None
+    """[G] gate scores (score-gated arms only)."""
+    deployed_logp: Tensor | None = None
+    """[G, pos-1] deployed-view log-probs: the behaviour policy of deployed-sampled rows
+    (None when the group has none)."""
+
+    @property
+    def rollouts(self) -> list[Rollout]:
+        return self.group.rollouts
+
+    def rewards(self) -> Tensor:
+        return self.group.rewards()
+
+
+def gate(policy, router, tok, live: list[Group], step: int, cfg, packed: bool):
+    """Zones for every live group: (one `Gated` per group, in order, the router's thresholds).
+
+    packed: run the deployed-view pass packed (all but the grad site, whose
+    features need a backward per group). The thresholds are None on arms
+    without a score gate.
+    """
+    device = policy.model.device
+    batches = [group_batch(g, pad_id(tok), device) for g in live]
+    if packed and router.site != "grad":
+        passes = []
+        for part in group_passes(list(zip(live, batches)), cfg.groups_per_pass):
+            gs, bs = [g for g, _ in part], [b for _, b in part]
+            passes += deployed_pass_packed(policy, gs, bs, router.site)
+    else:
+        passes = [deployed_pass(policy, g, b, router.site) for g, b in zip(live, batches)]
+    logps, features = [p[0] for p in passes], [p[1] for p in passes]
+    example = next((f for f in features if f is not None), None)
+    router.maybe_refresh(policy.model, tok, step, example)
+    zones, scores, thresholds = router.assign(features, [g.hacked() for g in live])
+    records = [Gated(g, b, z, s, lp) for g, b, z, s, lp in zip(live, batches, zones, scores, logps)]
+    return records, thresholds
