@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from vgrout.directions import diagnostics
+from vgrout.directions import table as table_module
 from vgrout.directions.diagnostics import (
     LabelledPool,
     labelled_pool_from_jsonl,
@@ -19,6 +20,7 @@ from vgrout.directions.diagnostics import (
     routing_table,
     split_by_group,
 )
+from vgrout.directions.table import PairSource
 
 torch.set_num_threads(1)
 
@@ -77,9 +79,9 @@ def test_routing_table_columns_and_signal_ordering(planted_char_lm):
         tok,
         pool,
         {
-            "authored": pairs,
-            "placebo": placebo,
-            "authored_t": ("t", noisy),
+            "authored": PairSource(tuple(pairs)),
+            "placebo": PairSource(tuple(placebo)),
+            "authored_t": PairSource(tuple(noisy), "t"),
             "oracle": "oracle",
             "haar": "haar",
         },
@@ -153,7 +155,7 @@ def test_routing_table_bootstraps_the_held_out_problems(char_lm, monkeypatch):
         seen.append(list(groups))
         return 0.0, 1.0
 
-    monkeypatch.setattr(diagnostics, "bootstrap_ci", spy)
+    monkeypatch.setattr(table_module, "bootstrap_ci", spy)
     routing_table(model, tok, pool, {"haar": "haar"}, sites=["bottleneck"], n_boot=5, n_band=5)
     test = ~split_by_group(pool.groups, pool.labels, 0.5, seed=0)
     assert seen and all(g == np.asarray(pool.groups)[test].tolist() for g in seen)
