@@ -33,7 +33,7 @@ from vgrout.lm.tokens import chat_prompt
 
 def loop_fixed(loop, model, tok, texts, n, new_tokens):
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    return loop(model, ids, n, new_tokens, eos=-1, pad=tok.pad_token_id)
+    return loop(model, ids, n, SamplingSpec(new_tokens), eos=-1, pad=tok.pad_token_id)
 
 
 def seconds(fn) -> float:

@@ -62,7 +62,7 @@ def part_ops(model, tok) -> None:
         counts = []
         for steps in (11, 21):  # the difference is 10 decode steps, prompt pass excluded
             with profile(activities=[ProfilerActivity.CPU]) as p:
-                loop(model, ids, 2, steps, -1, tok.pad_token_id)
+                loop(model, ids, 2, SamplingSpec(steps), -1, tok.pad_token_id)
             counts.append(
                 sum(1 for e in p.events() if e.name.startswith("aten::") and e.cpu_parent is None)
             )
@@ -73,11 +73,11 @@ def part_ops(model, tok) -> None:
 
 def part_decode(model, tok) -> None:
     ids = organism_prompts(tok)
-    fused.decode(model, ids, 8, 100, tok.eos_token_id, tok.pad_token_id)
+    fused.decode(model, ids, 8, SamplingSpec(100), tok.eos_token_id, tok.pad_token_id)
     with profile(activities=[ProfilerActivity.CPU]) as p:
         for seed in range(3):
             torch.manual_seed(seed)
-            fused.decode(model, ids, 8, 100, tok.eos_token_id, tok.pad_token_id)
+            fused.decode(model, ids, 8, SamplingSpec(100), tok.eos_token_id, tok.pad_token_id)
     print(
         "decode: fused loop, 3 x (4 prompts x 8 rows, <= 100 tokens),",
         shares(p, {"matmuls": MATMULS}),
@@ -116,7 +116,7 @@ def part_overlap(model, tok, repeats: int = 7) -> None:
     ids = organism_prompts(tok)
 
     def rollouts():
-        d = fused.decode(model, ids, 8, 100, tok.eos_token_id, tok.pad_token_id)
+        d = fused.decode(model, ids, 8, SamplingSpec(100), tok.eos_token_id, tok.pad_token_id)
         rows = [r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r
                 for r in d.tokens.tolist()]  # fmt: skip
         texts = tok.batch_decode(rows, skip_special_tokens=True)
@@ -145,7 +145,7 @@ def part_compile(model, tok) -> None:
     ids = organism_prompts(tok)
 
     def run():
-        return fused.decode(model, ids, 8, 100, tok.eos_token_id, tok.pad_token_id)
+        return fused.decode(model, ids, 8, SamplingSpec(100), tok.eos_token_id, tok.pad_token_id)
 
     run()
     eager = statistics.median(timed(run) for _ in range(5))

@@ -80,7 +80,9 @@ def hf_greedy(model, prompts, steps: int, eos) -> list[list[int]]:
 
 
 def lean(model, prompts, steps: int, eos, n: int = 1, loop="lean", **kw) -> list[list[int]]:
-    d = LOOPS[loop](model, prompts, n, steps, eos if eos is not None else -1, PAD, **kw)
+    """Decode with LOOPS[loop]; kw: SamplingSpec fields (temperature, top_k, top_p)."""
+    spec = SamplingSpec(steps, **kw)
+    d = LOOPS[loop](model, prompts, n, spec, eos if eos is not None else -1, PAD)
     return [cut(r, eos) for r in d.tokens.tolist()]
 
 
@@ -118,14 +120,14 @@ def test_greedy_matches_hf_generate_on_tiny_qwen3(loop):
 def test_finished_rows_hold_pad_and_the_loop_ends_with_the_last_row(loop):
     model, prompts, steps = tiny_qwen3(), tiny_prompts(), 24
     eos = early_eos(model, prompts, steps)
-    d = LOOPS[loop](model, prompts, 1, steps, eos, PAD, temperature=0.0).tokens
+    d = LOOPS[loop](model, prompts, 1, SamplingSpec(steps, temperature=0.0), eos, PAD).tokens
     stops = stop_steps(d.tolist(), eos)
     assert None in stops and d.shape[1] == steps
     for row, stop in zip(d, stops):
         if stop is not None:
             assert (row[stop + 1 :] == PAD).all()
     finishing = [p for p, s in zip(prompts, stops) if s is not None]
-    short = LOOPS[loop](model, finishing, 1, steps, eos, PAD, temperature=0.0).tokens
+    short = LOOPS[loop](model, finishing, 1, SamplingSpec(steps, temperature=0.0), eos, PAD).tokens
     assert short.shape[1] == max(s for s in stops if s is not None) + 1
 
 
@@ -195,7 +197,7 @@ def test_sampled_steps_use_the_full_sequence_logits(which, dtype, loop, request)
         model, eos = _copy_as(model, dtype), tok.eos_token_id
     n, steps = 3, 30
     torch.manual_seed(0)
-    d = LOOPS[loop](model, prompts, n, steps, eos, PAD, temperature=1.0, keep_logits=True)
+    d = LOOPS[loop](model, prompts, n, SamplingSpec(steps), eos, PAD, keep_logits=True)
     want = full_sequence_logits(model, prompts, n, d.tokens)
     live = torch.ones(d.tokens.shape, dtype=torch.bool)  # steps at which the row was running
     live[:, 1:] = (d.tokens[:, :-1] == eos).cumsum(1) == 0

@@ -31,7 +31,7 @@ def stopping_token(model, prompts, n: int, steps: int, seed: int) -> int:
     """The token that, as eos, frees the most of the [groups, n] layout while leaving a row
     running: the rows that sample it (eos off) end at different steps, and the layout shrinks."""
     torch.manual_seed(seed)
-    free = decode.decode(model, prompts, n, steps, -1, PAD, temperature=1.0).tokens
+    free = decode.decode(model, prompts, n, SamplingSpec(steps), -1, PAD).tokens
     vocab = model.config.vocab_size
     has = torch.stack([(free == tok).any(1) for tok in range(vocab)]).view(vocab, -1, n)
     left = (~has).sum(2)  # [vocab, groups]: rows of each group still running at the end
@@ -65,9 +65,9 @@ def test_rows_that_finish_leave_and_the_rest_keep_their_tokens_and_logits(shrink
     model, prompts, n, steps = tiny_qwen3(), tiny_prompts((5, 11, 3, 8, 6, 9)), 2, 30
     eos = stopping_token(model, prompts, n, steps, seed=0)
     torch.manual_seed(0)
-    want = decode.decode(model, prompts, n, steps, eos, PAD, temperature=1.0).tokens
+    want = decode.decode(model, prompts, n, SamplingSpec(steps), eos, PAD).tokens
     torch.manual_seed(0)
-    got = fused.decode(model, prompts, n, steps, eos, PAD, temperature=1.0, keep_logits=True)
+    got = fused.decode(model, prompts, n, SamplingSpec(steps), eos, PAD, keep_logits=True)
     assert any(shrinks), "no row finished early enough for the layout to shrink"
     ended = (want == eos).any(1)
     assert ended.any() and not ended.all()

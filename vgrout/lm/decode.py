@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from vgrout.lm.kvcache import KVCache, empty_cache, prompt_attention, step_attention
 from vgrout.lm.qwen3 import Attend, causal_lm, decoder_layers, layer_forward, rope_table
+from vgrout.lm.spec import SamplingSpec
 
 
 def run_layers(
@@ -146,19 +147,20 @@ def decode(
     model: nn.Module,
     prompts: list[list[int]],
     n: int,
-    max_new_tokens: int,
+    spec: SamplingSpec,
     eos: int,
     pad: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     keep_logits: bool = False,
 ) -> Decoded:
-    """Continue each prompt n times (rows: prompt 0 x n, prompt 1 x n, ...).
+    """Continue each prompt n times (rows: prompt 0 x n, prompt 1 x n, ...), drawing as
+    `spec` says (its length, temperature, top-k and top-p; the decoder and batch size
+    are the caller's).
 
-    Stops when every row has emitted eos or after max_new_tokens. Draws from
+    Stops when every row has emitted eos or after spec.max_new_tokens. Draws from
     torch's global generator, so `torch.manual_seed` fixes the result.
     """
+    max_new_tokens, temperature = spec.max_new_tokens, spec.temperature
+    top_k, top_p = spec.top_k, spec.top_p
     lm = causal_lm(model)
     pre = prefill(lm, prompts, n, max_new_tokens, pad)
     cache, cos, sin, lengths, logits = pre.cache, pre.cos, pre.sin, pre.lengths, pre.logits

@@ -36,6 +36,7 @@ from vgrout.lm.qwen3 import (
     fused_supports,
     layer_weights,
 )
+from vgrout.lm.spec import SamplingSpec
 
 SHRINK_AT = 0.75
 """Re-layout the cache once the live layout would be <= this share of the current one."""
@@ -109,15 +110,14 @@ def decode(
     model: nn.Module,
     prompts: list[list[int]],
     n: int,
-    max_new_tokens: int,
+    spec: SamplingSpec,
     eos: int,
     pad: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     keep_logits: bool = False,
 ) -> Decoded:
     """`decode.decode` with the fused step and finished rows dropped; same arguments and result."""
+    max_new_tokens, temperature = spec.max_new_tokens, spec.temperature
+    top_k, top_p = spec.top_k, spec.top_p
     lm = causal_lm(model)
     layers = decoder_layers(lm)
     weights = [layer_weights(layer, f"layers.{i}") for i, layer in enumerate(layers)]

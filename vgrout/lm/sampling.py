@@ -99,10 +99,7 @@ def _generate_lean(model, tokenizer, prompts, n: int, spec: SamplingSpec, loop) 
     out = Samples([], [], [])
     for first, count, rows in chunks(len(ids), n, spec.batch_size):
         group = ids[first : first + count]
-        new = loop(
-            model, group, rows, spec.max_new_tokens, eos, pad_id(tokenizer),
-            spec.temperature, spec.top_k, spec.top_p,
-        ).tokens  # fmt: skip
+        new = loop(model, group, rows, spec, eos, pad_id(tokenizer)).tokens
         out.prompt_ids.extend(list(p) for p in group for _ in range(rows))
         out.completion_ids.extend(cut_at_eos(row, eos) for row in new.tolist())
     out.texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
