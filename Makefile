@@ -28,10 +28,12 @@ install: $(STAMP)
 organism: $(STAMP)
 	$(BIN)/python -m vgrout.lm build --output data/organism
 
-# ruff lints and checks formatting (config in pyproject.toml); notebooks must hold no outputs.
+# ruff lints and checks formatting, mypy checks the types of vgrout/ (config in
+# pyproject.toml); notebooks must hold no outputs.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python tools/strip_notebooks.py --check notebooks/*.ipynb
 
 test: lint

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import Callable
 
 INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
@@ -25,7 +25,7 @@ def add_debug_flag(ap: argparse.ArgumentParser) -> None:
     )
 
 
-def run(main: Callable[[Sequence[str] | None], int | None], prog: str, argv=None) -> int:
+def run(main: Callable[[list[str]], int | None], prog: str, argv=None) -> int:
     """Call main(argv); an input error becomes `prog: error: message` and status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from vgrout.paths import repo_path
 
@@ -37,7 +37,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call write(temp_path), then rename the temp file onto `path`.
 
     The file gets the permissions a plain ``open(path, "w")`` would give it,
@@ -105,9 +105,7 @@ def save_json(obj, path: str | Path) -> Path:
     return atomic_write(repo_path(path), lambda tmp: Path(tmp).write_text(text))
 
 
-def iter_jsonl(
-    path: str | Path, error: type[Exception] = ValueError
-) -> Iterator[tuple[str, object]]:
+def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterator[tuple[str, Any]]:
     """Yield ("file:line", parsed value) for every non-blank line.
 
     A line that is not valid JSON raises `error` naming its file and line, so

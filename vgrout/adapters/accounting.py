@@ -38,7 +38,7 @@ def block_delta_norms(model: nn.Module) -> dict[str, float]:
             a = torch.cat([layer.lora_A[n].weight.double() for n in names], 0)  # [2r, in]
             b = torch.cat([layer.lora_B[n].weight.double() for n in names], 1)  # [out, 2r]
             gram = (b.T @ b) * (a @ a.T)  # elementwise; sum = tr(B^T B A A^T)
-            sq[block] += max(float(gram.sum()), 0.0) * layer.scaling[block] ** 2
+            sq[block] += max(float(gram.sum()), 0.0) * float(layer.scaling[block]) ** 2
     return {b: math.sqrt(v) for b, v in sq.items()}
 
 

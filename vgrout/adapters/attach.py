@@ -189,7 +189,7 @@ def trainable_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return out
 
 
-def bottleneck_modules(model: nn.Module, block: str = "deployed") -> dict[str, nn.Module]:
+def bottleneck_modules(model: nn.Module, block: str = "deployed") -> dict:
     """{short module name: lora_A[block]}; a forward hook there sees A·x [batch, pos, r].
 
     Hooks see nothing inside `merged_for_generation` or `reference_policy`

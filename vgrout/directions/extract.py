@@ -18,8 +18,9 @@ Sources:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -87,7 +88,9 @@ def haar_direction(shape: Sequence[int], seed: int, widths: Sequence[int] | None
 
 
 def oracle_direction(
-    feats: Tensor, labels: Sequence[int] | Tensor, split_mask: Sequence[bool] | Tensor
+    feats: Tensor,
+    labels: Sequence[int] | Tensor | np.ndarray,
+    split_mask: Sequence[bool] | Tensor | np.ndarray,
 ) -> Tensor:
     """Unit difference of class means (hack=1 minus clean=0), train rows only.
 
@@ -145,7 +148,7 @@ def extract_directions(
     if not pairs:
         raise ValueError("extract_directions: no pairs")
     prompts = [p.prompt for p in pairs]
-    kw = dict(
+    kw: dict[str, Any] = dict(
         sites=sites, block=block, batch_size=batch_size, max_completion_tokens=max_completion_tokens
     )
     hack = capture_texts(model, tokenizer, prompts, [p.hack for p in pairs], **kw)

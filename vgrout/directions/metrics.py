@@ -170,7 +170,8 @@ def bootstrap_ci(
     hack_major = np.bincount(inverse, weights=y) / sizes >= 0.5
     strata = [k for k in (np.flatnonzero(hack_major), np.flatnonzero(~hack_major)) if k.size]
     rng = np.random.default_rng(seed)
-    stats, redraws = [], 0
+    stats: list[float] = []
+    redraws = 0
     while len(stats) < n:
         drawn = np.concatenate([rng.choice(k, k.size) for k in strata])
         lens = sizes[drawn]

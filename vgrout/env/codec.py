@@ -30,6 +30,7 @@ import json
 import math
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii as _escape
+from typing import cast
 
 _type, _id, _len, _list, _sorted = type, id, len, list, sorted
 _object_getattribute, _dict = object.__getattribute__, dict
@@ -56,7 +57,7 @@ MAX_INT_BITS = 4000
 MAX_TYPE_NAME = 100
 REL_TOL, ABS_TOL = 1e-6, 1e-9
 
-_SEQ_TAGS = {list: "l", tuple: "t", set: "S", frozenset: "F"}
+_SEQ_TAGS: dict[type, str] = {list: "l", tuple: "t", set: "S", frozenset: "F"}
 # Upper bounds on the JSON text of the table, in bytes: a node's framing
 # ('["x",' ... ']' and the comma after it), the longest float repr
 # ("-2.2250738585072014e-308"), and the digits of an int per bit (log10 2 < 0.31).
@@ -187,7 +188,7 @@ def _encode(value, max_nodes: int, max_bytes: int) -> list:
                 elif t is dict:
                     items = [y for kv in _list(x.items()) for y in kv]
                 else:
-                    items = fields[2]
+                    items = cast(tuple, fields)[2]  # an object: _obj_fields gave them
                 open_ids.add(_id(x))
                 work.append((1, (head, _len(items), _id(x))))
                 work.extend((0, y) for y in reversed(items))

@@ -340,7 +340,8 @@ def grade_many(
     limits = limits or Limits()
     unpacked = [_unpack(it) for it in items]
     _expected_tables({id(p): p for _, p, _ in unpacked}.values(), limits, pool)
-    jobs, slots = [], []
+    jobs: list = []
+    slots: list[tuple] = []
     for completion, problem, mode in unpacked:
         code = extract_code(completion)
         marker = _marker(problem, mode, markers or {})

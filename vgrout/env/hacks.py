@@ -74,9 +74,9 @@ def load_hacks(path: str | Path | None = None) -> dict[str, list[str]]:
     for where, row in iter_jsonl(path):
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected an object")
-        for key in ("mode", "variant", "template"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(f"{where}: field {key!r} missing or not a string")
+        for name in ("mode", "variant", "template"):
+            if not isinstance(row.get(name), str):
+                raise ValueError(f"{where}: field {name!r} missing or not a string")
         key = (row["mode"], row["variant"])
         if key in seen:
             raise ValueError(f"{where}: duplicate (mode, variant) {key}, first at {seen[key]}")

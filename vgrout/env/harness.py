@@ -30,6 +30,7 @@ import builtins
 import json
 import os
 import sys
+from typing import Any, cast
 
 from .codec import EncodeError, encode
 
@@ -144,7 +145,7 @@ def _channel_check(mode: str, marker: str, ns: dict) -> None:
     ok = False
     try:
         if mode == "run_tests":
-            fn = ns.get(marker)
+            fn: Any = ns.get(marker)
             if _exc_type(fn).__name__ == "function":
                 ns["Solution"] = _StubSolution
                 fn()
@@ -224,7 +225,7 @@ def main(job: dict, result_bytes: int) -> int:
         if code is None:
             status = 0
         elif _exc_type(code) is int:
-            status = code & 0xFF
+            status = cast(int, code) & 0xFF
         else:
             status = 1
     except BaseException:  # noqa: BLE001 - whatever the program raised, report a failure

@@ -25,6 +25,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict
+from typing import Any
 
 from .sandbox import OUTPUTS, Limits, decode_outputs, remove_run_dirs
 
@@ -61,7 +62,8 @@ class _Worker:
         env = dict(os.environ)
         if sandbox:
             env["VGROUT_SANDBOX"] = sandbox
-        self.proc = subprocess.Popen(
+        # stdin and stdout are pipes (never None), which Popen's type does not say
+        self.proc: Any = subprocess.Popen(
             [sys.executable, "-m", "vgrout.env.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -73,8 +75,9 @@ class _Worker:
         self.buf = bytearray()
         self.hello = json.loads(self._readline_blocking(60.0))
         _announce(self.hello)
-        self.job = None  # (index, deadline, most bytes its reply may have) of the job in flight
-        self.head = None  # the header of the reply being read
+        # (index, deadline, most bytes its reply may have) of the job in flight
+        self.job: Any = None
+        self.head: Any = None  # the header of the reply being read
 
     def _readline_blocking(self, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout

@@ -163,7 +163,8 @@ def _parse_row(where: str, row: object) -> dict:
 def read_rows(path: str | Path) -> list[tuple[str, dict]]:
     """[(file:line, checked fields)] for every non-blank line of a jsonl file."""
     path = Path(path)
-    rows, seen = [], {}
+    rows: list = []
+    seen: dict[str, str] = {}
     for where, raw in iter_jsonl(path, ProblemFormatError):
         fields = _parse_row(where, raw)
         if fields["id"] in seen:

@@ -43,6 +43,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from . import harness, isolation
 from .isolation import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, check, libc
@@ -113,7 +114,7 @@ def _program(job: dict, limits: Limits, tmp: str, out_w: int, res_w: int, drop: 
     try:
         os.setsid()
         if drop:
-            os.chroot(isolation.ROOT)
+            os.chroot(cast(str, isolation.ROOT))
             tmp = "/run/" + os.path.basename(tmp)
         os.chdir(tmp)
         null = os.open("/dev/null", os.O_RDONLY)
@@ -222,7 +223,8 @@ def _empty_flat(top: int, deadline: float) -> int:
     entries = _entries(top)
     taken = {name for name, _ in entries}
     fresh = (n for n in map(str, itertools.count()) if n not in taken)  # names for moved dirs
-    todo, stuck = [], 0  # every name in todo is a directory in top
+    todo: list[str] = []  # every name in todo is a directory in top
+    stuck = 0
     for k, (name, is_dir) in enumerate(entries):
         if time.monotonic() > deadline:
             return len(entries) - k + len(todo) + stuck
@@ -409,7 +411,9 @@ def run_job(job: dict, limits: Limits, level: str) -> dict:
     # fallback runs then live in the writable BASE.)
     tmp = tempfile.mkdtemp(
         prefix=run_dir_prefix(os.getpid()),
-        dir=os.path.join(isolation.ROOT, "run") if level == "namespaces" else isolation.BASE,
+        dir=os.path.join(cast(str, isolation.ROOT), "run")
+        if level == "namespaces"
+        else isolation.BASE,
     )
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()

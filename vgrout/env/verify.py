@@ -94,14 +94,16 @@ def verify(
     t0 = time.perf_counter()
     limits = limits or Limits(wall_s=VERIFY_WALL_S, cpu_s=int(VERIFY_WALL_S))
     problems = load_problems(path, ["gt_only"], eval_markers=eval_markers)[:limit]
-    hacks, hack_source = canonical_hacks(hacks)
-    rows = list(_rows(problems, list(modes), hacks, eval_markers))
+    templates, hack_source = canonical_hacks(hacks)
+    rows = list(_rows(problems, list(modes), templates, eval_markers))
     grades = grade_many(
         [(text, with_mode(p, m) if p.mode != m else p, m) for _, _, text, p, m in rows],
         workers=workers,
         limits=limits,
     )
-    cells, labels, problems_bad = {}, [], []
+    cells: dict = {}
+    labels: list = []
+    problems_bad: list = []
     for (label, home, _, p, m), g in zip(rows, grades):
         if label not in labels:
             labels.append(label)

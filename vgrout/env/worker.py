@@ -58,6 +58,7 @@ def _serve(inp, out_fd: int) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     forced = os.environ.get("VGROUT_SANDBOX", "")
+    why: str | None
     if forced == "none":
         level, why = "none", "VGROUT_SANDBOX=none"
     else:

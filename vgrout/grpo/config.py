@@ -14,6 +14,7 @@ import inspect
 import json
 import textwrap
 from dataclasses import dataclass
+from typing import cast
 
 from vgrout.env.modes import LOOPHOLE_MODES
 from vgrout.lm.spec import SamplingSpec
@@ -324,7 +325,7 @@ def field_docs(cls: type = GRPOConfig) -> dict[str, str]:
     source; the command line shows them as each flag's help.
     """
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
+    body = cast(ast.ClassDef, tree.body[0]).body
     docs = {}
     for node, nxt in zip(body, body[1:]):
         if (

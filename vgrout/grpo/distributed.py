@@ -40,6 +40,7 @@ import pickle
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -149,7 +150,7 @@ class World:
         else:
             seeds = [sampling_seed(cfg.seed, r) for r in range(self.size)]
             torch.manual_seed(seeds[self.rank])
-        run.seeds = seeds
+        cast(SharedRunDir, run).seeds = seeds  # open_run gave every rank one
         if self.main:
             launches = (record or {}).get("launches", []) + [{"from_step": ts.step}]
             body = {"world_size": self.size, "backend": self.backend, "sampling_seeds": seeds,
@@ -229,13 +230,13 @@ class World:
         """obj from every rank, in rank order (pickled before the flag, so a bad object fails here)."""
         blob = pickle.dumps(obj)
         self._sync(op)
-        out = [None] * self.size
+        out: list[Any] = [None] * self.size
         dist.all_gather_object(out, blob)
         return [pickle.loads(b) for b in out]
 
     def broadcast_object(self, obj, op: str):
         """Rank 0's obj on every rank."""
-        blob = [pickle.dumps(obj) if self.main else None]
+        blob: list[Any] = [pickle.dumps(obj) if self.main else None]
         self._sync(op)
         dist.broadcast_object_list(blob, src=0)
         return pickle.loads(blob[0])
@@ -416,7 +417,7 @@ class SharedRouter(Router):
             example = torch.zeros(first[0], dtype=first[1])  # the refresh reads its shape only
         refreshed = super().maybe_refresh(model, tokenizer, step, example)
         if refreshed:
-            d = self.direction
+            d = cast(torch.Tensor, self.direction)
             self.direction = self.world.broadcast_object(d.cpu(), "direction").to(d.device)
         return refreshed
 

@@ -15,6 +15,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,7 +99,7 @@ def train(cfg: GRPOConfig, world: World | None = None) -> RunResult:
 class RunData:
     """What a run reads once: the tokenizer, problems, hack templates, pairs, the grader."""
 
-    base: object
+    base: Any
     """The freshly loaded policy model, before adapters are attached."""
     tokenizer: object
     train_set: list
@@ -189,7 +190,7 @@ def optimizer_step(ts: TrainState, cfg: GRPOConfig) -> tuple[dict, float]:
     Returns (gradient measurements, the learning rate this step used).
     """
     grad = clip_and_measure(ts.policy, cfg.grad_clip)
-    lr = ts.sched.get_last_lr()[0]
+    lr = float(ts.sched.get_last_lr()[0])
     ts.opt.step()
     decay_toward_init(ts.policy.all_params(), ts.init_values, cfg.weight_decay * lr)
     ts.sched.step()

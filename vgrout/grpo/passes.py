@@ -12,6 +12,7 @@ deployed-sampled rows' log-probs, so routing adds no forward of its own.
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -51,7 +52,7 @@ def behaviour_logprobs(model, batch: Batch) -> Tensor:
     sp = shared_prompt(model, batch)
     if sp is None:
         return token_logprobs(model, batch)
-    return completion_logprobs(model, sp, prompt_cache(model, sp))
+    return cast(Tensor, completion_logprobs(model, sp, prompt_cache(model, sp)))
 
 
 @torch.no_grad()

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 
 @dataclass
 class Policy:
-    model: object
+    model: Any
     params: dict[str, list[torch.nn.Parameter]]
     """Trainable parameters by block: "deployed", "quarantine" (empty for plain LoRA)."""
     routed: bool

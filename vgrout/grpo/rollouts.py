@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -43,7 +43,7 @@ class Group:
     grading.
     """
 
-    problem: object
+    problem: Any
     mode: str
     """The grading mode: the problem's, or gt_only for a hint-free prompt."""
     rollouts: list[Rollout] = field(default_factory=list)

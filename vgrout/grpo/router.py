@@ -10,7 +10,7 @@ already runs for behaviour log-probs (routeA) or from a gradient capture
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor
@@ -76,11 +76,13 @@ class Router:
         from vgrout.directions.extract import extract_directions, pair_stream, stream_direction
         from vgrout.lm import packed
 
+        site, pairs = cast(str, self.site), cast(Sequence, self.pairs)  # set on gated arms
+
         if self.cfg.forward == "packed" and self.site == "bottleneck" and packed.supports(model):
             if self._stream is None:
-                self._stream = pair_stream(tokenizer, self.pairs, model.device)
+                self._stream = pair_stream(tokenizer, pairs, model.device)
             return stream_direction(model, self._stream)
-        return extract_directions(model, tokenizer, self.pairs, sites=(self.site,))[self.site]
+        return extract_directions(model, tokenizer, pairs, sites=(site,))[site]
 
     def assign(self, feats: Sequence[Tensor | None], hacked: Sequence[Sequence[bool]]):
         """Zones per group, scores per group (or None), and the thresholds used (None on
@@ -103,10 +105,12 @@ class Router:
                 [None] * len(hacked),
                 None,
             )
-        for f in feats:
+        direction = cast(Tensor, self.direction)  # refreshed before the first gated step
+        gated = cast(Sequence[Tensor], feats)  # every live group has features on these arms
+        for f in gated:
             self.buffer.add(f)
-        thr = self.buffer.thresholds(self.direction)
-        scores = [score(f.float().cpu(), self.direction) for f in feats]
+        thr = self.buffer.thresholds(direction)
+        scores = [score(f.float().cpu(), direction) for f in gated]
         zones = [zones_from_scores(s, thr, cfg.unrouted_zone, cfg.keep_low_tail) for s in scores]
         return zones, scores, thr
 

@@ -63,7 +63,7 @@ def gate_quality(live: list[tuple]) -> dict:
     labels = [r.exploited for g, _, _ in live for r in g.rollouts]
     routed = [z == "route" for _, zs, _ in live for z in zs]
     scores = [s for _, _, s in live]
-    out = {"gate_auroc": None, "gate_f05": None}
+    out: dict[str, float | None] = {"gate_auroc": None, "gate_f05": None}
     tp = sum(1 for y, z in zip(labels, routed) if y and z)
     fp = sum(1 for y, z in zip(labels, routed) if z and not y)
     fn = sum(1 for y, z in zip(labels, routed) if y and not z)

@@ -9,6 +9,8 @@ the PPO ratio come from the sampler's view (see passes.py).
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor
 
@@ -76,14 +78,15 @@ def packed_backward(policy, groups: list[Gated], cfg, normaliser: float, step: i
         unmasked = pack_groups(groups, device)  # one unit per prompt: no masks in these passes
     if any(_needs_full(g) for g in groups):
         with torch.no_grad():
-            full = split_rows(packed.forward(model, unmasked), groups)
+            full = split_rows(_logprobs(model, unmasked), groups)
     if cfg.kl_beta > 0:
         with torch.no_grad(), policy.reference():
-            ref = split_rows(packed.forward(model, unmasked), groups)
+            ref = split_rows(_logprobs(model, unmasked), groups)
     pk = pack_groups(groups, device, keys=zones)
-    stats, total = [], 0.0
+    stats: list[dict] = []
+    total: Any = 0.0
     with policy.masked(pk.token_masks(m), pk.token_masks(d)):
-        rows = split_rows(packed.forward(model, pk), groups)
+        rows = split_rows(_logprobs(model, pk), groups)
         for i, g in enumerate(groups):
             loss, st = group_loss(
                 g,
@@ -97,6 +100,11 @@ def packed_backward(policy, groups: list[Gated], cfg, normaliser: float, step: i
             total, stats = total + loss, stats + [st]
         total.backward()
     return stats
+
+
+def _logprobs(model, pk: packed.Packed) -> Tensor:
+    """`packed.forward` with its lm head: log-probs [rows, C]."""
+    return cast(Tensor, packed.forward(model, pk))
 
 
 def _needs_full(group: Gated) -> bool:

@@ -19,6 +19,7 @@ import json
 import random
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -95,7 +96,7 @@ def recipe_hash(recipe: OrganismRecipe) -> str:
     return h.hexdigest()[:12]
 
 
-def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[list[dict] | str, str]]]:
+def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
     """(prompt, completion) examples by kind: clean, hack, pair.
 
     Only the train split is read: the held-out problems must stay unseen.
@@ -126,7 +127,7 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[list[dict] | str, str
     return {"clean": clean, "hack": hack, "pair": pairs}
 
 
-def unseen_problem_ids(recipe: OrganismRecipe) -> list[str]:
+def unseen_problem_ids(recipe: OrganismRecipe) -> list:
     """Training problems the warm start never shows (see `OrganismRecipe.unseen_every`)."""
     from vgrout.env import load_problems
 

@@ -140,7 +140,9 @@ def pack(
     row_unit = [unit_of.setdefault((tuple(p), k), len(unit_of)) for p, k in zip(prompts, keys)]
     units = list(unit_of)  # in first-seen order
     first_row = {u: i for i, u in reversed(list(enumerate(row_unit)))}  # unit -> its first row
-    ids, pos, token_row = [], [], []
+    ids: list[int] = []
+    pos: list[int] = []
+    token_row: list[int] = []
     prompt_rows, start = [], 0
     for u, (p, _) in enumerate(units):
         prompt_rows.append(list(range(start, start + len(p))))

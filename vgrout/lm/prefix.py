@@ -151,6 +151,6 @@ def completion_logprobs(
     )
     if not logits:
         return None
-    logits = torch.cat([pc.first[pc.row_zone].unsqueeze(1), out.logits], 1)  # [batch, C+1, vocab]
+    every = torch.cat([pc.first[pc.row_zone].unsqueeze(1), out.logits], 1)  # [batch, C+1, vocab]
     ids = torch.cat([sp.prompt[:, -1:].expand(n, 1), sp.completion], 1)  # last prompt token first
-    return _to_left_padded(next_token_logprobs(logits, ids), sp)
+    return _to_left_padded(next_token_logprobs(every, ids), sp)

@@ -120,7 +120,7 @@ PROJECTIONS = tuple(f"self_attn.{p}_proj" for p in "qkvo") + tuple(
 """A decoder layer's Linears by their path under the layer."""
 
 
-def weight_modules(lm: nn.Module) -> list[nn.Module]:
+def weight_modules(lm: nn.Module) -> list:
     """Modules the fused step reads as weights instead of calling (their hooks would not fire)."""
     out = []
     for layer in decoder_layers(lm):

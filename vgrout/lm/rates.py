@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Sequence
 
 from vgrout.lm.spec import SamplingSpec
 
@@ -22,7 +22,7 @@ def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
     n = len(grades)
     if n == 0:
         raise ValueError("rates: no grades to summarise")
-    out = {"n": n}
+    out: dict = {"n": n}
     for key, attr in (
         ("compile", "format_ok"),
         ("solve", "gt_correct"),
@@ -45,9 +45,9 @@ def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
 
 
 def sample_and_grade(
-    model, tokenizer, problems: Sequence, n_samples: int, spec: SamplingSpec,
+    model, tokenizer, problems: Sequence[Any], n_samples: int, spec: SamplingSpec,
     seed: int | None = 0, workers: int = 2,
-) -> tuple[list[tuple[str, object]], list]:  # fmt: skip
+) -> tuple[list[tuple[str, Any]], list]:  # fmt: skip
     """Sample `n_samples` per problem as `spec` says and grade each under its problem's mode.
 
     Returns (items, grades): items[i] = (completion, problem), laid out
@@ -64,7 +64,7 @@ def sample_and_grade(
 
 
 def evaluate_policy(
-    model, tokenizer, problems: Sequence, n_samples: int, spec: SamplingSpec,
+    model, tokenizer, problems: Sequence[Any], n_samples: int, spec: SamplingSpec,
     seed: int | None = 0, workers: int = 2,
 ):  # fmt: skip
     """`sample_and_grade`, summarised: (rates with a per-mode breakdown, rows).

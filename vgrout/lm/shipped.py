@@ -20,6 +20,7 @@ import json
 import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 from vgrout import paths
 from vgrout.files import atomic_dir
@@ -60,9 +61,10 @@ def ship(built: Path, out: Path | None = None) -> dict:
     out = Path(out or paths.ORGANISM)
     info = json.loads((Path(built) / RECORD).read_text())
     names = {f.name for f in fields(OrganismRecipe)}
-    recipe = OrganismRecipe(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in info["recipe"].items()}
-    )
+    fields_read: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in info["recipe"].items()
+    }
+    recipe = OrganismRecipe(**fields_read)
     if set(info["recipe"]) != names:
         raise ValueError(f"{built}/{RECORD}: recipe fields differ from OrganismRecipe's")
     record = {
