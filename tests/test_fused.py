@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import model_tol
 from test_decode import (
     PAD,
     full_sequence_logits,
@@ -130,3 +131,32 @@ def test_a_routed_model_outside_a_merged_view_falls_back_to_the_lean_loop(monkey
     with pytest.warns(UserWarning, match="decoder='fused' does not support .*; using 'lean'"):
         sampling.generate(model, ByteTokenizer(), ["ab"], 2, SamplingSpec(3, decoder="fused"))
     assert calls == [decode.decode]
+
+
+def test_taps_pool_the_bottleneck_a_trained_view_capture_pools(shrinks):
+    """Sampling with the deployed block's A beside each merged projection yields, per row,
+    the deployed bottleneck A·x pooled over its completion tokens (eos included) as a
+    capture of the trained view pools it, for rows ended by eos and by the length cap."""
+    from test_decode import routed_tiny
+
+    from vgrout.adapters import bottleneck_taps, merged_for_generation
+    from vgrout.directions.capture import capture_in_forward
+    from vgrout.lm.sampling import cut_at_eos
+    from vgrout.lm.tokens import from_ids
+
+    model, prompts, n, steps = routed_tiny(), tiny_prompts((5, 11, 3, 8, 6, 9)), 2, 30
+    eos = stopping_token(model, prompts, n, steps, seed=0)
+    taps = bottleneck_taps(model)
+    torch.manual_seed(0)
+    with merged_for_generation(model, "trained"):
+        got = fused.decode(model, prompts, n, SamplingSpec(steps), eos, PAD, taps=taps)
+    comps = [cut_at_eos(row, eos) for row in got.tokens.tolist()]
+    ended = [c[-1] == eos for c in comps]
+    assert any(ended) and not all(ended), "rows must end both ways"
+    assert any(shrinks), "finished rows must leave the batch (after their eos is read)"
+    batch = from_ids([p for p in prompts for _ in range(n)], comps, PAD)
+    with torch.no_grad(), capture_in_forward(model, batch.completion_mask) as cap:
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    want = cap.features  # [rows, modules, r], the trained view (both blocks, unmerged)
+    assert got.features is not None
+    torch.testing.assert_close(got.features.view(want.shape), want, **model_tol(want))

@@ -9,7 +9,7 @@ from .export import export_deployed, load_adapters, save_adapters
 from .inits import INITS
 from .layers import ALL_ADAPTERS, ANCHOR, BLOCKS, DEFAULT_TARGETS
 from .masks import route
-from .views import ablate_quarantine, merged_for_generation, reference_policy
+from .views import ablate_quarantine, bottleneck_taps, merged_for_generation, reference_policy
 
 __all__ = [
     "ALL_ADAPTERS",
@@ -21,6 +21,7 @@ __all__ = [
     "attach_routed_adapters",
     "block_delta_norms",
     "block_grad_norms",
+    "bottleneck_taps",
     "bottleneck_modules",
     "clip_grad_per_block",
     "export_deployed",

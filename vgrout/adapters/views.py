@@ -15,7 +15,15 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .layers import ANCHOR, DEPLOYED, QUARANTINE, assert_not_merged, lora_layers, routed_info
+from .layers import (
+    ANCHOR,
+    DEPLOYED,
+    QUARANTINE,
+    assert_not_merged,
+    lora_layers,
+    routed_info,
+    short_name,
+)
 
 VIEW_ADAPTERS = {
     "trained": (DEPLOYED, ANCHOR[DEPLOYED], QUARANTINE, ANCHOR[QUARANTINE]),
@@ -144,3 +152,41 @@ def merged_for_generation(model: nn.Module, view: str = "trained") -> Iterator[N
             layer.base_layer.weight.data = data
             setattr(parent, child, layer)
         info.merged_view = None
+
+
+TAP_GROUPS = {
+    "self_attn.q_proj": "qkv", "self_attn.k_proj": "qkv", "self_attn.v_proj": "qkv",
+    "self_attn.o_proj": "o", "mlp.gate_proj": "gate_up", "mlp.up_proj": "gate_up",
+    "mlp.down_proj": "down",
+}  # fmt: skip
+"""Which input each Qwen3 projection reads, as `vgrout.lm.qwen3.LayerTaps` groups them."""
+
+
+@torch.no_grad()
+def bottleneck_taps(model: nn.Module, block: str = DEPLOYED) -> list:
+    """Per decoder layer, `qwen3.LayerTaps` holding `block`'s A matrices: the fused decoder
+    multiplies them beside each merged projection, so sampling yields A·x at every adapted
+    module, pooled as the gate pools it (rows in the order of `lora_layers`, the capture's).
+
+    Read outside `merged_for_generation` (inside it the LoRA layers are swapped out).
+    """
+    from vgrout.lm.qwen3 import LayerTaps, causal_lm
+
+    rows: dict[int, dict[str, list[Tensor]]] = {}
+    order = []
+    for name, layer in lora_layers(model):
+        short = short_name(name)  # layers.{i}.{path}
+        _, index, path = short.split(".", 2)
+        if path not in TAP_GROUPS:
+            raise ValueError(f"bottleneck_taps: {short} is not a Qwen3 projection")
+        group = TAP_GROUPS[path]
+        rows.setdefault(int(index), {}).setdefault(group, []).append(
+            layer.lora_A[block].weight.detach().clone()
+        )
+        order.append((int(index), list(TAP_GROUPS.values()).index(group)))
+    if order != sorted(order):  # the fused step emits groups in TAP_GROUPS order per layer
+        raise ValueError("bottleneck_taps: adapted modules are not in layer and projection order")
+    layers = causal_lm(model).config.num_hidden_layers
+    return [
+        LayerTaps(**{g: torch.cat(ws) for g, ws in rows.get(i, {}).items()}) for i in range(layers)
+    ]

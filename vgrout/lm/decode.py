@@ -108,6 +108,9 @@ class Decoded:
     """[rows, steps] new ids; after a row's eos, `pad`."""
     logits: Tensor | None
     """[rows, steps, vocab] fp32 logits each token was chosen from (keep_logits only)."""
+    features: Tensor | None = None
+    """[rows, k] the fused loop's tapped products pooled over each row's completion
+    tokens (taps only; see `fused.decode`)."""
 
 
 @dataclass

@@ -20,6 +20,8 @@ does, so the RNG stream is the lean loop's whatever the layout.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
@@ -28,6 +30,7 @@ from vgrout.lm.decode import Decoded
 from vgrout.lm.kvcache import KVCache, step_attention
 from vgrout.lm.projections import projection_weight
 from vgrout.lm.qwen3 import (
+    LayerTaps,
     LayerWeights,
     causal_lm,
     decoder_layers,
@@ -55,10 +58,12 @@ def step(
     cs: Tensor,
     cache: KVCache,
     t: int,
+    tapped: list[Tensor] | None = None,
 ) -> Tensor:
     """fp32 logits [R, vocab] of the next token for tok [R] in the cache's layout [g, n].
 
-    cs: [R, 2, 1, hd] cos and sin at each row's position; head: lm_head weight.
+    cs: [R, 2, 1, hd] cos and sin at each row's position; head: lm_head weight;
+    tapped: where the layers' tapped products go (`qwen3.fused_layer`).
     """
     h = lm.model.embed_tokens(tok)  # [R, d]
     kv = cache.prompt_k.shape[2]
@@ -67,7 +72,7 @@ def step(
         def attend(q: Tensor, k: Tensor, v: Tensor, i: int = i) -> Tensor:
             return step_attention(q, k, v, cache, i, t, None)  # q is scaled in qk_scale
 
-        h = fused_layer(w, h, cs, kv, attend)
+        h = fused_layer(w, h, cs, kv, attend, tapped)
     return final_logits(lm, h, head)
 
 
@@ -105,6 +110,49 @@ def shrink(cache: KVCache, slots: Tensor, live: Tensor, t: int) -> tuple[KVCache
     return new, new_slots
 
 
+class TapPool:
+    """Sums of the tapped products over each batch row's completion tokens (eos included)."""
+
+    def __init__(self, rows: int, device):
+        self.sums: Tensor | None = None  # [rows, k], at least fp32
+        self.count = torch.zeros(rows, device=device)
+
+    def add(self, tapped: list[Tensor], flat: Tensor, fed: Tensor) -> None:
+        """tapped: [R, k_i] per slot; flat [R]: each slot's batch row (-1: none); fed [rows]:
+        the row's token at this step is a completion token."""
+        x = torch.cat(tapped, 1)
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        ok = (flat >= 0) & fed[flat.clamp(min=0)]
+        if self.sums is None:
+            self.sums = x.new_zeros(len(self.count), x.shape[1])
+        self.sums.index_add_(0, flat[ok], x[ok])
+        self.count.index_add_(0, flat[ok], torch.ones_like(flat[ok], dtype=self.count.dtype))
+
+    def mean(self) -> Tensor:
+        """[rows, k]; a row with no token gives 0."""
+        if self.sums is None:
+            raise RuntimeError("TapPool: no decode step fed a token")
+        return self.sums / self.count.clamp_min(1.0)[:, None].to(self.sums.dtype)
+
+
+def _by_row(values: Tensor, flat: Tensor, rows: int, fill) -> Tensor:
+    """Per-slot values [R, ...] -> per batch row [rows, ...] (`fill` for a row without a slot)."""
+    held = flat >= 0
+    out = torch.full((rows, *values.shape[1:]), fill, dtype=values.dtype, device=values.device)
+    out[flat[held]] = values[held]
+    return out
+
+
+def _pick(logits: Tensor, flat: Tensor, rows: int, spec: SamplingSpec, pad: int) -> Tensor:
+    """Each batch row's next token [rows] from its slot's logits; every row takes its uniform
+    from one [rows] draw per step, so the random stream is the lean loop's whatever the layout."""
+    dev = logits.device
+    u = torch.rand((rows, 1), dtype=torch.float64, device=dev) if spec.temperature > 0 else None
+    picked = lean.choose(logits, spec.temperature, spec.top_k, spec.top_p,
+                         None if u is None else u[flat.clamp(min=0)])  # fmt: skip
+    return _by_row(picked, flat, rows, pad)
+
+
 @torch.no_grad()
 def decode(
     model: nn.Module,
@@ -114,45 +162,51 @@ def decode(
     eos: int,
     pad: int,
     keep_logits: bool = False,
+    taps: list[LayerTaps] | None = None,
 ) -> Decoded:
-    """`decode.decode` with the fused step and finished rows dropped; same arguments and result."""
-    max_new_tokens, temperature = spec.max_new_tokens, spec.temperature
-    top_k, top_p = spec.top_k, spec.top_p
+    """`decode.decode` with the fused step and finished rows dropped; same arguments and result.
+
+    taps: per layer, products to compute beside the projections (`qwen3.LayerTaps`);
+    their mean over each row's completion tokens comes back as `Decoded.features`.
+    To see every completion token as input, a row stays in the batch for one step
+    after its last token (eos, or the length cap), whose sampled token is dropped.
+    """
     lm = causal_lm(model)
-    layers = decoder_layers(lm)
-    weights = [layer_weights(layer, f"layers.{i}") for i, layer in enumerate(layers)]
+    weights = [layer_weights(layer, f"layers.{i}") for i, layer in enumerate(decoder_layers(lm))]
+    if taps is not None:
+        weights = [dataclasses.replace(w, taps=tp) for w, tp in zip(weights, taps, strict=True)]
     head = projection_weight(lm.lm_head, "lm_head")
-    pre = lean.prefill(lm, prompts, n, max_new_tokens, pad)
+    rows = len(prompts) * n
+    pool = None if taps is None else TapPool(rows, head.device)
+    pre = lean.prefill(lm, prompts, n, spec.max_new_tokens + (pool is not None), pad)
     cache, lengths, logits = pre.cache, pre.lengths, pre.logits  # logits [R, vocab], R = slots
     cs = torch.stack([pre.cos, pre.sin], 1)[:, :, None]  # [P+steps, 2, 1, hd]
-    rows, dev = len(prompts) * n, logits.device
-    slots = torch.arange(rows, device=dev).view(len(prompts), n)  # [g, n] batch row per slot
-    done = torch.zeros(rows, dtype=torch.bool, device=dev)
+    slots = torch.arange(rows, device=logits.device).view(len(prompts), n)  # [g, n] batch rows
+    done = torch.zeros(rows, dtype=torch.bool, device=logits.device)
     tokens, kept = [], []
-    for t in range(max_new_tokens):
+    for t in range(spec.max_new_tokens):
         flat = slots.reshape(-1)
-        held = flat >= 0
-        u = torch.rand((rows, 1), dtype=torch.float64, device=dev) if temperature > 0 else None
-        picked = lean.choose(
-            logits, temperature, top_k, top_p, None if u is None else u[flat.clamp(min=0)]
-        )
-        tok = torch.full((rows,), pad, dtype=torch.long, device=dev)
-        tok[flat[held]] = picked[held]
-        tok = tok.masked_fill(done, pad)
+        tok = _pick(logits, flat, rows, spec, pad).masked_fill(done, pad)
         tokens.append(tok)
         if keep_logits:
-            full = torch.zeros(rows, logits.shape[1], device=dev)
-            full[flat[held]] = logits[held]
-            kept.append(full)
+            kept.append(_by_row(logits, flat, rows, 0.0))
+        fed = ~done  # rows whose token t is a completion token
         done |= tok == eos
-        if t == max_new_tokens - 1 or bool(done.all()):
+        last = t == spec.max_new_tokens - 1 or bool(done.all())
+        if last and pool is None:
             break
-        live = (slots >= 0) & ~done[slots.clamp(min=0)]
+        live = (slots >= 0) & (fed if pool is not None else ~done)[slots.clamp(min=0)]
         smaller = shrink(cache, slots, live, t - 1) if t > 0 else None
         if smaller is not None:
             cache, slots = smaller
             flat = slots.reshape(-1)
-        fed = tok[flat.clamp(min=0)].masked_fill(flat < 0, pad)
+        ids = tok[flat.clamp(min=0)].masked_fill(flat < 0, pad)
         at = lengths[flat.clamp(min=0)] + t  # [R]
-        logits = step(lm, weights, head, fed, cs[at], cache, t)
-    return Decoded(torch.stack(tokens, 1), torch.stack(kept, 1) if keep_logits else None)
+        tapped: list[Tensor] | None = None if pool is None else []
+        logits = step(lm, weights, head, ids, cs[at], cache, t, tapped)
+        if pool is not None:
+            pool.add(tapped or [], flat, fed)
+        if last:
+            break
+    features = None if pool is None else pool.mean()
+    return Decoded(torch.stack(tokens, 1), torch.stack(kept, 1) if keep_logits else None, features)

@@ -161,6 +161,23 @@ def _rotated_rows(w: Tensor, head_dim: int) -> Tensor:
 
 
 @dataclass
+class LayerTaps:
+    """Extra rows multiplied beside a layer's projections in the fused step: for each group
+    of projections that share an input, the stacked rows [k, in] of the products wanted
+    (None: none). `adapters.bottleneck_taps` fills them with a LoRA block's A matrices,
+    so that sampling also yields that block's bottleneck A·x."""
+
+    qkv: Tensor | None = None
+    """Rows on the q/k/v input (the normed hidden state) [k, d]."""
+    o: Tensor | None = None
+    """Rows on o_proj's input (the attention output) [k, H hd]."""
+    gate_up: Tensor | None = None
+    """Rows on the gate/up input (the normed hidden state after attention) [k, d]."""
+    down: Tensor | None = None
+    """Rows on down_proj's input (silu(gate) * up) [k, I]."""
+
+
+@dataclass
 class LayerWeights:
     """One decoder layer's weights as the fused step uses them (d = hidden size).
 
@@ -187,6 +204,8 @@ class LayerWeights:
     """[I, d] down_proj weight, transposed for addmm."""
     eps: tuple[float, float, float]
     """Epsilons of the input, q/k and post-attention norms."""
+    taps: LayerTaps | None = None
+    """Products to compute beside the projections (see `LayerTaps`)."""
 
 
 def layer_weights(layer: nn.Module, where: str) -> LayerWeights:
@@ -223,23 +242,36 @@ FusedAttend = Callable[[Tensor, Tensor, Tensor], Tensor]
 """attend(q [R, H, hd] rotated and scaled, k [R, KV, hd] rotated, v [R, KV, hd]) -> [R, H hd]."""
 
 
-def fused_layer(w: LayerWeights, h: Tensor, cs: Tensor, kv: int, attend: FusedAttend) -> Tensor:
+def fused_layer(
+    w: LayerWeights, h: Tensor, cs: Tensor, kv: int, attend: FusedAttend,
+    tapped: list[Tensor] | None = None,
+) -> Tensor:  # fmt: skip
     """`layer_forward` for one token per row from its weights: h [R, d] -> [R, d].
 
     cs: [R, 2, 1, hd] cos and sin at each row's position; kv: key/value heads.
+    tapped: where the products of `w.taps` go ([R, k] each, in projection order).
     """
     rows, d = h.shape
     hd = cs.shape[-1]
-    y = F.linear(F.rms_norm(h, (d,), w.norm_in, w.eps[0]), w.qkv)
+    x = F.rms_norm(h, (d,), w.norm_in, w.eps[0])
+    y = F.linear(x, w.qkv)
     nqk = w.qk_scale.shape[1]
     heads = nqk - kv
     both = F.rms_norm(y[:, : 2 * nqk * hd].view(rows, 2, nqk, hd), (hd,), None, w.eps[1])
     qk = (both * (w.qk_scale * cs)).sum(1)  # [R, H+KV, hd], rotated, scaled
     v = y[:, 2 * nqk * hd :].view(rows, kv, hd)
-    h = torch.addmm(h, attend(qk[:, :heads], qk[:, heads:], v), w.o_t)
-    gu = F.linear(F.rms_norm(h, (d,), w.norm_post, w.eps[2]), w.gate_up)
+    att = attend(qk[:, :heads], qk[:, heads:], v)
+    h = torch.addmm(h, att, w.o_t)
+    x_post = F.rms_norm(h, (d,), w.norm_post, w.eps[2])
+    gu = F.linear(x_post, w.gate_up)
     half = gu.shape[1] // 2
-    return torch.addmm(h, F.silu(gu[:, :half]) * gu[:, half:], w.down_t)
+    act = F.silu(gu[:, :half]) * gu[:, half:]
+    if w.taps is not None and tapped is not None:
+        for rows_in, inp in ((w.taps.qkv, x), (w.taps.o, att), (w.taps.gate_up, x_post),
+                             (w.taps.down, act)):  # fmt: skip
+            if rows_in is not None:
+                tapped.append(F.linear(inp, rows_in))
+    return torch.addmm(h, act, w.down_t)
 
 
 def final_logits(lm: nn.Module, h: Tensor, head: Tensor) -> Tensor:

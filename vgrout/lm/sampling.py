@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
 from vgrout.lm import decode, fused, qwen3
 from vgrout.lm.spec import DEFAULT_SAMPLING, SamplingSpec
@@ -28,11 +29,19 @@ class Samples:
     """Sampled ids up to and including the first eos (none if cut at the limit)."""
     texts: list[str]
     """Completions decoded without special tokens."""
+    features: Tensor | None = None
+    """[rows, k] the fused decoder's tapped products pooled over each completion (see
+    `fused.decode`); None without taps or when another decoder sampled."""
 
 
 @torch.no_grad()
 def generate(
-    model, tokenizer, prompts: Sequence[str], n: int = 1, spec: SamplingSpec = DEFAULT_SAMPLING
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    n: int = 1,
+    spec: SamplingSpec = DEFAULT_SAMPLING,
+    taps: list | None = None,
 ) -> Samples:
     """Sample `n` completions of each rendered prompt string as `spec` says; keep the exact ids.
 
@@ -44,8 +53,12 @@ def generate(
     lean -> hf). "hf" and "lean" draw different tokens for one seed, so a run
     keeps one decoder throughout; "fused" draws the lean loop's random numbers
     and differs from it by rounding only.
+
+    taps: per layer `qwen3.LayerTaps` for the fused decoder to compute beside the
+    projections; their pooled products come back in `Samples.features` (only the
+    fused decoder computes them: after a fallback they are None).
     """
-    run = _runner(model, spec.decoder)
+    run = _runner(model, spec.decoder, taps)
     was_training = model.training
     model.eval()
     try:
@@ -58,7 +71,7 @@ FALLBACK = ("fused", "lean", "hf")
 """Each decoder falls back to the next one that supports the model (hf supports all)."""
 
 
-def _runner(model, decoder: str):
+def _runner(model, decoder: str, taps: list | None = None):
     """The sampling function for `decoder`, or for the first one after it that supports the model."""
     loops = {"fused": fused.decode, "lean": decode.decode}
     supports = {"fused": fused.supports, "lean": qwen3.supports, "hf": lambda _: True}
@@ -68,7 +81,12 @@ def _runner(model, decoder: str):
             f"decoder={decoder!r} does not support {type(model).__name__}; using {chosen!r}",
             stacklevel=3,
         )
-    return _generate_hf if chosen == "hf" else functools.partial(_generate_lean, loop=loops[chosen])
+    if chosen == "hf":
+        return _generate_hf
+    loop = (
+        functools.partial(fused.decode, taps=taps) if chosen == "fused" and taps else loops[chosen]
+    )
+    return functools.partial(_generate_lean, loop=loop)
 
 
 def cut_at_eos(ids: list[int], eos: int) -> list[int]:
@@ -97,12 +115,16 @@ def _generate_lean(model, tokenizer, prompts, n: int, spec: SamplingSpec, loop) 
     eos = tokenizer.eos_token_id
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     out = Samples([], [], [])
+    features = []
     for first, count, rows in chunks(len(ids), n, spec.batch_size):
         group = ids[first : first + count]
-        new = loop(model, group, rows, spec, eos, pad_id(tokenizer)).tokens
+        decoded = loop(model, group, rows, spec, eos, pad_id(tokenizer))
         out.prompt_ids.extend(list(p) for p in group for _ in range(rows))
-        out.completion_ids.extend(cut_at_eos(row, eos) for row in new.tolist())
+        out.completion_ids.extend(cut_at_eos(row, eos) for row in decoded.tokens.tolist())
+        features.append(decoded.features)
     out.texts = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    if features and all(f is not None for f in features):
+        out.features = torch.cat(features)
     return out
 
 
