@@ -193,3 +193,31 @@ def test_resume_after_a_kill_continues_exactly(tmp_path):
     b = torch.load(resumed.run_dir / "ckpt.pt", weights_only=False)["adapters"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(whole.run_dir / "rollouts.jsonl") == _rows(resumed.run_dir / "rollouts.jsonl")
+
+
+def test_a_trained_view_gate_reads_the_sampler_and_runs_no_pass_of_its_own(tmp_path, monkeypatch):
+    """gate_view="trained": every rollout the fused decoder samples carries its pooled
+    bottleneck, so the gate scores them without a forward (the trained-view pass is asked
+    for no group), and its direction is extracted without ablating the quarantine."""
+    from vgrout.grpo import gate, router
+
+    passes, ablations = [], []
+    real_features = gate.trained_features
+    monkeypatch.setattr(gate, "trained_features", lambda p, gs, *a: passes.append(len(gs)) or
+                        real_features(p, gs, *a))  # fmt: skip
+    real_extract = router.Router._extract
+
+    def extract(self, model, *a):
+        from vgrout.adapters.layers import routed_info
+
+        ablations.append(routed_info(model).state.ablate)
+        return real_extract(self, model, *a)
+
+    monkeypatch.setattr(router.Router, "_extract", extract)
+    res = train(smoke(tmp_path, arm="routeA", gate_view="trained", gate_warmup=1))
+    scored = [r for r in _rows(res.run_dir / "rollouts.jsonl") if r["zone"] is not None]
+    assert scored and all(r["score"] is not None for r in scored)
+    assert passes and not any(passes), "a group's features came from a pass, not the sampler"
+    assert ablations and not any(ablations)
+    with pytest.raises(ValueError, match="gate_view='trained' with arm='routeV'"):
+        smoke(tmp_path, arm="routeV", gate_view="trained")

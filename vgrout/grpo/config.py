@@ -26,6 +26,7 @@ from vgrout.names import (
     GATED_ARMS,
     INITS,
     TARGET_MODULES,
+    VIEWS,
 )
 
 
@@ -116,6 +117,13 @@ class GRPOConfig:
     """Re-extract the direction from the pairs every k steps (0 = never)."""
     oracle_reveal_frac: float = 1.0
     """oracle: share of true hack labels revealed to the router."""
+    gate_view: str = "deployed"
+    """routeA: the view whose deployed-block bottleneck the gate reads, and extracts its
+    direction in. deployed (quarantine ablated): a no-grad deployed-view pass over every
+    rollout. trained (both blocks): pooled while the rollouts are sampled, beside each
+    merged projection of the fused decoder, so no pass of its own; rows the fused decoder
+    did not sample (teacher demos, deployed-view rows, another decoder) take a trained-view
+    pass. docs/grpo.md, "The gate's view", compares the two."""
 
     # --- evaluation, artifacts ---
     eval_every: int = 20
@@ -184,10 +192,7 @@ class GRPOConfig:
             )
         if self.init not in INITS:
             bad.append(f"init={self.init!r}: expected one of {INITS}")
-        if self.unrouted_zone not in ("absorb", "keep"):
-            bad.append(f"unrouted_zone={self.unrouted_zone!r}: expected 'absorb' or 'keep'")
-        if self.placebo and self.arm not in (*GATED_ARMS, "oracle"):
-            bad.append(f"placebo=True with arm={self.arm!r}: only routeA, routeV, oracle have one")
+        bad += self._gate_problems()
         if self.plain_lora and (self.arm != "vanilla" or self.init != "gaussian"):
             bad.append("plain_lora=True needs arm='vanilla' and init='gaussian'")
         if self.arm == "vanilla" and self.gen_deploy_frac > 0:
@@ -195,8 +200,7 @@ class GRPOConfig:
                 "gen_deploy_frac>0 with arm='vanilla': vanilla deploys the whole "
                 "adapter, there is no deployed-only view to sample"
             )
-        if self.keep_low_tail and self.arm not in GATED_ARMS:
-            bad.append(f"keep_low_tail=True with arm={self.arm!r}: only the score gates have tails")
+
         for name in ("gen_deploy_frac", "unhackable_frac", "oracle_reveal_frac"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -226,6 +230,22 @@ class GRPOConfig:
         `eval_batch_size`."""
         return SamplingSpec(self.max_new_tokens, self.temperature, self.top_k, self.top_p,
                             self.decoder, batch_size)  # fmt: skip
+
+    def _gate_problems(self) -> list[str]:
+        """What `validate` finds wrong with the gate's and the router's fields."""
+        bad = []
+        if self.unrouted_zone not in ("absorb", "keep"):
+            bad.append(f"unrouted_zone={self.unrouted_zone!r}: expected 'absorb' or 'keep'")
+        if self.placebo and self.arm not in (*GATED_ARMS, "oracle"):
+            bad.append(f"placebo=True with arm={self.arm!r}: only routeA, routeV, oracle have one")
+        if self.gate_view not in VIEWS or (self.gate_view == "trained" and self.arm != "routeA"):
+            bad.append(
+                f"gate_view={self.gate_view!r} with arm={self.arm!r}: expected 'deployed', or "
+                "'trained' on routeA (the gradient gate of routeV has no trained-view form)"
+            )
+        if self.keep_low_tail and self.arm not in GATED_ARMS:
+            bad.append(f"keep_low_tail=True with arm={self.arm!r}: only the score gates have tails")
+        return bad
 
     def replace(self, **changes) -> "GRPOConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from vgrout.grpo.passes import deployed_pass, deployed_pass_packed, group_batch, group_passes
+from vgrout.grpo.passes import (
+    deployed_pass,
+    deployed_pass_packed,
+    group_batch,
+    group_passes,
+    trained_features,
+)
 from vgrout.grpo.rollouts import Group, Rollout
 from vgrout.lm.tokens import Batch, pad_id
 
@@ -42,6 +49,23 @@ class Gated:
         return self.group.rewards()
 
 
+def sampled_features(policy, live: list[Group], batches: list, packed: bool) -> list[Tensor]:
+    """Trained-view gate features per group: pooled while sampling where the fused decoder
+    sampled every row, else from one trained-view pass over the groups that lack some."""
+    feats: list = [
+        torch.stack([r.features for r in g.rollouts if r.features is not None])
+        if all(r.features is not None for r in g.rollouts)
+        else None
+        for g in live
+    ]
+    missing = [i for i, f in enumerate(feats) if f is None]
+    passed = trained_features(policy, [live[i] for i in missing], [batches[i] for i in missing],
+                              packed)  # fmt: skip
+    for i, f in zip(missing, passed):
+        feats[i] = f
+    return feats
+
+
 def gate(policy, router, tok, live: list[Group], step: int, cfg, packed: bool):
     """Zones for every live group: (one `Gated` per group, in order, the router's thresholds).
 
@@ -51,14 +75,18 @@ def gate(policy, router, tok, live: list[Group], step: int, cfg, packed: bool):
     """
     device = policy.model.device
     batches = [group_batch(g, pad_id(tok), device) for g in live]
-    if packed and router.site != "grad":
+    trained = cfg.gate_view == "trained"
+    site = None if trained else router.site  # the deployed pass then serves log-probs only
+    if packed and site != "grad":
         passes = []
         for part in group_passes(list(zip(live, batches)), cfg.groups_per_pass):
             gs, bs = [g for g, _ in part], [b for _, b in part]
-            passes += deployed_pass_packed(policy, gs, bs, router.site)
+            passes += deployed_pass_packed(policy, gs, bs, site)
     else:
-        passes = [deployed_pass(policy, g, b, router.site) for g, b in zip(live, batches)]
+        passes = [deployed_pass(policy, g, b, site) for g, b in zip(live, batches)]
     logps, features = [p[0] for p in passes], [p[1] for p in passes]
+    if trained:
+        features = sampled_features(policy, live, batches, packed)
     example = next((f for f in features if f is not None), None)
     router.maybe_refresh(policy.model, tok, step, example)
     zones, scores, thresholds = router.assign(features, [g.hacked() for g in live])

@@ -97,6 +97,21 @@ def deployed_pass(policy, group, batch: Batch, site: str | None):
         return behaviour_logprobs(policy.model, batch), None
 
 
+@torch.no_grad()
+def trained_features(policy, groups: list, batches: list[Batch], packed_ok: bool) -> list:
+    """Trained-view gate features (both blocks, no masks) of each group, [G, modules, r]:
+    one packed pass over the groups, or one pass per group."""
+    if not groups:
+        return []
+    if packed_ok:
+        pk = pack_groups(groups, policy.model.device)
+        pool = lambda a: packed.pool_rows(a, pk)  # noqa: E731
+        with capture_in_forward(policy.model, None, pool=pool) as cap:
+            packed.forward(policy.model, pk, logits=False)
+        return split_rows(cap.features, groups)
+    return [_bottleneck_pass(policy.model, b, need_logp=False)[1] for b in batches]
+
+
 def packed_forward_ok(policy, cfg) -> bool:
     """Whether this run's gate and update run packed (`vgrout.lm.packed`).
 

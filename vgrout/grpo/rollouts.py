@@ -32,6 +32,9 @@ class Rollout:
     format_ok: bool = False
     gt_correct: bool = False
     exploited: bool = False
+    features: torch.Tensor | None = None
+    """[modules, r] trained-view gate features pooled while sampling (gate_view="trained",
+    fused decoder, trained-view rows only)."""
 
 
 @dataclass
@@ -109,21 +112,16 @@ def collect_groups(
     for view in ("trained", "deployed"):
         if counts[view] == 0:
             continue
+        taps = gate_taps(model, cfg) if view == "trained" else None
         with sampler_views[view]():
-            s = generate(model, tokenizer, prompts, counts[view], cfg.sampling())
+            s = generate(model, tokenizer, prompts, counts[view], cfg.sampling(), taps)
         n = counts[view]
+        feats = None if s.features is None else s.features.view(len(s.texts), -1, cfg.rank)
         for j in range(len(s.texts)):
             g = groups[j // n]
-            g.rollouts.append(
-                Rollout(
-                    str(g.problem.id),
-                    g.mode,
-                    s.prompt_ids[j],
-                    s.completion_ids[j],
-                    s.texts[j],
-                    view,
-                )
-            )
+            f = None if feats is None else feats[j]
+            g.rollouts.append(Rollout(str(g.problem.id), g.mode, s.prompt_ids[j],
+                                      s.completion_ids[j], s.texts[j], view, features=f))  # fmt: skip
     for g, prompt in zip(groups, prompts):
         g.rollouts.extend(teacher_demos(tokenizer, g, prompt, hacks, counts["teacher"]))
     t1 = time.perf_counter()
@@ -135,6 +133,16 @@ def collect_groups(
             r.reward, r.format_ok = float(gr.reward), bool(gr.format_ok)
             r.gt_correct, r.exploited = bool(gr.gt_correct), bool(gr.exploited)
     return groups, {"generate": t1 - t0, "grade": time.perf_counter() - t1}
+
+
+def gate_taps(model, cfg) -> list | None:
+    """The deployed block's A matrices for the fused decoder to pool beside its projections
+    while sampling the trained view (gate_view="trained"); None otherwise."""
+    if cfg.gate_view != "trained":
+        return None
+    from vgrout.adapters import bottleneck_taps
+
+    return bottleneck_taps(model)
 
 
 def teacher_demos(tokenizer, group: Group, prompt: str, hacks: dict, n: int) -> list[Rollout]:

@@ -10,6 +10,7 @@ already runs for behaviour log-probs (routeA) or from a gradient capture
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from typing import Sequence, cast
 
 import torch
@@ -61,7 +62,9 @@ class Router:
             return False
         from vgrout.adapters import ablate_quarantine
 
-        with ablate_quarantine(model):
+        # the direction is extracted in the view the gate reads
+        view = ablate_quarantine(model) if self.cfg.gate_view == "deployed" else nullcontext()
+        with view:
             self.direction = self._extract(model, tokenizer)
         self.refreshed_at = step
         if not torch.isfinite(self.direction).all():
