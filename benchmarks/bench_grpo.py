@@ -29,6 +29,7 @@ ARMS = {
     "vanilla (routed pair)": dict(arm="vanilla"),
     "absorb": dict(arm="absorb"),
     "routeA": dict(arm="routeA"),
+    "routeA (trained-view gate)": dict(arm="routeA", gate_view="trained"),
     "routeA gen_deploy 0.25": dict(arm="routeA", gen_deploy_frac=0.25),
     "routeV": dict(arm="routeV"),
     "oracle": dict(arm="oracle"),

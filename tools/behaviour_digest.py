@@ -56,11 +56,16 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+VARIES = ("adapter_config.json", "README.md")
+"""Exported files that name the run's folder or the base model's (they differ with the checkout)."""
+
+
 def digest_run(folder: Path) -> dict:
-    """The run's logs without timings, and a hash of every exported file."""
+    """The run's logs without timings, and a hash of every exported file but `VARIES`."""
     steps = [{k: v for k, v in r.items() if not k.startswith("time_")}
              for r in read_jsonl(folder / "steps.jsonl")]  # fmt: skip
-    files = sorted(p for p in (folder / "deployed_adapter").rglob("*") if p.is_file())
+    files = sorted(p for p in (folder / "deployed_adapter").rglob("*")
+                   if p.is_file() and p.name not in VARIES)  # fmt: skip
     return {
         "steps": steps,
         "rollouts": read_jsonl(folder / "rollouts.jsonl"),
@@ -117,6 +122,9 @@ def first_difference(a, b, where: str = "") -> str | None:
 
 
 def compare(before: dict, after: dict) -> int:
+    for run in (*before.values(), *after.values()):  # digests written before VARIES was kept out
+        for name in VARIES:
+            run["export"].pop(name, None)
     bad = 0
     for name in before:
         d = first_difference(before[name], after.get(name), name) if name in after else "missing"
