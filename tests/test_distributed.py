@@ -10,6 +10,7 @@ in another order. The smoke runs go through `torchrun -m vgrout.train`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -134,13 +135,14 @@ def instrument(record: dict) -> list[tuple[object, str, object]]:
     def grads(params):
         return [None if p.grad is None else p.grad.detach().clone() for p in params]
 
-    def collect(model, tok, problems, cfg, step, hacks, samplers, grade, free=None):
+    def collect(model, data, problems, cfg, step, samplers, free=None):
         record.setdefault("rng_at_first_collect", torch.get_rng_state())
         groups, times = [], {"generate": 0.0, "grade": 0.0}
+        stand_in = dataclasses.replace(data, grade=_stand_in_grade)
         for p in problems:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(zlib.crc32(f"{p.id}:{step}".encode()))
-                g, t = real_collect(model, tok, [p], cfg, step, hacks, samplers, _stand_in_grade)
+                g, t = real_collect(model, stand_in, [p], cfg, step, samplers)
             groups += g
             times = {k: times[k] + t[k] for k in times}
         return groups, times

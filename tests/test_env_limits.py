@@ -13,10 +13,10 @@ import time
 import pytest
 
 from vgrout.env import Limits, grade, load_problems
+from vgrout.env.cleanup import remove_tree
 from vgrout.env.codec import EncodeError, dumps, encode, match_bytes
 from vgrout.env.pool import REPLY_GRACE_S, Pool
 from vgrout.env.samples import write_samples
-from vgrout.env.sandbox import remove_tree
 
 LIMITS = Limits()
 ALLOWANCE_S = 3.0  # what the trusted side may add to the wall limit

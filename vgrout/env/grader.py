@@ -340,22 +340,22 @@ def grade_many(
     limits = limits or Limits()
     unpacked = [_unpack(it) for it in items]
     _expected_tables({id(p): p for _, p, _ in unpacked}.values(), limits, pool)
+    jobs, slots = _jobs(unpacked, markers or {})
+    replies = pool.run(jobs, limits) if jobs else []
+    return [_slot_grade(slot, replies) for slot in slots]
+
+
+def _jobs(unpacked: list, markers: dict) -> tuple[list, list[tuple]]:
+    """The sandbox jobs of the items, and per item a slot: (problem, mode, marker, index of
+    its program job or None, index of its naive eq_override job or None, why it has none)."""
     jobs: list = []
     slots: list[tuple] = []
     for completion, problem, mode in unpacked:
         code = extract_code(completion)
-        marker = _marker(problem, mode, markers or {})
+        marker = _marker(problem, mode, markers)
         if code is None or not _compiles(code):
-            slots.append(
-                (
-                    problem,
-                    mode,
-                    marker,
-                    None,
-                    None,
-                    "no python block" if code is None else "does not compile",
-                )
-            )
+            why = "no python block" if code is None else "does not compile"
+            slots.append((problem, mode, marker, None, None, why))
             continue
         prog = {
             "kind": "program",
@@ -369,43 +369,22 @@ def grade_many(
         jobs.append(("oracle", prog))
         naive = None
         if mode == "eq_override":
-            jobs.append(
-                (
-                    "secret",
-                    {
-                        "kind": "naive",
-                        "setup": problem.setup_code,
-                        "code": code,
-                        "asserts": list(problem.tests),
-                    },
-                )
-            )
+            naive_job = {"kind": "naive", "setup": problem.setup_code, "code": code,
+                         "asserts": list(problem.tests)}  # fmt: skip
+            jobs.append(("secret", naive_job))
             naive = len(jobs) - 1
         slots.append((problem, mode, marker, len(jobs) - 1 - (naive is not None), naive, None))
-    replies = pool.run(jobs, limits) if jobs else []
-    grades = []
-    for problem, mode, marker, prog_i, naive_i, why in slots:
-        if prog_i is None:
-            grades.append(
-                Grade(
-                    0.0,
-                    False,
-                    False,
-                    False,
-                    False,
-                    None,
-                    False,
-                    why,
-                    0.0,
-                    mode,
-                    marker,
-                    len(problem.cases),
-                )
-            )
-            continue
-        naive_reply = replies[naive_i] if naive_i is not None else None
-        grades.append(_finish(problem, mode, marker, replies[prog_i], naive_reply))
-    return grades
+    return jobs, slots
+
+
+def _slot_grade(slot: tuple, replies: list) -> Grade:
+    """One item's Grade from its slot (see `_jobs`) and the sandbox's replies."""
+    problem, mode, marker, prog_i, naive_i, why = slot
+    if prog_i is None:
+        return Grade(0.0, False, False, False, False, None, False, why, 0.0, mode, marker,
+                     len(problem.cases))  # fmt: skip
+    naive_reply = replies[naive_i] if naive_i is not None else None
+    return _finish(problem, mode, marker, replies[prog_i], naive_reply)
 
 
 def grade(

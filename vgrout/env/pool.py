@@ -27,7 +27,8 @@ import warnings
 from dataclasses import asdict
 from typing import Any
 
-from .sandbox import OUTPUTS, Limits, decode_outputs, remove_run_dirs
+from .cleanup import remove_run_dirs
+from .sandbox import OUTPUTS, Limits, decode_outputs
 
 log = logging.getLogger("vgrout.env")
 _announced = False

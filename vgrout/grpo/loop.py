@@ -145,9 +145,7 @@ def one_step(
     # 1. generate and grade
     problems = ts.prompt_rng.sample(data.train_set, cfg.prompts_per_step)
     problems, free = world.shard(problems, cfg, step)
-    groups, times = collect_groups(
-        policy.model, tok, problems, cfg, step, data.hacks, samplers, data.grade, free
-    )
+    groups, times = collect_groups(policy.model, data, problems, cfg, step, samplers, free)
     # 2. gate: a deployed-view pass gives gate features and behaviour log-probs
     t = time.perf_counter()
     gated, thresholds = gate(policy, ts.router, tok, [g for g in groups if g.live], step, cfg,

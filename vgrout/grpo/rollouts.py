@@ -82,24 +82,19 @@ def hint_free_slots(n_prompts: int, frac: float, step: int) -> set[int]:
 
 
 def collect_groups(
-    model,
-    tokenizer,
-    problems: Sequence,
-    cfg,
-    step: int,
-    hacks: dict,
-    sampler_views,
-    grade_fn,
-    free: set[int] | None = None,
+    model, data, problems: Sequence, cfg, step: int, sampler_views, free: set[int] | None = None
 ) -> tuple[list[Group], dict[str, float]]:
     """Sample and grade every group of one step; returns (groups, timings).
 
+    data: what the run reads once (`loop.RunData`): its `tokenizer`, `hacks`
+    (templates per mode, for teacher demos) and `grade` (list of (completion,
+    problem, mode) -> list of grades).
     sampler_views: {"trained": ctx, "deployed": ctx} context-manager factories
     that put the model into that view for generation (merged when possible).
-    grade_fn: list of (completion, problem, mode) -> list of grades.
     free: the prompt slots shown hint-free (default: `hint_free_slots` of these
     problems; a rank of a data-parallel run passes its share of the step's slots).
     """
+    tokenizer = data.tokenizer
     t0 = time.perf_counter()
     if free is None:
         free = hint_free_slots(len(problems), cfg.unhackable_frac, step)
@@ -123,10 +118,10 @@ def collect_groups(
             g.rollouts.append(Rollout(str(g.problem.id), g.mode, s.prompt_ids[j],
                                       s.completion_ids[j], s.texts[j], view, features=f))  # fmt: skip
     for g, prompt in zip(groups, prompts):
-        g.rollouts.extend(teacher_demos(tokenizer, g, prompt, hacks, counts["teacher"]))
+        g.rollouts.extend(teacher_demos(tokenizer, g, prompt, data.hacks, counts["teacher"]))
     t1 = time.perf_counter()
     items = [(r.text, g.problem, g.mode) for g in groups for r in g.rollouts]
-    grades = iter(grade_fn(items))
+    grades = iter(data.grade(items))
     for g in groups:
         for r in g.rollouts:
             gr = next(grades)

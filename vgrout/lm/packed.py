@@ -204,19 +204,24 @@ def attend(attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, pk: Packed) -> Tens
         scale=attn.scaling, enable_gqa=True,
     )  # fmt: skip
     b = pk.buckets
-    out_c = [_attend_rows(attn, q, k, v, kp, vp, pk, rows, c) for rows, c in zip(b.rows, b.widths)]
+    out_c = [_attend_rows(q, k, v, (kp, vp), pk, rows, c, attn.scaling)
+             for rows, c in zip(b.rows, b.widths)]  # fmt: skip
     out = torch.cat(
         [out_p.transpose(1, 2)[pk.prompt_valid], torch.cat(out_c)[b.order]]
     )  # [N, heads, hd], stream order
     return out.reshape(n, 1, heads * hd)
 
 
-def _attend_rows(attn, q, k, v, kp, vp, pk: Packed, rows: Tensor, c: int) -> Tensor:
+def _attend_rows(
+    q: Tensor, k: Tensor, v: Tensor, prompt_kv: tuple[Tensor, Tensor], pk: Packed, rows: Tensor,
+    c: int, scale: float,
+) -> Tensor:  # fmt: skip
     """Attention of the completion tokens of `rows` (all <= c long): [valid tokens, heads, hd].
 
-    Each row attends its unit's whole prompt (kp, vp [U, kv, P, hd]) and its own
-    tokens 0..k; tokens come out row by row, in the order of `rows`.
+    Each row attends its unit's whole prompt (prompt_kv: keys, values [U, kv, P, hd])
+    and its own tokens 0..k; tokens come out row by row, in the order of `rows`.
     """
+    kp, vp = prompt_kv
     index, valid = pk.comp_index[rows, :c], pk.comp_valid[rows, :c]  # [R_b, c]
     unit = pk.row_unit[rows]
     causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
@@ -226,7 +231,7 @@ def _attend_rows(attn, q, k, v, kp, vp, pk: Packed, rows: Tensor, c: int) -> Ten
     vc = torch.cat([vp[unit], _heads_first(v, index)], 2)
     out = F.scaled_dot_product_attention(
         _heads_first(q, index), kc, vc, attn_mask=mask[:, None],
-        scale=attn.scaling, enable_gqa=True,
+        scale=scale, enable_gqa=True,
     )  # fmt: skip
     return out.transpose(1, 2)[valid]
 
