@@ -75,8 +75,8 @@ def filter_logits(logits: Tensor, temperature: float, top_k: int, top_p: float) 
 def draw(probs: Tensor, u: Tensor | None = None) -> Tensor:
     """One index per row [rows] of probs [rows, vocab], by inverting the cumulative mass.
 
-    `torch.multinomial` draws an exponential per vocabulary entry (on the
-    organism 32 x 1000 a step, 12% of the loop); this draws one uniform per
+    `torch.multinomial` draws an exponential per vocabulary entry (on a
+    small model, a visible share of a decode step); this draws one uniform per
     row. The mass is summed in float64 and the point is kept strictly below
     the total, so the chosen index is always one where the mass rises: a
     token of probability 0 is never drawn. u [rows, 1] float64 in [0, 1):
