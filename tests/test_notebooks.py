@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import write_notebook
 
 from vgrout.figures import runner
 
@@ -115,33 +115,14 @@ def test_grid_notebooks_share_their_runs_folder():
     )
 
 
-def _write_notebook(folder: Path, name: str, params: str, body: str) -> Path:
-    import nbformat
-
-    cells = [
-        nbformat.v4.new_code_cell(textwrap.dedent(params)),
-        nbformat.v4.new_code_cell(textwrap.dedent(body)),
-    ]
-    cells[0].metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = folder / name
-    nbformat.write(nb, path)
-    return path
-
-
 def test_parameter_defaults_refuse_computed_values(tmp_path):
-    path = _write_notebook(tmp_path, "00_x.ipynb", "n = 1\nm = n + 1\n", "")
+    path = write_notebook(tmp_path, "00_x.ipynb", "n = 1\nm = n + 1\n", "")
     with pytest.raises(ValueError, match="'m' is not a Python literal"):
         runner.parameter_defaults(path)
 
 
 def test_load_params_refuses_unknown_keys(tmp_path):
-    path = _write_notebook(tmp_path, "00_x.ipynb", "n = 1\nfigures_dir = 'x'\n", "")
+    path = write_notebook(tmp_path, "00_x.ipynb", "n = 1\nfigures_dir = 'x'\n", "")
     (tmp_path / "00_x.yaml").write_text("n: 2\nsteps: 5\n")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['steps'\]"):
         runner.load_params(path, tmp_path)
@@ -149,9 +130,9 @@ def test_load_params_refuses_unknown_keys(tmp_path):
 
 def test_discover_orders_by_number_and_refuses_duplicates(tmp_path):
     for name in ("10_b.ipynb", "02_a.ipynb", "notes.ipynb"):
-        _write_notebook(tmp_path, name, "n = 1\n", "")
+        write_notebook(tmp_path, name, "n = 1\n", "")
     assert [p.name for p in runner.discover(tmp_path)] == ["02_a.ipynb", "10_b.ipynb"]
-    _write_notebook(tmp_path, "02_c.ipynb", "n = 1\n", "")
+    write_notebook(tmp_path, "02_c.ipynb", "n = 1\n", "")
     with pytest.raises(ValueError, match="share the number"):
         runner.discover(tmp_path)
 
@@ -165,8 +146,8 @@ def test_run_all_executes_in_order_and_writes_the_manifest(tmp_path):
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
         (Path(figures_dir) / f"{tag}.csv").write_text(f"n\\n{n}\\n")
     """
-    _write_notebook(nbs, "00_a.ipynb", "n = 1\ntag = 'a'\nfigures_dir = 'unused'\n", body)
-    _write_notebook(nbs, "01_b.ipynb", "n = 1\ntag = 'b'\nfigures_dir = 'unused'\n", body)
+    write_notebook(nbs, "00_a.ipynb", "n = 1\ntag = 'a'\nfigures_dir = 'unused'\n", body)
+    write_notebook(nbs, "01_b.ipynb", "n = 1\ntag = 'b'\nfigures_dir = 'unused'\n", body)
     (params / "00_a.yaml").write_text("n: 7\n")
     (params / "01_b.yaml").write_text("")
     m = runner.run_all(nbs, params, figs, tmp_path / "executed")
@@ -182,8 +163,8 @@ def test_run_all_executes_in_order_and_writes_the_manifest(tmp_path):
 def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
     nbs, figs = tmp_path / "nb", tmp_path / "figs"
     nbs.mkdir()
-    _write_notebook(nbs, "00_bad.ipynb", "figures_dir = 'x'\n", "raise KeyError('no such site')")
-    _write_notebook(
+    write_notebook(nbs, "00_bad.ipynb", "figures_dir = 'x'\n", "raise KeyError('no such site')")
+    write_notebook(
         nbs, "01_never.ipynb", "figures_dir = 'x'\n", "open(figures_dir + '/ran', 'w').close()"
     )
     with pytest.raises(
