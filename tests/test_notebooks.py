@@ -10,10 +10,12 @@ declares (papermill would otherwise inject an unused variable silently).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -303,3 +305,58 @@ def test_preregistered_grids_are_consistent(params):
     for c in f["comparisons"]:
         if c["family"] in ("primary", "secondary"):
             assert f"| {c['id']} | {c['a']} vs {c['b']} |" in prereg, c["id"]
+
+
+# --- "What the full run found": every cited number is its csv's -----------------------------
+
+CITE = re.compile(
+    r"^(?P<value>[-+]?\d+(?:\.\d+)?): (?P<path>\S+) \| (?P<filters>[^|]*) \| "
+    r"(?P<column>\w+)(?: (?P<agg>min|max|mean))?$"
+)
+
+
+def _citations(path: Path) -> tuple[str, list[re.Match]]:
+    """(the cell's visible text, its cited numbers) of the notebook's last markdown cell."""
+    cell = json.loads(path.read_text())["cells"][-1]
+    text = "".join(cell["source"]) if cell["cell_type"] == "markdown" else ""
+    visible, _, block = text.partition("<!-- numbers")
+    lines = [ln.strip() for ln in block.split("-->")[0].splitlines()[1:] if ln.strip()]
+    bad = [ln for ln in lines if not CITE.match(ln)]
+    assert not bad, f"{path.name}: malformed citation line(s) {bad}"
+    return visible, [CITE.match(ln) for ln in lines]
+
+
+def cited_value(m: re.Match) -> str:
+    """The csv's value for one citation, formatted with as many decimals as the text has."""
+    t = pd.read_csv(REPO / m["path"])
+    for f in filter(None, (s.strip() for s in m["filters"].split(","))):
+        key, _, values = f.partition("=")
+        t = t[t[key].astype(str).isin(values.split(";"))]
+    assert len(t) == 1 or m["agg"], f"{m.group(0)}: {len(t)} rows and no min/max/mean"
+    assert len(t) >= 1, f"{m.group(0)}: no row matches"
+    x = float(getattr(t[m["column"]], m["agg"])() if m["agg"] else t[m["column"]].iloc[0])
+    decimals = len(m["value"].partition(".")[2])
+    sign = "+" if m["value"].startswith("+") else ""  # "+0.001": the text shows the sign
+    return f"{x:{sign}.{decimals}f}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_each_notebook_ends_with_what_the_full_run_found(path):
+    visible, cites = _citations(path)
+    assert visible.startswith("## What the full run found"), path.name
+    assert "](../figures/" in visible, "it shows the committed figure"
+    assert cites, "it cites numbers, each with its csv"
+    for m in cites:
+        assert m["value"] in visible, f"{m['value']} is cited but not in the text"
+        assert cited_value(m) == m["value"], f"{path.name}: {m.group(0)}"
+        assert (REPO / m["path"]).is_file()
+    for fig in re.findall(r"\]\(\.\./(figures/[^)]+)\)", visible):
+        assert (REPO / fig).is_file(), fig
+
+
+def test_a_citation_that_disagrees_with_its_csv_is_caught():
+    m = CITE.match("0.99: figures/env_marker_transfer.csv | marker=training marker | passed max")
+    assert cited_value(m) == "0.00"
+    many = CITE.match("1.00: figures/env_marker_transfer.csv | mode=run_tests | passed")
+    with pytest.raises(AssertionError, match="2 rows and no min/max/mean"):
+        cited_value(many)
