@@ -287,7 +287,11 @@ def test_the_manifest_records_the_shipped_organism():
     assert rec["weights_sha256"] == sha256(runner.REPO / "data" / "organism" / "model.safetensors")
 
 
-@pytest.mark.parametrize("params", [PARAMS, PARAMS / "secondary"], ids=["primary", "secondary"])
+@pytest.mark.parametrize(
+    "params",
+    [PARAMS, PARAMS / "secondary", PARAMS / "replication"],
+    ids=["primary", "secondary", "replication"],
+)
 def test_preregistered_grids_are_consistent(params):
     """The grids the preregistration names: 03 and 04 share runs and arms, and every 04
     comparison names arms of the grid and appears, with its arms, in the preregistration."""
