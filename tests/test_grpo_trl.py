@@ -12,6 +12,10 @@ under `accelerate launch`.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -209,3 +213,378 @@ def test_trl_step_equals_the_loop_on_the_same_rollouts(case, tmp_path):
         torch.testing.assert_close(got, want, **tol, msg=lambda m, i=i: f"parameter {i}: {m}")
     quarantine = loop_grads[len(loop_grads) // 2 :]
     assert any(bool(g.abs().sum() > 0) for g in quarantine)
+
+
+def zone_of(m: float, d: float) -> str:
+    from vgrout.grpo.zones import ZONE_MASKS
+
+    return next(z for z, md in ZONE_MASKS.items() if md == (m, d))
+
+
+@pytest.mark.slow
+def test_two_trainer_steps_on_the_organism(tmp_path):
+    """Two real steps (TRL's generation on the merged trained view, our reward, routeA,
+    a batch split into two accumulated micro-batches): every trained row carries the
+    zone the gate gave it; each block is clipped on its own; the routing metrics,
+    both views' evaluations and the exported deployed block are what they claim."""
+    from peft import PeftModel
+    from transformers import TrainerCallback
+
+    from vgrout.adapters import ablate_quarantine, trainable_parameters
+    from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
+
+    class Spy(RoutedGRPOTrainer):
+        """Records each row's masks where the gate set them and where the loss read them."""
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            self.generated.append(
+                {k: out[k].clone() for k in ("completion_ids", "route_m", "route_d")}
+            )
+            return out
+
+        def _compute_loss(self, model, inputs):
+            self.trained.append(
+                {k: inputs[k].clone() for k in ("completion_ids", "route_m", "route_d")}
+            )
+            return super()._compute_loss(model, inputs)
+
+    class Clipped(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kw):
+            norms.append({b: float(torch.cat([p.grad.flatten() for p in ps]).norm())
+                          for b, ps in trainable_parameters(trainer.policy.model).items()})  # fmt: skip
+
+    routing = preset(
+        "smoke", arm="routeA", steps=2, group_size=4, prompts_per_step=2, max_new_tokens=48,
+        gate_warmup=4, grad_clip=0.05, eval_every=1, eval_samples=1, eval_max_problems=2,
+    )  # fmt: skip
+    model, tok = organism()
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    norms = []
+    train = paths.repo_path(routing.train_problems)
+    trainer = Spy(
+        model,
+        reward_funcs=reward_function(train),
+        args=trl_args(
+            routing, str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2
+        ),  # fmt: skip
+        routing=routing,
+        train_dataset=problem_dataset(train, routing.modes),
+        processing_class=tok,
+        callbacks=[Clipped()],
+    )
+    trainer.generated, trainer.trained = [], []
+    start = [p.detach().clone() for p in trainer.policy.all_params()]
+    trainer.train()
+
+    # every row trains under the masks of the zone the gate gave it
+    assert len(trainer.generated) == 2 and len(trainer.trained) == 4
+    for record, gen in zip(trainer.gate_records, trainer.generated):
+        assert [
+            zone_of(m, d) for m, d in zip(gen["route_m"].tolist(), gen["route_d"].tolist())
+        ] == record.zones
+    zone = {tuple(c.tolist()): (m, d) for gen in trainer.generated
+            for c, m, d in zip(gen["completion_ids"], gen["route_m"], gen["route_d"])}  # fmt: skip
+    order = []
+    for batch in trainer.trained:
+        for c, m, d in zip(batch["completion_ids"], batch["route_m"], batch["route_d"]):
+            assert zone[tuple(c.tolist())] == (m, d)
+            order.append(tuple(c.tolist()))
+    assert order != list(zone)  # the batches were shuffled: the check above is not vacuous
+    assert any("route" in r.zones for r in trainer.gate_records)
+
+    # the routing metrics in TRL's log are the gate's
+    logs = [h for h in trainer.state.log_history if "routing/zone_route" in h]
+    assert [h["step"] for h in logs] == [1, 2]
+    for log, record in zip(logs, trainer.gate_records):
+        gated = [z for z, g in zip(record.zones, record.gated) if g]
+        assert log["routing/zone_route"] == pytest.approx(gated.count("route") / len(gated))
+        assert log["routing/live_groups"] == sum(record.gated) / routing.group_size
+
+    # each block clipped to grad_clip on its own, from the pre-clip norms logged
+    assert len(norms) == 2
+    for log, after in zip(logs, norms):
+        for block in ("deployed", "quarantine"):
+            before = log[f"routing/grad_norm_{block}"]
+            assert after[block] == pytest.approx(min(before, routing.grad_clip), rel=1e-5)
+
+    # only the blocks trained; the base and the frozen anchors did not move
+    for n, p in trainer.policy.model.get_base_model().named_parameters():
+        if "lora_" not in n:
+            assert torch.equal(p, base[n.replace(".base_layer", "")]), n
+    assert all(not torch.equal(p, p0) for p, p0 in zip(trainer.policy.all_params(), start))
+
+    # both views on both splits at steps 0, 1 and 2 (the last with final_eval_samples)
+    rows = trainer.eval_rows
+    assert sorted({(r["step"], r["split"], r["view"]) for r in rows}) == sorted(
+        (s, sp, v) for s in (0, 1, 2) for sp in ("test", "iid") for v in ("trained", "deployed")
+    )
+    assert all(r["ships"] == (r["view"] == "deployed") for r in rows)
+    lines = (tmp_path / "routed_eval.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == json.loads(json.dumps(rows))
+
+    with pytest.raises(ValueError, match="use_vllm"):
+        trainer.sync_vllm("deployed")
+
+    # the exported adapter on a fresh base is the deployed view
+    fresh, _ = organism()
+    loaded = PeftModel.from_pretrained(fresh, str(tmp_path / "deployed_adapter")).eval()
+    ids = torch.tensor([trainer.generated[0]["completion_ids"][0].tolist()])
+    with torch.no_grad(), ablate_quarantine(trainer.policy.model):
+        want = trainer.policy.model(input_ids=ids).logits
+    got = loaded(input_ids=ids).logits
+    torch.testing.assert_close(got, want, **model_tol(want, layers=4, width=256, tokens=1000))
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch_agree(tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo), a group split over them: every
+    process routes every row alike (zones, score buffer, direction) and ends with the
+    same adapters."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    cmd = [
+        str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu",
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", str(ROOT / "tests" / "trl_two_ranks.py"), str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["processes"] == r1["processes"] == 2
+    assert r0["zones"] == r1["zones"] and r0["gated"] == r1["gated"]
+    # not vacuous: some group was gated, one of them lying on both processes (rows 4-7)
+    assert any(g[4] for g in r0["gated"]) and any("route" in z for z in r0["zones"])
+    for key in ("feats", "born", "seen"):
+        a, b = r0["router"]["buffer"][key], r1["router"]["buffer"][key]
+        assert torch.equal(a, b) if torch.is_tensor(a) else a == b
+    assert torch.equal(r0["router"]["direction"], r1["router"]["direction"])
+    for block in ("deployed", "quarantine"):
+        for a, b in zip(r0["adapters"][block], r1["adapters"][block]):
+            assert torch.equal(a, b)
+
+
+# --- pieces: split groups, vLLM views, configs, refusals, TRL versions ---------------
+
+
+def routed_organism(arm: str = "routeA", **fields):
+    from vgrout.grpo.loop import load_run_pairs
+    from vgrout.grpo.policy import build_policy
+
+    routing = preset("smoke", arm=arm, group_size=4, **fields)
+    model, tok = organism()
+    policy = build_policy(routing, model, tok, load_run_pairs(routing))
+    perturb_blocks(policy.model)
+    return routing, policy, tok
+
+
+def test_a_group_split_over_processes_gets_one_process_features():
+    """Rows of a group lying on two processes get the features one process would give
+    them; rows of a dead group stay zero (they are not gated)."""
+    from vgrout.grpo.trl.gate import local_features
+    from vgrout.lm.tokens import chat_prompt
+
+    routing, policy, tok = routed_organism(prompts_per_step=3)
+    problems = load_problems(paths.TRAIN_PROBLEMS, LOOPHOLE_MODES)[:3]
+    hacks = load_hacks()
+    prompts, completions = [], []
+    for p in problems:
+        ids = tok(chat_prompt(tok, p.messages), add_special_tokens=False)["input_ids"]
+        for c in completions_for(p, hacks, tok, dead=False):
+            prompts.append(ids), completions.append(c)
+    live = [True, True, False]
+    whole = local_features(policy, tok, (prompts, completions), 0, live, routing, packed=True)
+    halves = torch.cat(
+        [
+            local_features(policy, tok, (prompts[:6], completions[:6]), 0, live, routing, True),
+            local_features(policy, tok, (prompts[6:], completions[6:]), 6, live, routing, True),
+        ]
+    )
+    torch.testing.assert_close(halves, whole, **model_tol(whole, layers=4, width=256))
+    assert bool((whole[8:] == 0).all()) and bool((whole[:8].abs().sum((1, 2)) > 0).all())
+
+
+class Engine:
+    """Stands in for vLLM's colocated model: `load_weights` copies named weights into a
+    plain organism, which is what a vLLM engine holds."""
+
+    def __init__(self):
+        self.model, _ = organism()
+        self.params = dict(self.model.named_parameters())
+        self.received = []
+
+    def load_weights(self, named):
+        for name, weight in named:
+            self.received.append(name)
+            with torch.no_grad():
+                self.params[name].copy_(weight)
+
+
+def stand_in_generation(engine: Engine):
+    """TRL's VLLMGeneration in colocate mode, its engine replaced (vLLM needs a GPU)."""
+    from types import SimpleNamespace
+
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    gen = VLLMGeneration.__new__(VLLMGeneration)
+    gen.mode, gen.enable_sleep_mode = "colocate", False
+    gen.accelerator = SimpleNamespace(is_main_process=True)
+    runner = SimpleNamespace(model=engine)
+    gen.llm = SimpleNamespace(
+        llm_engine=SimpleNamespace(
+            model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner))
+        ),
+        reset_prefix_cache=lambda: None,
+    )
+    return gen
+
+
+def test_vllm_sync_pushes_each_view_as_whole_weights():
+    """TRL's own sync_weights, with ViewSync's reader, gives a plain model each view of
+    the routed one; the routed model's base weights are never written."""
+    from vgrout.adapters import ablate_quarantine
+    from vgrout.grpo.trl import ViewSync
+
+    _, policy, _ = routed_organism()
+    base = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_" not in n}
+    engine = Engine()
+    sync = ViewSync(stand_in_generation(engine), policy.model)
+    ids = torch.tensor([list(range(5, 60))])
+    with torch.no_grad():
+        trained = policy.model(input_ids=ids).logits
+        with ablate_quarantine(policy.model):
+            deployed = policy.model(input_ids=ids).logits
+    assert (trained - deployed).abs().max() > 1e-2  # the views differ
+    for view, want in (("trained", trained), ("deployed", deployed)):
+        engine.received.clear()
+        sync.push(view)
+        assert sorted(engine.received) == sorted(engine.params)
+        got = engine.model(input_ids=ids).logits.detach()
+        torch.testing.assert_close(got, want, **model_tol(want, layers=4, width=256, tokens=1000))
+        assert sync.view == "trained"  # later syncs push the trained view
+    for n, p in policy.model.named_parameters():
+        if "lora_" not in n:
+            assert torch.equal(p, base[n]), n
+
+
+def test_routing_fields_that_trl_owns_must_agree(tmp_path):
+    from trl import GRPOConfig as TRLConfig
+
+    from vgrout.grpo.config import GRPOConfig
+    from vgrout.grpo.trl import routing_for, trl_args
+
+    routing = preset("organism", arm="routeA")
+    args = trl_args(routing, str(tmp_path))
+    assert routing_for(routing, args) == routing.replace(kl_beta=0.0)  # all agree
+    plain = TRLConfig(
+        str(tmp_path), num_generations=8, max_completion_length=100, max_steps=50, bf16=False
+    )
+    with pytest.raises(ValueError) as e:
+        routing_for(routing, plain)
+    for word in (
+        "lr=0.0007 but TRL's config gives 1e-06",
+        "steps=100 but TRL's config gives 50",
+        "trl_args",
+    ):
+        assert word in str(e.value)
+    # fields left at their defaults take TRL's values
+    mapped = routing_for(GRPOConfig(arm="routeA"), args)
+    assert (mapped.group_size, mapped.lr, mapped.max_new_tokens) == (8, 7e-4, 100)
+
+
+REFUSED = {
+    "routeV": (dict(arm="routeV"), {}, {}, "arm='routeV'"),
+    "deployed-view sampling": (dict(gen_deploy_frac=0.25), {}, {}, "gen_deploy_frac"),
+    "hint-free share": (dict(unhackable_frac=0.25), {}, {}, "gt_only"),
+    "decay toward zero": ({}, dict(weight_decay=0.1), {}, "weight_decay=0.1 (TRL)"),
+    "truncation masks": ({}, dict(mask_truncated_completions=True), {}, "mask_truncated"),
+    "peft_config": ({}, {}, dict(peft_config="lora"), "peft_config"),
+    "oracle without labels": (dict(arm="oracle"), {}, dict(reward_funcs=[len]), "true hack labels"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_unsupported_settings_are_refused_by_name(case, tmp_path):
+    from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
+
+    fields, trl_fields, kwargs, words = REFUSED[case]
+    routing = preset("smoke", **fields)
+    model, tok = organism()
+    kwargs = {"reward_funcs": reward_function(paths.TRAIN_PROBLEMS), **kwargs}
+    with pytest.raises(ValueError, match="cannot run this") as e:
+        RoutedGRPOTrainer(
+            model, args=trl_args(routing, str(tmp_path), **trl_fields), routing=routing,
+            processing_class=tok, **kwargs,
+        )  # fmt: skip
+    assert words in str(e.value)
+
+
+def test_a_model_with_adapters_is_refused(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
+
+    routing = preset("smoke")
+    model, tok = organism()
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    for bad, words in ((peft, "bare base model"), ("Qwen/Qwen3-4B", "not a name")):
+        with pytest.raises(ValueError, match=words):
+            RoutedGRPOTrainer(bad, reward_funcs=reward_function(paths.TRAIN_PROBLEMS),
+                              args=trl_args(routing, str(tmp_path)), routing=routing,
+                              processing_class=tok)  # fmt: skip
+
+
+def test_a_trl_outside_the_tested_range_is_refused(monkeypatch):
+    from vgrout.grpo.trl import RoutedGRPOTrainer, compat
+
+    compat.check_trl_version()  # the installed one is tested
+    compat.check_trl_version("1.16.3")
+    for version in ("1.15.2", "1.17.0", "2.0.0"):
+        with pytest.raises(ImportError) as e:
+            compat.check_trl_version(version)
+        assert f"trl {version} is installed" in str(e.value)
+        assert "pip install 'trl>=1.16.0,<1.17'" in str(e.value)
+    monkeypatch.setattr(compat, "installed_trl", lambda: "1.18.0")
+    with pytest.raises(ImportError, match="trl 1.18.0 is installed"):
+        RoutedGRPOTrainer(None)
+
+
+def test_every_hooked_trl_method_is_checked():
+    """The installed TRL has every hook with the arguments used; a renamed method or
+    changed arguments are named."""
+    from vgrout.grpo.trl import compat
+
+    compat.check_hooks()
+    owners = compat.hook_owners()
+    changed = type("GRPOTrainer", (owners["GRPOTrainer"],), {"_compute_loss": lambda self, x: 0})
+    del_name = type("VLLMGeneration", (), {})
+    with pytest.raises(RuntimeError) as e:
+        compat.check_hooks({**owners, "GRPOTrainer": changed, "VLLMGeneration": del_name})
+    assert "GRPOTrainer._compute_loss takes ('self', 'x')" in str(e.value)
+    assert "VLLMGeneration.sync_weights is missing" in str(e.value)
+
+
+def test_decay_pulls_both_blocks_toward_their_init():
+    """After each optimizer step, p -= weight_decay * lr * (p - p_init), at the lr the step used."""
+    from types import SimpleNamespace
+
+    from vgrout.grpo.trl.callbacks import RoutedRun
+
+    routing, policy, _ = routed_organism(weight_decay=0.5)
+    trainer = SimpleNamespace(routing=routing, policy=policy)
+    run = RoutedRun(trainer)
+    init = [p.detach().clone() for p in policy.all_params()]
+    perturb_blocks(policy.model, seed=5)
+    moved = [p.detach().clone() for p in policy.all_params()]
+    scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])
+    run.on_optimizer_step(None, None, None, lr_scheduler=scheduler)
+    for p, p0, p1 in zip(policy.all_params(), init, moved):
+        torch.testing.assert_close(p.detach(), p1 - 0.05 * (p1 - p0), atol=1e-7, rtol=0)
+
+
+def test_the_core_library_does_not_import_trl():
+    code = (
+        "import sys, vgrout, vgrout.grpo, vgrout.grpo.loop, vgrout.grpo.config, vgrout.adapters,"
+        " vgrout.env.trl, vgrout.train\n"
+        "assert 'trl' not in sys.modules, 'trl was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -286,7 +286,9 @@ class RoutedGRPOTrainer(GRPOTrainer):
             for k in ("hack", "solve", "compile")
         }
         self.state.log_history.append({**logs, "step": step})
+        should_log = self.control.should_log  # on_log clears it: the step's own log is still due
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
+        self.control.should_log = should_log
         return rows
 
     def export_deployed(self, path: str | None = None) -> Path:
