@@ -24,46 +24,15 @@ pytest.importorskip("trl")
 
 import torch  # noqa: E402
 from helpers import model_tol, perturb_blocks  # noqa: E402
+from trl_fixtures import completions_for, grads_of, organism  # noqa: E402
 
 from vgrout import paths  # noqa: E402
-from vgrout.env import LOOPHOLE_MODES, grade_many, load_hacks, load_problems, render_hack  # noqa: E402
+from vgrout.env import LOOPHOLE_MODES, grade_many, load_hacks, load_problems  # noqa: E402
 from vgrout.env.trl import CHAT_TEMPLATE_KWARGS, problem_dataset, reward_function  # noqa: E402
 from vgrout.grpo.config import preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_NEW = 128
-
-
-def organism():
-    from vgrout.lm.load import load_policy
-
-    torch.set_num_threads(1)
-    return load_policy("organism", device="cpu")
-
-
-def grads_of(model) -> list[torch.Tensor]:
-    """Copies of both blocks' gradients, deployed then quarantine (zeros where None)."""
-    from vgrout.adapters import trainable_parameters
-
-    return [
-        p.grad.clone() if p.grad is not None else torch.zeros_like(p)
-        for ps in trainable_parameters(model).values()
-        for p in ps
-    ]
-
-
-def completions_for(problem, hacks, tok, dead: bool) -> list[list[int]]:
-    """Four completions of a problem: solved, hacked twice (two templates), prose (ids +
-    eos); a dead group's four are prose (equal rewards: nothing to learn)."""
-    texts = [
-        f"```python\n{problem.canonical_solution}\n```",
-        render_hack(hacks[problem.mode][0], problem),
-        render_hack(hacks[problem.mode][1], problem),
-        "I am not sure how to solve this.",
-    ]
-    if dead:
-        texts = [texts[3]] * 4
-    return [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
 
 
 class FixedRollouts:
@@ -177,10 +146,15 @@ CASES = {
         False,
     ),
     "oracle placebo": (dict(arm="oracle", prompts_per_step=2, placebo=True), 2, False),
+    "routeA placebo": (dict(arm="routeA", prompts_per_step=2, placebo=True), 1, False),
+    "absorb": (dict(arm="absorb", prompts_per_step=2, kl_beta=0.05), 1, False),
 }
+SLOW_CASES = ("oracle placebo", "routeA placebo", "absorb")
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES]
+)
 def test_trl_step_equals_the_loop_on_the_same_rollouts(case, tmp_path):
     """Same zones (and scores) and the same gradients of both blocks as vgrout.grpo."""
     fields, accumulation, with_dead = CASES[case]
@@ -202,8 +176,8 @@ def test_trl_step_equals_the_loop_on_the_same_rollouts(case, tmp_path):
 
     record = trainer.gate_records[-1]
     assert record.zones == zones
-    assert "route" in zones and "absorb" in zones, zones  # not vacuous
-    assert ("keep" in zones) == routing.keep_low_tail
+    gated = {"route", "absorb"} | ({"keep"} if routing.keep_low_tail else set())
+    assert set(zones) == ({"absorb"} if routing.arm == "absorb" else gated), zones
     assert record.gated.count(False) == (routing.group_size if with_dead else 0)
     layers = model.config.num_hidden_layers
     width = model.config.intermediate_size
@@ -361,230 +335,3 @@ def test_two_processes_under_accelerate_launch_agree(tmp_path):
     for block in ("deployed", "quarantine"):
         for a, b in zip(r0["adapters"][block], r1["adapters"][block]):
             assert torch.equal(a, b)
-
-
-# --- pieces: split groups, vLLM views, configs, refusals, TRL versions ---------------
-
-
-def routed_organism(arm: str = "routeA", **fields):
-    from vgrout.grpo.loop import load_run_pairs
-    from vgrout.grpo.policy import build_policy
-
-    routing = preset("smoke", arm=arm, group_size=4, **fields)
-    model, tok = organism()
-    policy = build_policy(routing, model, tok, load_run_pairs(routing))
-    perturb_blocks(policy.model)
-    return routing, policy, tok
-
-
-def test_a_group_split_over_processes_gets_one_process_features():
-    """Rows of a group lying on two processes get the features one process would give
-    them; rows of a dead group stay zero (they are not gated)."""
-    from vgrout.grpo.trl.gate import local_features
-    from vgrout.lm.tokens import chat_prompt
-
-    routing, policy, tok = routed_organism(prompts_per_step=3)
-    problems = load_problems(paths.TRAIN_PROBLEMS, LOOPHOLE_MODES)[:3]
-    hacks = load_hacks()
-    prompts, completions = [], []
-    for p in problems:
-        ids = tok(chat_prompt(tok, p.messages), add_special_tokens=False)["input_ids"]
-        for c in completions_for(p, hacks, tok, dead=False):
-            prompts.append(ids), completions.append(c)
-    live = [True, True, False]
-    whole = local_features(policy, tok, (prompts, completions), 0, live, routing, packed=True)
-    halves = torch.cat(
-        [
-            local_features(policy, tok, (prompts[:6], completions[:6]), 0, live, routing, True),
-            local_features(policy, tok, (prompts[6:], completions[6:]), 6, live, routing, True),
-        ]
-    )
-    torch.testing.assert_close(halves, whole, **model_tol(whole, layers=4, width=256))
-    assert bool((whole[8:] == 0).all()) and bool((whole[:8].abs().sum((1, 2)) > 0).all())
-
-
-class Engine:
-    """Stands in for vLLM's colocated model: `load_weights` copies named weights into a
-    plain organism, which is what a vLLM engine holds."""
-
-    def __init__(self):
-        self.model, _ = organism()
-        self.params = dict(self.model.named_parameters())
-        self.received = []
-
-    def load_weights(self, named):
-        for name, weight in named:
-            self.received.append(name)
-            with torch.no_grad():
-                self.params[name].copy_(weight)
-
-
-def stand_in_generation(engine: Engine):
-    """TRL's VLLMGeneration in colocate mode, its engine replaced (vLLM needs a GPU)."""
-    from types import SimpleNamespace
-
-    from trl.generation.vllm_generation import VLLMGeneration
-
-    gen = VLLMGeneration.__new__(VLLMGeneration)
-    gen.mode, gen.enable_sleep_mode = "colocate", False
-    gen.accelerator = SimpleNamespace(is_main_process=True)
-    runner = SimpleNamespace(model=engine)
-    gen.llm = SimpleNamespace(
-        llm_engine=SimpleNamespace(
-            model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner))
-        ),
-        reset_prefix_cache=lambda: None,
-    )
-    return gen
-
-
-def test_vllm_sync_pushes_each_view_as_whole_weights():
-    """TRL's own sync_weights, with ViewSync's reader, gives a plain model each view of
-    the routed one; the routed model's base weights are never written."""
-    from vgrout.adapters import ablate_quarantine
-    from vgrout.grpo.trl import ViewSync
-
-    _, policy, _ = routed_organism()
-    base = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_" not in n}
-    engine = Engine()
-    sync = ViewSync(stand_in_generation(engine), policy.model)
-    ids = torch.tensor([list(range(5, 60))])
-    with torch.no_grad():
-        trained = policy.model(input_ids=ids).logits
-        with ablate_quarantine(policy.model):
-            deployed = policy.model(input_ids=ids).logits
-    assert (trained - deployed).abs().max() > 1e-2  # the views differ
-    for view, want in (("trained", trained), ("deployed", deployed)):
-        engine.received.clear()
-        sync.push(view)
-        assert sorted(engine.received) == sorted(engine.params)
-        got = engine.model(input_ids=ids).logits.detach()
-        torch.testing.assert_close(got, want, **model_tol(want, layers=4, width=256, tokens=1000))
-        assert sync.view == "trained"  # later syncs push the trained view
-    for n, p in policy.model.named_parameters():
-        if "lora_" not in n:
-            assert torch.equal(p, base[n]), n
-
-
-def test_routing_fields_that_trl_owns_must_agree(tmp_path):
-    from trl import GRPOConfig as TRLConfig
-
-    from vgrout.grpo.config import GRPOConfig
-    from vgrout.grpo.trl import routing_for, trl_args
-
-    routing = preset("organism", arm="routeA")
-    args = trl_args(routing, str(tmp_path))
-    assert routing_for(routing, args) == routing.replace(kl_beta=0.0)  # all agree
-    plain = TRLConfig(
-        str(tmp_path), num_generations=8, max_completion_length=100, max_steps=50, bf16=False
-    )
-    with pytest.raises(ValueError) as e:
-        routing_for(routing, plain)
-    for word in (
-        "lr=0.0007 but TRL's config gives 1e-06",
-        "steps=100 but TRL's config gives 50",
-        "trl_args",
-    ):
-        assert word in str(e.value)
-    # fields left at their defaults take TRL's values
-    mapped = routing_for(GRPOConfig(arm="routeA"), args)
-    assert (mapped.group_size, mapped.lr, mapped.max_new_tokens) == (8, 7e-4, 100)
-
-
-REFUSED = {
-    "routeV": (dict(arm="routeV"), {}, {}, "arm='routeV'"),
-    "deployed-view sampling": (dict(gen_deploy_frac=0.25), {}, {}, "gen_deploy_frac"),
-    "hint-free share": (dict(unhackable_frac=0.25), {}, {}, "gt_only"),
-    "decay toward zero": ({}, dict(weight_decay=0.1), {}, "weight_decay=0.1 (TRL)"),
-    "truncation masks": ({}, dict(mask_truncated_completions=True), {}, "mask_truncated"),
-    "peft_config": ({}, {}, dict(peft_config="lora"), "peft_config"),
-    "oracle without labels": (dict(arm="oracle"), {}, dict(reward_funcs=[len]), "true hack labels"),
-}
-
-
-@pytest.mark.parametrize("case", REFUSED)
-def test_unsupported_settings_are_refused_by_name(case, tmp_path):
-    from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
-
-    fields, trl_fields, kwargs, words = REFUSED[case]
-    routing = preset("smoke", **fields)
-    model, tok = organism()
-    kwargs = {"reward_funcs": reward_function(paths.TRAIN_PROBLEMS), **kwargs}
-    with pytest.raises(ValueError, match="cannot run this") as e:
-        RoutedGRPOTrainer(
-            model, args=trl_args(routing, str(tmp_path), **trl_fields), routing=routing,
-            processing_class=tok, **kwargs,
-        )  # fmt: skip
-    assert words in str(e.value)
-
-
-def test_a_model_with_adapters_is_refused(tmp_path):
-    from peft import LoraConfig, get_peft_model
-
-    from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
-
-    routing = preset("smoke")
-    model, tok = organism()
-    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
-    for bad, words in ((peft, "bare base model"), ("Qwen/Qwen3-4B", "not a name")):
-        with pytest.raises(ValueError, match=words):
-            RoutedGRPOTrainer(bad, reward_funcs=reward_function(paths.TRAIN_PROBLEMS),
-                              args=trl_args(routing, str(tmp_path)), routing=routing,
-                              processing_class=tok)  # fmt: skip
-
-
-def test_a_trl_outside_the_tested_range_is_refused(monkeypatch):
-    from vgrout.grpo.trl import RoutedGRPOTrainer, compat
-
-    compat.check_trl_version()  # the installed one is tested
-    compat.check_trl_version("1.16.3")
-    for version in ("1.15.2", "1.17.0", "2.0.0"):
-        with pytest.raises(ImportError) as e:
-            compat.check_trl_version(version)
-        assert f"trl {version} is installed" in str(e.value)
-        assert "pip install 'trl>=1.16.0,<1.17'" in str(e.value)
-    monkeypatch.setattr(compat, "installed_trl", lambda: "1.18.0")
-    with pytest.raises(ImportError, match="trl 1.18.0 is installed"):
-        RoutedGRPOTrainer(None)
-
-
-def test_every_hooked_trl_method_is_checked():
-    """The installed TRL has every hook with the arguments used; a renamed method or
-    changed arguments are named."""
-    from vgrout.grpo.trl import compat
-
-    compat.check_hooks()
-    owners = compat.hook_owners()
-    changed = type("GRPOTrainer", (owners["GRPOTrainer"],), {"_compute_loss": lambda self, x: 0})
-    del_name = type("VLLMGeneration", (), {})
-    with pytest.raises(RuntimeError) as e:
-        compat.check_hooks({**owners, "GRPOTrainer": changed, "VLLMGeneration": del_name})
-    assert "GRPOTrainer._compute_loss takes ('self', 'x')" in str(e.value)
-    assert "VLLMGeneration.sync_weights is missing" in str(e.value)
-
-
-def test_decay_pulls_both_blocks_toward_their_init():
-    """After each optimizer step, p -= weight_decay * lr * (p - p_init), at the lr the step used."""
-    from types import SimpleNamespace
-
-    from vgrout.grpo.trl.callbacks import RoutedRun
-
-    routing, policy, _ = routed_organism(weight_decay=0.5)
-    trainer = SimpleNamespace(routing=routing, policy=policy)
-    run = RoutedRun(trainer)
-    init = [p.detach().clone() for p in policy.all_params()]
-    perturb_blocks(policy.model, seed=5)
-    moved = [p.detach().clone() for p in policy.all_params()]
-    scheduler = SimpleNamespace(get_last_lr=lambda: [0.1])
-    run.on_optimizer_step(None, None, None, lr_scheduler=scheduler)
-    for p, p0, p1 in zip(policy.all_params(), init, moved):
-        torch.testing.assert_close(p.detach(), p1 - 0.05 * (p1 - p0), atol=1e-7, rtol=0)
-
-
-def test_the_core_library_does_not_import_trl():
-    code = (
-        "import sys, vgrout, vgrout.grpo, vgrout.grpo.loop, vgrout.grpo.config, vgrout.adapters,"
-        " vgrout.env.trl, vgrout.train\n"
-        "assert 'trl' not in sys.modules, 'trl was imported'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -191,7 +191,7 @@ def refusals(routing: GRPOConfig, args, **trainer_kwargs) -> list[str]:
             "deepspeed: the engine clips and shards gradients itself (no per-block clip), and "
             "ZeRO-3 partitions the adapter weights the routed forward reads directly"
         )
-    if args.fsdp or args.fsdp_config and args.fsdp_config.get("fsdp_version"):
+    if args.fsdp:
         bad.append(
             "fsdp: the merged sampling views, the per-block clip and the gate's passes "
             "assume whole (unsharded) weights on every rank"

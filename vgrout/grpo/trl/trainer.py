@@ -9,8 +9,9 @@ vgrout/grpo/trl/__init__.py):
     after scoring  the gate (gate.py): zones for every row, as per-row masks
                    `route_m`, `route_d` in TRL's batch dict, so they travel with
                    their rows through TRL's buffering, shuffling and accumulation
-    loss           TRL's loss (any loss_type; dr_grpo by default) computed under
-                   the rows' masks, which stay set through the backward
+    loss           TRL's loss as configured (dr_grpo by default, the one compared
+                   with the loop) computed under the rows' masks, which stay set
+                   through the backward
     clipping       each block clipped separately (`update.clip_and_measure`)
 
 The reference policy for TRL's KL term is the base model with every adapter
