@@ -58,7 +58,7 @@ class FixedRollouts:
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
 
 
-def trl_step(routing, problems, by_prompt, out: Path, accumulation: int):
+def trl_step(routing, problems, by_prompt, out: Path, accumulation: int, checkpointing: bool):
     """One real RoutedGRPOTrainer step on fixed rollouts: (trainer, gradients, rollout_func)."""
     from transformers import TrainerCallback
 
@@ -78,6 +78,7 @@ def trl_step(routing, problems, by_prompt, out: Path, accumulation: int):
         str(out),
         per_device_train_batch_size=rows // accumulation,
         gradient_accumulation_steps=accumulation,
+        gradient_checkpointing=checkpointing,
         max_steps=1,
     )
     trainer = RoutedGRPOTrainer(
@@ -130,24 +131,27 @@ def loop_step(routing, problems, by_prompt, order: list[str]):
     return zones, grads_of(policy.model), policy.model
 
 
-CASES = {
-    # a dead group (equal rewards) beside two live ones: not gated, adds no gradient
-    "routeA": (dict(arm="routeA", prompts_per_step=3), 1, True),
+CASES = {  # routing fields, micro-batches a step, gradient checkpointing, a dead group
+    # a dead group (equal rewards) beside two live ones: not gated, adds no gradient;
+    # gradient checkpointing re-runs the forward in the backward, under the same masks
+    "routeA": (dict(arm="routeA", prompts_per_step=3), 1, True, True),
     # keep rows (their PPO ratio needs the sampler's log-probs), the KL term, and
     # the batch shuffled and split into two accumulated micro-batches
     "routeA keep, KL, accumulation": (
         dict(arm="routeA", prompts_per_step=2, keep_low_tail=True, kl_beta=0.05),
         2,
         False,
+        False,
     ),
     "oracle partial reveal": (
         dict(arm="oracle", prompts_per_step=2, oracle_reveal_frac=0.5),
         1,
         False,
+        False,
     ),
-    "oracle placebo": (dict(arm="oracle", prompts_per_step=2, placebo=True), 2, False),
-    "routeA placebo": (dict(arm="routeA", prompts_per_step=2, placebo=True), 1, False),
-    "absorb": (dict(arm="absorb", prompts_per_step=2, kl_beta=0.05), 1, False),
+    "oracle placebo": (dict(arm="oracle", prompts_per_step=2, placebo=True), 2, False, False),
+    "routeA placebo": (dict(arm="routeA", prompts_per_step=2, placebo=True), 1, False, False),
+    "absorb": (dict(arm="absorb", prompts_per_step=2, kl_beta=0.05), 1, False, False),
 }
 SLOW_CASES = ("oracle placebo", "routeA placebo", "absorb")
 
@@ -157,7 +161,7 @@ SLOW_CASES = ("oracle placebo", "routeA placebo", "absorb")
 )
 def test_trl_step_equals_the_loop_on_the_same_rollouts(case, tmp_path):
     """Same zones (and scores) and the same gradients of both blocks as vgrout.grpo."""
-    fields, accumulation, with_dead = CASES[case]
+    fields, accumulation, checkpointing, with_dead = CASES[case]
     routing = preset(
         "smoke", group_size=4, max_new_tokens=MAX_NEW, gate_warmup=4, gate_q=0.25,
         grad_clip=1e9, steps=1, eval_every=0, eval_samples=1, eval_max_problems=1, **fields,
@@ -169,7 +173,10 @@ def test_trl_step_equals_the_loop_on_the_same_rollouts(case, tmp_path):
         p.prompt: completions_for(p, hacks, tok, dead=with_dead and i == 0)
         for i, p in enumerate(problems)
     }
-    trainer, trl_grads, rollouts = trl_step(routing, problems, by_prompt, tmp_path, accumulation)
+    trainer, trl_grads, rollouts = trl_step(
+        routing, problems, by_prompt, tmp_path, accumulation, checkpointing
+    )
+    assert trainer.policy.model.get_base_model().is_activation_checkpointing == checkpointing
     order = rollouts.seen[0][:: routing.group_size]
     assert sorted(order) == sorted(by_prompt) and len(rollouts.seen) == 1
     zones, loop_grads, model = loop_step(trainer.routing, problems, by_prompt, order)
