@@ -67,7 +67,8 @@ class RoutedGRPOTrainer(GRPOTrainer):
         gate, evaluation and weight-decay fields are read, and the fields TRL's
         config owns must agree with `args` (`config.routing_for`).
     args: TRL's config; `RoutedGRPOConfig` has the project loop's defaults
-        (dr_grpo loss, unscaled advantages). Other arguments are GRPOTrainer's.
+        (dr_grpo loss, unscaled advantages, the plain k3 KL gradient). Other
+        arguments are GRPOTrainer's.
     The oracle arm, and the gate-quality metrics, read the true hack labels
     from a `vgrout.env.trl` reward function among `reward_funcs`.
     """
@@ -89,8 +90,8 @@ class RoutedGRPOTrainer(GRPOTrainer):
         args = args if args is not None else RoutedGRPOConfig("routed-grpo")
         routing = routing if routing is not None else GRPOConfig()
         funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        self.labels = next((f for f in funcs if isinstance(f, Reward)), None)
-        _refuse(model, routing, args, processing_class, self.labels, kwargs)
+        self.label_source = next((f for f in funcs if isinstance(f, Reward)), None)
+        _refuse(model, routing, args, processing_class, self.label_source, kwargs)
         cfg = routing_for(routing, args)
         pairs = load_run_pairs(cfg)
         policy = build_policy(cfg, model, processing_class, pairs)
@@ -146,11 +147,8 @@ class RoutedGRPOTrainer(GRPOTrainer):
             self._logs["extra"]["routing/zone"].extend(record.zones)
             if "keep" in zones and "old_per_token_logps" not in out:
                 out["old_per_token_logps"] = self._sampler_logps(out)
-        m, d = zone_masks(zones)
-        out["route_m"], out["route_d"] = (
-            m.to(self.accelerator.device),
-            d.to(self.accelerator.device),
-        )
+        for key, mask in zip(MASK_KEYS, zone_masks(zones)):
+            out[key] = mask.to(self.accelerator.device)
         return out
 
     def _gate(self, out: dict) -> GateRecord:
@@ -183,9 +181,9 @@ class RoutedGRPOTrainer(GRPOTrainer):
 
     def _hack_labels(self, n: int) -> list[bool] | None:
         """Every process's true hack labels, from the vgrout reward's call on this batch."""
-        if self.labels is None:
+        if self.label_source is None:
             return None
-        call = self.labels.calls[-1] if self.labels.calls else None
+        call = self.label_source.calls[-1] if self.label_source.calls else None
         if call is None or call.step != self.state.global_step or len(call.grades) != n:
             raise RuntimeError(
                 f"RoutedGRPOTrainer: the vgrout reward's last call (step "
@@ -230,7 +228,7 @@ class RoutedGRPOTrainer(GRPOTrainer):
                 self._mask_stack = None
 
     def _compute_loss(self, model, inputs):
-        masks = route(self.policy.model, inputs["route_m"], inputs["route_d"])
+        masks = route(self.policy.model, *(inputs[key] for key in MASK_KEYS))
         if self._mask_stack is None:  # evaluation: no backward follows
             with masks:
                 return super()._compute_loss(model, inputs)
