@@ -11,8 +11,10 @@
   `label_share_interval` its bootstrap interval over seeds.
 - `seeds_figure`, `tests_figure`: every seed keeps one marker in every arm.
 
-A comparison is a dict {id, a, b, metric, sided, family}: "a vs b" on `metric`
-(hack | solve) of the shipped view; sided is less | greater | two-sided.
+A comparison is a dict {id, a, b, metric, sided, family[, margin]}: "a vs b" on
+`metric` (hack | solve) of the shipped view; sided is less | greater |
+two-sided; with a margin the comparison also gets two one-sided equivalence
+tests and ends "lower", "equivalent within +-margin" or "undecided".
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from vgrout.figures.grid import Grid
 
 ALPHA = 0.05
 COMPARISON_FIELDS = ("id", "a", "b", "metric", "sided", "family")
+"""Every comparison has these; `margin` (an equivalence margin, set in advance) is optional."""
 
 
 def seed_table(evals: pd.DataFrame) -> pd.DataFrame:
@@ -92,6 +95,8 @@ def check_comparisons(comparisons: Sequence[Mapping], arms: Sequence[str]) -> No
             raise ValueError(
                 f"comparisons[{i}] {c['id']}: sided must be one of {stats.ALTERNATIVES}"
             )
+        if "margin" in c and not (isinstance(c["margin"], (int, float)) and c["margin"] > 0):
+            raise ValueError(f"comparisons[{i}] {c['id']}: margin must be a number > 0")
         absent = [a for a in (c["a"], c["b"]) if a not in arms]
         if absent:
             raise ValueError(
@@ -136,13 +141,49 @@ def test_table(seeds: pd.DataFrame, comparisons: Sequence[Mapping], split: str =
             "p": stats.sign_flip_p(pr["d"], c["sided"]),
         })  # fmt: skip
     out = pd.DataFrame(rows)
-    out["p_holm"] = np.nan
-    for _, idx in out.groupby("family", sort=False).groups.items():
-        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p"].tolist())
+    out["p_holm"] = _holm_by_family(out, "p")
     out["verdict"] = [
         verdict(p, n, s) for p, n, s in zip(out["p_holm"], out["n_seeds"], out["sided"])
     ]
+    if any("margin" in c for c in comparisons):
+        _equivalence(out, seeds, comparisons, split)
     return out
+
+
+def _holm_by_family(out: pd.DataFrame, column: str) -> pd.Series:
+    adjusted = pd.Series(np.nan, index=out.index)
+    for _, idx in out.groupby("family", sort=False).groups.items():
+        ok = [i for i in idx if pd.notna(out.loc[i, column])]
+        adjusted[ok] = stats.holm(out.loc[ok, column].tolist())
+    return adjusted
+
+
+def _equivalence(out: pd.DataFrame, seeds, comparisons, split) -> None:
+    """Margin, TOST p (Holm within each family) and the three-way verdict, in place.
+
+    A comparison with a margin ends "lower" / "higher" / "differs" when its
+    test rejects, "equivalent within +-margin" when the TOST does, and
+    "undecided" otherwise; one without a margin keeps its two-way verdict.
+    """
+    out["margin"] = [c.get("margin", np.nan) for c in comparisons]
+    out["p_equiv"] = [
+        stats.equivalence_p(paired(seeds, c["a"], c["b"], c["metric"], split)["d"], c["margin"])
+        if "margin" in c else np.nan
+        for c in comparisons
+    ]  # fmt: skip
+    out["p_equiv_holm"] = _holm_by_family(out, "p_equiv")
+    for i, r in out.iterrows():
+        if pd.isna(r["margin"]) or r["verdict"] == "cannot be decided with this design":
+            continue
+        if r["p_holm"] <= ALPHA:
+            out.loc[i, "verdict"] = DIRECTION_WORDS[r["sided"]]
+        elif r["p_equiv_holm"] <= ALPHA:
+            out.loc[i, "verdict"] = f"equivalent within +-{r['margin']:g}"
+        else:
+            out.loc[i, "verdict"] = "undecided"
+
+
+DIRECTION_WORDS = {"less": "lower", "greater": "higher", "two-sided": "differs"}
 
 
 def takeoff_check(evals: pd.DataFrame, arm: str = "vanilla", split: str = "iid") -> pd.DataFrame:
