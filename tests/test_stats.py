@@ -122,3 +122,17 @@ def test_a_comparison_with_a_margin_ends_lower_equivalent_or_undecided():
     assert t.loc["noisy", "verdict"] == "undecided"
     plain = test_table(seeds, [{k: v for k, v in comps[2].items() if k != "margin"}])
     assert "p_equiv" not in plain.columns and plain["verdict"].iloc[0] == "not supported"
+
+
+def test_power_grows_with_seeds_and_a_design_that_cannot_reject_detects_nothing():
+    from vgrout.figures.power import detectable_effect, equivalence_power, rejection_rate
+
+    assert detectable_effect(0.1, 4, alpha=0.05) == float("inf"), "4 seeds: min p 1/16 > 0.05"
+    small, large = detectable_effect(0.1, 6, sims=150), detectable_effect(0.1, 10, sims=150)
+    assert large < small < 0.6
+    assert (
+        rejection_rate(0.0, 0.1, 8, 0.05, sims=400, seed=1) <= 0.05 + 3 * (0.05 * 0.95 / 400) ** 0.5
+    )
+    assert rejection_rate(small, 0.1, 6, 0.05, sims=150, seed=0) >= 0.8
+    assert equivalence_power(0.01, 8, 0.05, sims=100) == 1.0
+    assert equivalence_power(0.3, 8, 0.05, sims=100) < 0.05
