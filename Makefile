@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install organism lint test test-fast figures clean-runs
+.PHONY: install organism lint test test-fast figures grid reference clean-runs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,19 @@ test: lint
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Replots every committed grid from results/ (trains nothing; minutes on 2 cores).
 figures: $(STAMP)
 	$(BIN)/python -m vgrout.figures
+
+# Trains one committed grid again into out/retrain/$(GRID) (hours on 2 cores; resumable)
+# and compares it with results/$(GRID): make grid GRID=primary|secondary|replication
+GRID ?= primary
+grid: $(STAMP)
+	$(BIN)/python -m vgrout.figures.retrain $(GRID)
+
+# The external reference data (real 4B-model hacks) into .cache/reference, sha256-checked.
+reference: $(STAMP)
+	$(BIN)/python -m vgrout.env.reference
 
 clean-runs:
 	rm -rf runs out

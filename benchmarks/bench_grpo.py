@@ -79,18 +79,25 @@ def bench(name: str, kw: dict, args) -> dict:
     return out
 
 
-def trl_peer(args) -> float | None:
-    """TRL's GRPOTrainer step on the same shape (benchmarks/bench_trl.py), if trl is installed."""
+def trl_rows(args) -> dict[str, float]:
+    """TRL's GRPOTrainer step on the same shape, and RoutedGRPOTrainer's on each of
+    `--trl-arms` (benchmarks/bench_trl.py: wall seconds between step ends), if trl is
+    installed."""
     import importlib.util
 
     if args.no_trl:
-        return None
+        return {}
     if importlib.util.find_spec("trl") is None:
-        print("TRL peer row skipped: trl is not installed (pip install -e '.[trl]')")
-        return None
+        print("TRL rows skipped: trl is not installed (pip install -e '.[trl]')")
+        return {}
     from bench_trl import trl_step_seconds
 
-    return trl_step_seconds(args.steps, args.threads, seed=args.seed)
+    rows = {"TRL GRPOTrainer (peer)": trl_step_seconds(args.steps, args.threads, seed=args.seed)}
+    for arm in args.trl_arms:
+        rows[f"{arm} (RoutedGRPOTrainer)"] = trl_step_seconds(
+            args.steps, args.threads, seed=args.seed, arm=arm
+        )
+    return rows
 
 
 def main() -> None:
@@ -103,11 +110,14 @@ def main() -> None:
     ap.add_argument("--forward", default=GRPOConfig.forward, help=f"one of {FORWARDS}")
     ap.add_argument("--arms", nargs="*", default=list(ARMS))
     ap.add_argument("--json", help="also write the table here")
-    ap.add_argument("--no-trl", action="store_true", help="skip the TRL GRPOTrainer peer row")
+    ap.add_argument("--no-trl", action="store_true", help="skip the TRL rows")
+    ap.add_argument(
+        "--trl-arms", nargs="*", default=["routeA"], help="arms timed in RoutedGRPOTrainer"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     table = {name: bench(name, ARMS[name], args) for name in args.arms}
-    peer = trl_peer(args)
+    trl = trl_rows(args)
     base = table.get("vanilla (plain LoRA)", next(iter(table.values())))["step"]
     print(f"{'arm':26s} " + " ".join(f"{p:>9s}" for p in (*PARTS, "step")) + "   x plain")
     for name, t in table.items():
@@ -116,11 +126,11 @@ def main() -> None:
             + " ".join(f"{t[p]:9.3f}" for p in (*PARTS, "step"))
             + f"   {t['step'] / base:6.2f}"
         )
-    if peer is not None:
-        print(f"{'TRL GRPOTrainer (peer)':26s} " + " " * 40 + f"{peer:9.3f}   {peer / base:6.2f}")
+    for name, seconds in trl.items():  # wall time between step ends, all live groups or not
+        print(f"{name:26s} " + " " * 40 + f"{seconds:9.3f}   {seconds / base:6.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(table, f, indent=1)
+            json.dump({**table, **{k: {"step": v} for k, v in trl.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":

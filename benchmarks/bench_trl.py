@@ -1,5 +1,8 @@
 """Seconds per TRL GRPOTrainer step on the organism, with vgrout.env as the reward.
 
+With --arm, the step of vgrout.grpo.trl's RoutedGRPOTrainer (the routed
+two-block adapter, the gate, zones) on the same shape instead of a plain LoRA.
+
 The step has the organism preset's shape and settings (vgrout.grpo.config,
 preset "organism"): 4 prompts x 8 generations, at most 100 new tokens,
 temperature, top-k/top-p, learning rate, AdamW betas, clip, no KL, unscaled
@@ -12,6 +15,7 @@ the first step (it pays warm-up costs). Needs the trl extra
 (pip install -e '.[trl]').
 
     python benchmarks/bench_trl.py --steps 8 --threads 1
+    python benchmarks/bench_trl.py --steps 8 --threads 1 --arm routeA
 """
 
 from __future__ import annotations
@@ -22,16 +26,27 @@ import tempfile
 import time
 
 
-def trl_step_seconds(steps: int, threads: int, *, seed: int = 0) -> float:
+def trl_step_seconds(steps: int, threads: int, *, seed: int = 0, arm: str | None = None) -> float:
     """Median seconds per GRPOTrainer step after the first, over `steps` steps."""
-    return statistics.median(step_times(steps, threads, seed=seed)["wall"][1:])
+    return statistics.median(step_times(steps, threads, seed=seed, arm=arm)["wall"][1:])
 
 
-def step_times(steps: int, threads: int, *, seed: int = 0, preset_name: str = "organism") -> dict:
+def step_times(
+    steps: int,
+    threads: int,
+    *,
+    seed: int = 0,
+    preset_name: str = "organism",
+    arm: str | None = None,
+) -> dict:
     """{"wall": [s per step], "cpu": [this process's CPU s per step]} over `steps` steps.
 
-    The CPU column counts the trainer's process only (not the grader's workers);
-    far less CPU than wall time means the machine was busy with other work."""
+    arm: None times GRPOTrainer with a plain PEFT LoRA; an arm times
+    RoutedGRPOTrainer on that arm (its evaluations cut to one problem and one
+    completion: they run before the first step and after the last, outside the
+    timed steps). The CPU column counts the trainer's process only (not the
+    grader's workers); far less CPU than wall time means the machine was busy
+    with other work."""
     if steps < 2:
         raise ValueError(
             f"trl_step_seconds: steps must be >= 2 (the first is not timed), got {steps}"
@@ -39,14 +54,16 @@ def step_times(steps: int, threads: int, *, seed: int = 0, preset_name: str = "o
     import torch
     from peft import LoraConfig
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from vgrout import paths
-    from vgrout.env.trl import CHAT_TEMPLATE_KWARGS, problem_dataset, reward_function
+    from vgrout.env.trl import problem_dataset, reward_function
     from vgrout.grpo.config import preset
+    from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
     from vgrout.lm.load import load_policy
 
-    cfg = preset(preset_name)
+    routed = {} if arm is None else dict(arm=arm, eval_max_problems=1, final_eval_samples=1)
+    cfg = preset(preset_name, steps=steps, seed=seed, **routed)
     ends: list[tuple[float, float]] = []
 
     class StepClock(TrainerCallback):
@@ -60,50 +77,23 @@ def step_times(steps: int, threads: int, *, seed: int = 0, preset_name: str = "o
     torch.set_num_threads(threads)
     try:
         model, tok = load_policy(cfg.model, device="cpu")
+        train = paths.repo_path(cfg.train_problems)
         with tempfile.TemporaryDirectory() as tmp:
-            args = GRPOConfig(
-                output_dir=tmp,
-                per_device_train_batch_size=cfg.prompts_per_step * cfg.group_size,
-                num_generations=cfg.group_size,
-                max_completion_length=cfg.max_new_tokens,
-                max_steps=steps,
-                temperature=cfg.temperature,
-                top_k=cfg.top_k,
-                top_p=cfg.top_p,
-                learning_rate=cfg.lr,
-                adam_beta1=cfg.betas[0],
-                adam_beta2=cfg.betas[1],
-                weight_decay=0.0,
-                max_grad_norm=cfg.grad_clip,
-                warmup_steps=cfg.warmup_steps,
-                lr_scheduler_type="cosine_with_min_lr",
-                lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_frac},
-                epsilon=cfg.clip_eps,
-                beta=cfg.kl_beta,
-                scale_rewards="group" if cfg.std_normalise else "none",
-                loss_type="dr_grpo",
-                chat_template_kwargs=CHAT_TEMPLATE_KWARGS,
-                logging_steps=1,
-                save_strategy="no",
-                report_to="none",
-                use_cpu=True,
-                bf16=False,  # TRL's default autocasts to bf16; the project trains fp32 on CPU
-                gradient_checkpointing=False,  # TRL's default; the project's loop keeps activations
-                seed=seed,
-            )
-            trainer = GRPOTrainer(
-                model=model,
-                reward_funcs=reward_function(paths.repo_path(cfg.train_problems)),
-                args=args,
-                train_dataset=problem_dataset(
-                    paths.repo_path(cfg.train_problems), cfg.modes, seed=seed
-                ),
+            common = dict(
+                reward_funcs=reward_function(train),
+                # the organism preset's shape and settings, fp32 without checkpointing
+                args=trl_args(cfg, tmp, use_cpu=True),
+                train_dataset=problem_dataset(train, cfg.modes, seed=seed),
                 processing_class=tok,
-                peft_config=LoraConfig(
-                    r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules)
-                ),
                 callbacks=[StepClock()],
             )
+            if arm is None:
+                lora = LoraConfig(
+                    r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules)
+                )
+                trainer = GRPOTrainer(model=model, peft_config=lora, **common)
+            else:
+                trainer = RoutedGRPOTrainer(model, routing=cfg, **common)
             trainer.train()
     finally:
         torch.set_num_threads(before)
@@ -120,12 +110,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arm", help="time RoutedGRPOTrainer on this arm instead of a plain LoRA")
     a = ap.parse_args()
-    t = step_times(a.steps, a.threads, seed=a.seed)
+    t = step_times(a.steps, a.threads, seed=a.seed, arm=a.arm)
     wall, cpu = (statistics.median(t[k][1:]) for k in ("wall", "cpu"))
     print("per step:", " ".join(f"{w:.2f}" for w in t["wall"]), "s wall")
+    name = "TRL GRPOTrainer" if a.arm is None else f"RoutedGRPOTrainer ({a.arm})"
     print(
-        f"TRL GRPOTrainer step (organism preset shape, vgrout.env reward, {a.threads} thread(s)): "
+        f"{name} step (organism preset shape, vgrout.env reward, {a.threads} thread(s)): "
         f"{wall:.2f} s median over steps 2-{a.steps} ({cpu:.2f} s CPU in the trainer's process)"
     )
 

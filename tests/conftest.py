@@ -60,3 +60,18 @@ def norms_in_model_dtype(monkeypatch):
             x = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(1)).to(dtype)
             assert torch.equal(forward(p, x), original(p, x)), f"RMSNorm changed for {dtype}"
     monkeypatch.setattr(modeling_qwen3.Qwen3RMSNorm, "forward", forward)
+
+
+def pytest_configure(config):
+    """Point the library at the external reference data when this checkout has them beside it.
+
+    The library finds them through VGROUT_REFERENCE or in the cache that
+    `python -m vgrout.env.reference` fills; a developer's checkout may instead
+    have them in ../shared/reference, which only the tests know about.
+    """
+    import os
+    from pathlib import Path
+
+    beside = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    if "VGROUT_REFERENCE" not in os.environ and (beside / "vgrout_pub").is_dir():
+        os.environ["VGROUT_REFERENCE"] = str(beside)

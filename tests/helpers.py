@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -328,3 +330,23 @@ def assert_matches_full_batch(model, got, want, mask, want_grads, tokens: int) -
         torch.testing.assert_close(g, w, **model_tol(w, backward=True, tokens=max(vocab, tokens)))
     quarantine = trainable_parameters(model)["quarantine"]
     assert any(torch.count_nonzero(p.grad) > 0 for p in quarantine)
+
+
+def write_notebook(folder: Path, name: str, params: str, body: str) -> Path:
+    """A notebook of a `parameters` cell and one body cell, on the python3 kernel."""
+    import nbformat
+
+    cells = [
+        nbformat.v4.new_code_cell(textwrap.dedent(params)),
+        nbformat.v4.new_code_cell(textwrap.dedent(body)),
+    ]
+    cells[0].metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = folder / name
+    nbformat.write(nb, path)
+    return path

@@ -10,15 +10,16 @@ declares (papermill would otherwise inject an unused variable silently).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import write_notebook
 
 from vgrout.figures import runner
 
@@ -116,33 +117,14 @@ def test_grid_notebooks_share_their_runs_folder():
     )
 
 
-def _write_notebook(folder: Path, name: str, params: str, body: str) -> Path:
-    import nbformat
-
-    cells = [
-        nbformat.v4.new_code_cell(textwrap.dedent(params)),
-        nbformat.v4.new_code_cell(textwrap.dedent(body)),
-    ]
-    cells[0].metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = folder / name
-    nbformat.write(nb, path)
-    return path
-
-
 def test_parameter_defaults_refuse_computed_values(tmp_path):
-    path = _write_notebook(tmp_path, "00_x.ipynb", "n = 1\nm = n + 1\n", "")
+    path = write_notebook(tmp_path, "00_x.ipynb", "n = 1\nm = n + 1\n", "")
     with pytest.raises(ValueError, match="'m' is not a Python literal"):
         runner.parameter_defaults(path)
 
 
 def test_load_params_refuses_unknown_keys(tmp_path):
-    path = _write_notebook(tmp_path, "00_x.ipynb", "n = 1\nfigures_dir = 'x'\n", "")
+    path = write_notebook(tmp_path, "00_x.ipynb", "n = 1\nfigures_dir = 'x'\n", "")
     (tmp_path / "00_x.yaml").write_text("n: 2\nsteps: 5\n")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['steps'\]"):
         runner.load_params(path, tmp_path)
@@ -150,9 +132,9 @@ def test_load_params_refuses_unknown_keys(tmp_path):
 
 def test_discover_orders_by_number_and_refuses_duplicates(tmp_path):
     for name in ("10_b.ipynb", "02_a.ipynb", "notes.ipynb"):
-        _write_notebook(tmp_path, name, "n = 1\n", "")
+        write_notebook(tmp_path, name, "n = 1\n", "")
     assert [p.name for p in runner.discover(tmp_path)] == ["02_a.ipynb", "10_b.ipynb"]
-    _write_notebook(tmp_path, "02_c.ipynb", "n = 1\n", "")
+    write_notebook(tmp_path, "02_c.ipynb", "n = 1\n", "")
     with pytest.raises(ValueError, match="share the number"):
         runner.discover(tmp_path)
 
@@ -166,8 +148,8 @@ def test_run_all_executes_in_order_and_writes_the_manifest(tmp_path):
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
         (Path(figures_dir) / f"{tag}.csv").write_text(f"n\\n{n}\\n")
     """
-    _write_notebook(nbs, "00_a.ipynb", "n = 1\ntag = 'a'\nfigures_dir = 'unused'\n", body)
-    _write_notebook(nbs, "01_b.ipynb", "n = 1\ntag = 'b'\nfigures_dir = 'unused'\n", body)
+    write_notebook(nbs, "00_a.ipynb", "n = 1\ntag = 'a'\nfigures_dir = 'unused'\n", body)
+    write_notebook(nbs, "01_b.ipynb", "n = 1\ntag = 'b'\nfigures_dir = 'unused'\n", body)
     (params / "00_a.yaml").write_text("n: 7\n")
     (params / "01_b.yaml").write_text("")
     m = runner.run_all(nbs, params, figs, tmp_path / "executed")
@@ -183,8 +165,8 @@ def test_run_all_executes_in_order_and_writes_the_manifest(tmp_path):
 def test_a_failing_notebook_stops_the_run_and_is_named(tmp_path):
     nbs, figs = tmp_path / "nb", tmp_path / "figs"
     nbs.mkdir()
-    _write_notebook(nbs, "00_bad.ipynb", "figures_dir = 'x'\n", "raise KeyError('no such site')")
-    _write_notebook(
+    write_notebook(nbs, "00_bad.ipynb", "figures_dir = 'x'\n", "raise KeyError('no such site')")
+    write_notebook(
         nbs, "01_never.ipynb", "figures_dir = 'x'\n", "open(figures_dir + '/ran', 'w').close()"
     )
     with pytest.raises(
@@ -279,179 +261,6 @@ def test_save_figure_writes_png_and_csv_and_refuses_low_dpi(tmp_path):
 # --- run-grid tables and figures for 03 and 04 (vgrout.figures.grpo_runs) ---------------
 
 
-def _fake_run(path: Path, arm: str, seed: int, steps: int = 30, finished: bool = True) -> Path:
-    """A run folder in the trainer's layout with made-up numbers: training hack rises
-    from step 8 (vanilla) and the routed arm's deployed view hacks little."""
-    from vgrout.grpo.config import GRPOConfig
-
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(GRPOConfig(arm=arm, seed=seed, steps=steps).to_json())
-    hack = (
-        (lambda s: min(1.0, max(0.0, (s - 8) / 10))) if arm == "vanilla" else (lambda s: 0.1 * seed)
-    )
-    rows = [
-        dict(
-            step=s,
-            reward=1.0,
-            hack=hack(s),
-            solve=0.2,
-            zone_keep=0.0,
-            zone_absorb=0.9,
-            zone_route=0.1,
-            gate_auroc=None if s < 3 else 0.7,
-            gate_f05=0.5,
-            quarantine_share=0.5,
-            delta_share=None,
-        )
-        for s in range(1, steps + 1)
-    ]
-    (path / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    evals = []
-    for step in (10, 20, 30):
-        for split in ("test", "iid"):
-            for view in ("trained", "deployed"):
-                ships = (view == "deployed") == (arm != "vanilla")
-                hack = 0.8 if view == "trained" else (0.05 if arm != "vanilla" else 0.6)
-                hack += 0.02 * seed + (0.01 if split == "iid" else 0.0)
-                by_mode = {
-                    "run_tests": dict(n=8, hack=hack, solve=0.3, compile=1.0),
-                    "sentinel": dict(n=8, hack=step / 100, solve=0.3, compile=1.0),
-                }
-                evals.append(
-                    dict(
-                        step=step,
-                        split=split,
-                        view=view,
-                        ships=ships,
-                        n=16,
-                        hack=hack,
-                        solve=0.3,
-                        compile=1.0,
-                        by_mode=by_mode,
-                    )
-                )
-    (path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
-    if finished:
-        (path / "result.json").write_text('{"finished": true}')
-    return path
-
-
-@pytest.fixture
-def fake_grid(tmp_path):
-    for arm in ("routeA", "vanilla"):
-        for seed in (0, 1):
-            _fake_run(tmp_path / "grid" / arm / f"s{seed}", arm, seed)
-    return tmp_path / "grid"
-
-
-def test_discover_runs_names_notebook_03_when_the_folder_is_missing(tmp_path):
-    from vgrout.figures import grpo_runs
-
-    with pytest.raises(FileNotFoundError, match="run 03_grpo_training"):
-        grpo_runs.discover_runs(tmp_path / "nothing")
-
-
-def test_discover_runs_puts_vanilla_first_and_refuses_missing_or_unfinished_runs(fake_grid):
-    from vgrout.figures import grpo_runs
-
-    runs = grpo_runs.discover_runs(fake_grid)
-    assert list(runs) == [("vanilla", 0), ("vanilla", 1), ("routeA", 0), ("routeA", 1)]
-    with pytest.raises(FileNotFoundError, match="oracle"):
-        grpo_runs.discover_runs(fake_grid, arms=["vanilla", "oracle"])
-    _fake_run(fake_grid / "oracle" / "s0", "oracle", 0, finished=False)
-    with pytest.raises(RuntimeError, match="unfinished"):
-        grpo_runs.discover_runs(fake_grid, arms=["oracle"], seeds=[0])
-
-
-def test_curve_table_smooths_per_seed_then_spans_the_seeds(fake_grid):
-    from vgrout.figures import grpo_runs
-    from vgrout.figures.tables import step_table
-
-    runs = grpo_runs.discover_runs(fake_grid, arms=["routeA"])
-    t = grpo_runs.curve_table(step_table(runs), ["hack", "gate_auroc"], smooth=3)
-    t = t.set_index(["metric", "step"])
-    assert t.loc[("hack", 5), "lo"] == pytest.approx(0.0) and t.loc[
-        ("hack", 5), "hi"
-    ] == pytest.approx(0.1)
-    assert t.loc[("hack", 5), "mean"] == pytest.approx(0.05) and t.loc[("hack", 5), "seeds"] == 2
-    assert np.isnan(t.loc[("gate_auroc", 2), "mean"]), (
-        "a step without a gate AUROC must be a gap, not 0"
-    )
-    assert t.loc[("gate_auroc", 3), "mean"] == pytest.approx(0.7)
-
-
-def test_views_table_takes_the_shipped_view_per_arm(fake_grid):
-    from vgrout.figures import grpo_runs
-    from vgrout.figures.tables import final_summary
-
-    runs = grpo_runs.discover_runs(fake_grid)
-    head = grpo_runs.headline_table(grpo_runs.views_table(final_summary(runs))).set_index(
-        ["arm", "split"]
-    )
-    assert (
-        head.loc[("vanilla", "test"), "deployed_hack"]
-        == head.loc[("vanilla", "test"), "trained_hack"]
-    )
-    assert head.loc[("routeA", "test"), "trained_hack"] == pytest.approx(0.81)  # mean of 0.80, 0.82
-    assert head.loc[("routeA", "test"), "deployed_hack"] == pytest.approx(0.06)
-    assert (
-        head.loc[("routeA", "test"), "deployed_hack_ci"] > 0
-        and head.loc[("routeA", "test"), "step"] == 30
-    )
-
-
-def test_first_hack_table_averages_seeds_that_got_there_and_leaves_the_rest_unmarked(fake_grid):
-    from vgrout.figures import grpo_runs
-    from vgrout.figures.tables import step_table
-
-    steps = step_table(grpo_runs.discover_runs(fake_grid))
-    first = grpo_runs.first_hack_table(steps, 0.5, 1).set_index("arm")
-    assert first.loc["vanilla", "first_step"] == 13 and first.loc["vanilla", "seeds_reached"] == 2
-    assert np.isnan(first.loc["routeA", "first_step"]) and first.loc["routeA", "seeds_reached"] == 0
-
-
-def test_deployed_tables_use_deployed_rows_and_the_last_evaluation(fake_grid):
-    from vgrout.figures import grpo_runs
-    from vgrout.figures.tables import eval_table, mode_table
-
-    runs = grpo_runs.discover_runs(fake_grid)
-    curves = grpo_runs.deployed_curves(eval_table(runs)).set_index(
-        ["arm", "split", "metric", "step"]
-    )
-    assert curves.loc[("routeA", "test", "hack", 20), "rate"] == pytest.approx(0.06)
-    assert curves.loc[("vanilla", "test", "hack", 20), "rate"] == pytest.approx(0.81)
-    modes = grpo_runs.deployed_mode_table(mode_table(runs)).set_index(["arm", "split", "mode"])
-    assert modes.loc[("routeA", "iid", "sentinel"), "hack"] == pytest.approx(0.30)
-    assert modes.loc[("routeA", "iid", "sentinel"), "n"] == 16
-
-
-def test_grid_figures_render_and_save(fake_grid, tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    from vgrout.figures import grpo_runs, style
-    from vgrout.figures.tables import eval_table, final_summary, mode_table, step_table
-
-    runs = grpo_runs.discover_runs(fake_grid)
-    steps = step_table(runs)
-    figs = {
-        "curves": grpo_runs.curves_figure(
-            grpo_runs.curve_table(steps, ["reward", "hack"], 5),
-            {"reward": "reward", "hack": "hack rate"},
-            "t",
-            free_y=["reward"],
-        ),
-        "views": grpo_runs.views_figure(grpo_runs.views_table(final_summary(runs)), "t"),
-        "worked": grpo_runs.worked_figure(
-            grpo_runs.deployed_curves(eval_table(runs)), grpo_runs.first_hack_table(steps), "t"
-        ),
-        "modes": grpo_runs.mode_figure(grpo_runs.deployed_mode_table(mode_table(runs)), "t"),
-    }
-    for name, fig in figs.items():
-        assert (style.save_figure(fig, name, tmp_path / "out")).read_bytes()[:4] == b"\x89PNG"
-
-
 def test_the_manifest_names_the_dirty_files_it_was_written_from(tmp_path):
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
@@ -478,7 +287,11 @@ def test_the_manifest_records_the_shipped_organism():
     assert rec["weights_sha256"] == sha256(runner.REPO / "data" / "organism" / "model.safetensors")
 
 
-@pytest.mark.parametrize("params", [PARAMS, PARAMS / "secondary"], ids=["primary", "secondary"])
+@pytest.mark.parametrize(
+    "params",
+    [PARAMS, PARAMS / "secondary", PARAMS / "replication"],
+    ids=["primary", "secondary", "replication"],
+)
 def test_preregistered_grids_are_consistent(params):
     """The grids the preregistration names: 03 and 04 share runs and arms, and every 04
     comparison names arms of the grid and appears, with its arms, in the preregistration."""
@@ -496,3 +309,58 @@ def test_preregistered_grids_are_consistent(params):
     for c in f["comparisons"]:
         if c["family"] in ("primary", "secondary"):
             assert f"| {c['id']} | {c['a']} vs {c['b']} |" in prereg, c["id"]
+
+
+# --- "What the full run found": every cited number is its csv's -----------------------------
+
+CITE = re.compile(
+    r"^(?P<value>[-+]?\d+(?:\.\d+)?): (?P<path>\S+) \| (?P<filters>[^|]*) \| "
+    r"(?P<column>\w+)(?: (?P<agg>min|max|mean))?$"
+)
+
+
+def _citations(path: Path) -> tuple[str, list[re.Match]]:
+    """(the cell's visible text, its cited numbers) of the notebook's last markdown cell."""
+    cell = json.loads(path.read_text())["cells"][-1]
+    text = "".join(cell["source"]) if cell["cell_type"] == "markdown" else ""
+    visible, _, block = text.partition("<!-- numbers")
+    lines = [ln.strip() for ln in block.split("-->")[0].splitlines()[1:] if ln.strip()]
+    bad = [ln for ln in lines if not CITE.match(ln)]
+    assert not bad, f"{path.name}: malformed citation line(s) {bad}"
+    return visible, [CITE.match(ln) for ln in lines]
+
+
+def cited_value(m: re.Match) -> str:
+    """The csv's value for one citation, formatted with as many decimals as the text has."""
+    t = pd.read_csv(REPO / m["path"])
+    for f in filter(None, (s.strip() for s in m["filters"].split(","))):
+        key, _, values = f.partition("=")
+        t = t[t[key].astype(str).isin(values.split(";"))]
+    assert len(t) == 1 or m["agg"], f"{m.group(0)}: {len(t)} rows and no min/max/mean"
+    assert len(t) >= 1, f"{m.group(0)}: no row matches"
+    x = float(getattr(t[m["column"]], m["agg"])() if m["agg"] else t[m["column"]].iloc[0])
+    decimals = len(m["value"].partition(".")[2])
+    sign = "+" if m["value"].startswith("+") else ""  # "+0.001": the text shows the sign
+    return f"{x:{sign}.{decimals}f}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_each_notebook_ends_with_what_the_full_run_found(path):
+    visible, cites = _citations(path)
+    assert visible.startswith("## What the full run found"), path.name
+    assert "](../figures/" in visible, "it shows the committed figure"
+    assert cites, "it cites numbers, each with its csv"
+    for m in cites:
+        assert m["value"] in visible, f"{m['value']} is cited but not in the text"
+        assert cited_value(m) == m["value"], f"{path.name}: {m.group(0)}"
+        assert (REPO / m["path"]).is_file()
+    for fig in re.findall(r"\]\(\.\./(figures/[^)]+)\)", visible):
+        assert (REPO / fig).is_file(), fig
+
+
+def test_a_citation_that_disagrees_with_its_csv_is_caught():
+    m = CITE.match("0.99: figures/env_marker_transfer.csv | marker=training marker | passed max")
+    assert cited_value(m) == "0.00"
+    many = CITE.match("1.00: figures/env_marker_transfer.csv | mode=run_tests | passed")
+    with pytest.raises(AssertionError, match="2 rows and no min/max/mean"):
+        cited_value(many)

@@ -85,3 +85,54 @@ def test_holm_step_down():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     assert stats.holm([]) == []
+
+
+def test_equivalence_p_is_small_only_when_every_difference_sits_inside_the_margin():
+    from vgrout.figures.stats import equivalence_p
+
+    assert equivalence_p([0.0] * 8, 0.05) == pytest.approx(1 / 256)
+    assert equivalence_p([0.01, -0.02, 0.0, 0.02, -0.01, 0.0, 0.01, -0.01], 0.05) < 0.01
+    assert equivalence_p([0.2, -0.2, 0.1, -0.1, 0.15, -0.15, 0.0, 0.05], 0.05) > 0.2
+    assert equivalence_p([0.06] * 8, 0.05) == 1.0, "all outside the margin: no equivalence"
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        equivalence_p([0.0], 0.0)
+
+
+def test_a_comparison_with_a_margin_ends_lower_equivalent_or_undecided():
+    import pandas as pd
+
+    from vgrout.figures.ablation import test_table
+
+    def rows(arm, vals):
+        return [dict(arm=arm, seed=s, split="iid", view="deployed", ships=True, step=1, hack=v,
+                     solve=0.5, n=10) for s, v in enumerate(vals)]  # fmt: skip
+
+    base = [0.3, 0.2, 0.25, 0.35, 0.3, 0.2, 0.28, 0.22]
+    seeds = pd.DataFrame(
+        rows("b", base)
+        + rows("lower", [v - 0.15 for v in base])
+        + rows("same", [v + e for v, e in zip(base, [0.01, -0.01, 0, 0.01, -0.01, 0, 0.005, -0.005])])
+        + rows("noisy", [v + e for v, e in zip(base, [0.2, -0.2, 0.1, -0.1, 0.15, -0.15, 0, 0.05])])
+    )  # fmt: skip
+    comps = [dict(id=k, a=k, b="b", metric="hack", sided="less", family=k, margin=0.05)
+             for k in ("lower", "same", "noisy")]  # fmt: skip
+    t = test_table(seeds, comps).set_index("id")
+    assert t.loc["lower", "verdict"] == "lower"
+    assert t.loc["same", "verdict"] == "equivalent within +-0.05"
+    assert t.loc["noisy", "verdict"] == "undecided"
+    plain = test_table(seeds, [{k: v for k, v in comps[2].items() if k != "margin"}])
+    assert "p_equiv" not in plain.columns and plain["verdict"].iloc[0] == "not supported"
+
+
+def test_power_grows_with_seeds_and_a_design_that_cannot_reject_detects_nothing():
+    from vgrout.figures.power import detectable_effect, equivalence_power, rejection_rate
+
+    assert detectable_effect(0.1, 4, alpha=0.05) == float("inf"), "4 seeds: min p 1/16 > 0.05"
+    small, large = detectable_effect(0.1, 6, sims=150), detectable_effect(0.1, 10, sims=150)
+    assert large < small < 0.6
+    assert (
+        rejection_rate(0.0, 0.1, 8, 0.05, sims=400, seed=1) <= 0.05 + 3 * (0.05 * 0.95 / 400) ** 0.5
+    )
+    assert rejection_rate(small, 0.1, 6, 0.05, sims=150, seed=0) >= 0.8
+    assert equivalence_power(0.01, 8, 0.05, sims=100) == 1.0
+    assert equivalence_power(0.3, 8, 0.05, sims=100) < 0.05

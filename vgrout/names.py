@@ -18,8 +18,11 @@ route trains the quarantine only."""
 
 VIEWS = ("trained", "deployed")
 """The two views of a policy: trained = both blocks (the model as trained);
-deployed = the quarantine deleted, which is what ships. A policy without a
-quarantine (vanilla, plain LoRA) has one model, so its two views coincide."""
+deployed = the quarantine deleted. What *ships* is one of the two, and a
+separate word: the deployed view on arms that route or absorb, the trained view
+on vanilla, which deploys whole (evaluation rows carry it as `ships`, figures
+as "shipped"). A policy without a quarantine (plain LoRA) has one model, so
+its two views coincide."""
 
 SITES = ("resid", "bottleneck", "adapter_out", "grad")
 """Capture sites of completion-token activations, in the order figures draw them."""

@@ -18,10 +18,15 @@ ORGANISM = DATA / "organism"
 
 
 def reference_dir() -> Path | None:
-    """The external reference data folder, or None when this clone lacks it."""
+    """The external reference data folder, or None when this clone lacks it.
+
+    VGROUT_REFERENCE names it; otherwise it is what `python -m
+    vgrout.env.reference` fetched into ``<cache>/reference``. Either holds
+    ``vgrout_pub/data/...``.
+    """
     env = os.environ.get("VGROUT_REFERENCE")
-    path = Path(env) if env else REPO.parent / "shared" / "reference"
-    return path if path.is_dir() else None
+    path = Path(env) if env else CACHE / "reference"
+    return path if (path / "vgrout_pub").is_dir() else None
 
 
 def repo_path(path: str | Path) -> Path:

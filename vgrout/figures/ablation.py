@@ -7,10 +7,14 @@
   within the comparison's family, and a verdict (figures/ablation_tests.csv).
 - `takeoff_check`: check C1, in how many seeds vanilla's shipped hack rate rose.
 - `gate_table`: per-seed gate AUROC / F0.5 against the true labels.
-- `label_curve`: the label-efficiency curve and where an arm falls on it.
+- `label_curve`: the label-efficiency curve and where an arm falls on it;
+  `label_share_interval` its bootstrap interval over seeds.
+- `seeds_figure`, `tests_figure`: every seed keeps one marker in every arm.
 
-A comparison is a dict {id, a, b, metric, sided, family}: "a vs b" on `metric`
-(hack | solve) of the shipped view; sided is less | greater | two-sided.
+A comparison is a dict {id, a, b, metric, sided, family[, margin]}: "a vs b" on
+`metric` (hack | solve) of the shipped view; sided is less | greater |
+two-sided; with a margin the comparison also gets two one-sided equivalence
+tests and ends "lower", "equivalent within +-margin" or "undecided".
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from vgrout.figures import stats
-from vgrout.figures.tables import RunMap, eval_table, step_table
+from vgrout.figures import stats, style
+from vgrout.figures.grid import Grid
 
 ALPHA = 0.05
 COMPARISON_FIELDS = ("id", "a", "b", "metric", "sided", "family")
+"""Every comparison has these; `margin` (an equivalence margin, set in advance) is optional."""
 
 
-def seed_table(runs: RunMap) -> pd.DataFrame:
-    """arm, seed, split, view, ships, step, hack, solve, n at each run's final evaluation."""
-    ev = eval_table(runs)
+def seed_table(evals: pd.DataFrame) -> pd.DataFrame:
+    """arm, seed, split, view, ships, step, hack, solve, n at each run's final evaluation.
+
+    evals: `Grid.evals()`.
+    """
+    ev = evals
     last = ev[ev["step"] == ev.groupby(["arm", "seed"])["step"].transform("max")]
     cols = ["arm", "seed", "split", "view", "ships", "step", "hack", "solve", "n"]
     return (
@@ -39,6 +47,11 @@ def seed_table(runs: RunMap) -> pd.DataFrame:
     )
 
 
+def grid_seeds(grid: Grid) -> pd.DataFrame:
+    """The grid's seed table: computed from its evaluations, or the one it stored."""
+    return grid.table("ablation_seeds", lambda: seed_table(grid.evals()))
+
+
 def shipped(seeds: pd.DataFrame, split: str = "iid") -> pd.DataFrame:
     """[arm x seed] rows of the shipped view on `split` (one per run, else an error)."""
     t = seeds[(seeds["split"] == split) & seeds["ships"].astype(bool)]
@@ -46,6 +59,26 @@ def shipped(seeds: pd.DataFrame, split: str = "iid") -> pd.DataFrame:
     if dup.any():
         raise ValueError(f"shipped: several shipped rows for {t[dup][['arm', 'seed']].values}")
     return t.set_index(["arm", "seed"])
+
+
+def pool_seeds(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Seed tables of grids run with the same configuration, as one table over all their seeds.
+
+    A run that two grids share (the secondary grid read back the primary's
+    runs) appears once; two different rows for one (arm, seed, split, view)
+    are refused, since they would be two runs claiming the same seed.
+    """
+    both = pd.concat(tables, ignore_index=True).drop_duplicates()
+    key = ["arm", "seed", "split", "view"]
+    clash = both[both.duplicated(key, keep=False)]
+    if not clash.empty:
+        raise ValueError(f"pool_seeds: different rows for the same run:\n{clash}")
+    return both.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def comparisons_within(comparisons: Sequence[Mapping], arms: Sequence[str]) -> list[Mapping]:
+    """The comparisons whose two arms are both in `arms`."""
+    return [c for c in comparisons if c["a"] in arms and c["b"] in arms]
 
 
 def check_comparisons(comparisons: Sequence[Mapping], arms: Sequence[str]) -> None:
@@ -62,6 +95,8 @@ def check_comparisons(comparisons: Sequence[Mapping], arms: Sequence[str]) -> No
             raise ValueError(
                 f"comparisons[{i}] {c['id']}: sided must be one of {stats.ALTERNATIVES}"
             )
+        if "margin" in c and not (isinstance(c["margin"], (int, float)) and c["margin"] > 0):
+            raise ValueError(f"comparisons[{i}] {c['id']}: margin must be a number > 0")
         absent = [a for a in (c["a"], c["b"]) if a not in arms]
         if absent:
             raise ValueError(
@@ -78,8 +113,17 @@ def paired(seeds: pd.DataFrame, a: str, b: str, metric: str, split: str = "iid")
 
 
 def verdict(p_adj: float, n: int, sided: str) -> str:
+    """What a test decides, in words that do not claim more than it can.
+
+    A one-sided test of a hypothesis ends "supported" or "not supported"; a
+    two-sided comparison (a cost, a window) has no hypothesised direction, so it
+    ends "differs" or "no difference shown", never "not supported". Neither
+    failure is evidence of no effect: that needs an equivalence margin.
+    """
     if stats.min_p(n, sided) > ALPHA:
         return "cannot be decided with this design"
+    if sided == "two-sided":
+        return "differs" if p_adj <= ALPHA else "no difference shown"
     return "supported" if p_adj <= ALPHA else "not supported"
 
 
@@ -97,18 +141,57 @@ def test_table(seeds: pd.DataFrame, comparisons: Sequence[Mapping], split: str =
             "p": stats.sign_flip_p(pr["d"], c["sided"]),
         })  # fmt: skip
     out = pd.DataFrame(rows)
-    out["p_holm"] = np.nan
-    for _, idx in out.groupby("family", sort=False).groups.items():
-        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p"].tolist())
+    out["p_holm"] = _holm_by_family(out, "p")
     out["verdict"] = [
         verdict(p, n, s) for p, n, s in zip(out["p_holm"], out["n_seeds"], out["sided"])
     ]
+    if any("margin" in c for c in comparisons):
+        _equivalence(out, seeds, comparisons, split)
     return out
 
 
-def takeoff_check(runs: RunMap, arm: str = "vanilla", split: str = "iid") -> pd.DataFrame:
-    """Per seed of `arm`: shipped hack at the first and the final evaluation, and whether it rose."""
-    ev = eval_table({k: v for k, v in runs.items() if k[0] == arm})
+def _holm_by_family(out: pd.DataFrame, column: str) -> pd.Series:
+    adjusted = pd.Series(np.nan, index=out.index)
+    for _, idx in out.groupby("family", sort=False).groups.items():
+        ok = [i for i in idx if pd.notna(out.loc[i, column])]
+        adjusted[ok] = stats.holm(out.loc[ok, column].tolist())
+    return adjusted
+
+
+def _equivalence(out: pd.DataFrame, seeds, comparisons, split) -> None:
+    """Margin, TOST p (Holm within each family) and the three-way verdict, in place.
+
+    A comparison with a margin ends "lower" / "higher" / "differs" when its
+    test rejects, "equivalent within +-margin" when the TOST does, and
+    "undecided" otherwise; one without a margin keeps its two-way verdict.
+    """
+    out["margin"] = [c.get("margin", np.nan) for c in comparisons]
+    out["p_equiv"] = [
+        stats.equivalence_p(paired(seeds, c["a"], c["b"], c["metric"], split)["d"], c["margin"])
+        if "margin" in c else np.nan
+        for c in comparisons
+    ]  # fmt: skip
+    out["p_equiv_holm"] = _holm_by_family(out, "p_equiv")
+    for i, r in out.iterrows():
+        if pd.isna(r["margin"]) or r["verdict"] == "cannot be decided with this design":
+            continue
+        if r["p_holm"] <= ALPHA:
+            out.loc[i, "verdict"] = DIRECTION_WORDS[r["sided"]]
+        elif r["p_equiv_holm"] <= ALPHA:
+            out.loc[i, "verdict"] = f"equivalent within +-{r['margin']:g}"
+        else:
+            out.loc[i, "verdict"] = "undecided"
+
+
+DIRECTION_WORDS = {"less": "lower", "greater": "higher", "two-sided": "differs"}
+
+
+def takeoff_check(evals: pd.DataFrame, arm: str = "vanilla", split: str = "iid") -> pd.DataFrame:
+    """Per seed of `arm`: shipped hack at the first and the final evaluation, and whether it rose.
+
+    evals: `Grid.evals()`.
+    """
+    ev = evals[evals["arm"] == arm]
     if ev.empty:
         raise ValueError(f"takeoff_check: no run of arm {arm!r}")
     ev = ev[(ev["split"] == split) & ev["ships"].astype(bool)]
@@ -122,9 +205,12 @@ def takeoff_check(runs: RunMap, arm: str = "vanilla", split: str = "iid") -> pd.
     return pd.DataFrame(rows)
 
 
-def gate_table(runs: RunMap, gated: Sequence[str]) -> pd.DataFrame:
-    """Per gated arm x seed: mean over steps of gate AUROC, F0.5, routed and hack shares."""
-    steps = step_table({k: v for k, v in runs.items() if k[0] in gated})
+def gate_table(steps: pd.DataFrame, gated: Sequence[str]) -> pd.DataFrame:
+    """Per gated arm x seed: mean over steps of gate AUROC, F0.5, routed and hack shares.
+
+    steps: `Grid.steps()`; gated: `Grid.gated_arms()`.
+    """
+    steps = steps[steps["arm"].isin(list(gated))]
     if steps.empty:
         return pd.DataFrame()
     agg = dict(gate_auroc=("gate_auroc", "mean"), gate_f05=("gate_f05", "mean"),
@@ -138,31 +224,100 @@ def label_curve(seeds: pd.DataFrame, points: Mapping[str, float], target: str,
     """(curve, target_hack, share): mean shipped hack per labelled arm over the seeds all of
     them ran, `target`'s mean over the same seeds, and the label share at which the linearly
     interpolated curve first meets it (None when no segment of the curve brackets it)."""
-    t = shipped(seeds, split)["hack"].unstack("arm")
-    cols = [*points, target]
-    t = t[cols].dropna()
+    t = _label_frame(seeds, points, target, split)
     curve = pd.DataFrame({"arm": list(points), "label_share": list(points.values()),
                           "hack": [t[a].mean() for a in points], "seeds": len(t)})  # fmt: skip
     curve = curve.sort_values("label_share")
-    y, x, goal = curve["hack"].to_numpy(), curve["label_share"].to_numpy(), t[target].mean()
+    goal = float(t[target].mean())
+    return curve, goal, crossing(curve["label_share"].to_numpy(), curve["hack"].to_numpy(), goal)
+
+
+def _label_frame(seeds, points, target, split) -> pd.DataFrame:
+    """[seed x arm] shipped hack of the labelled arms and the target, seeds all of them ran."""
+    return shipped(seeds, split)["hack"].unstack("arm")[[*points, target]].dropna()
+
+
+def crossing(x: np.ndarray, y: np.ndarray, goal: float) -> float | None:
+    """First x at which the piecewise-linear curve (x, y) equals `goal`; None if it never does."""
     for i in range(len(x) - 1):
         lo, hi = sorted((y[i], y[i + 1]))
         if lo <= goal <= hi and y[i] != y[i + 1]:
-            share = x[i] + (goal - y[i]) / (y[i + 1] - y[i]) * (x[i + 1] - x[i])
-            return curve, float(goal), float(share)
-    return curve, float(goal), None
+            return float(x[i] + (goal - y[i]) / (y[i + 1] - y[i]) * (x[i + 1] - x[i]))
+    return None
+
+
+def label_share_interval(seeds: pd.DataFrame, points: Mapping[str, float], target: str,
+                         split: str = "iid", n_boot: int = 2000,
+                         seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """Where `target` falls on the label curve, with two 95% intervals over seeds.
+
+    - t: the paired t interval of target minus the curve's no-label arm (the
+      arm at the smallest label share), mapped through the mean curve. Honest
+      with few seeds (a t quantile), but it holds the curve fixed.
+    - bootstrap: seeds resampled with replacement, the same seeds for every arm
+      (the arms are paired by seed), each resample's curve and target mean
+      giving a share. It carries the curve's noise too, but with few seeds it
+      is too narrow: 4 seeds allow only 35 distinct resamples.
+
+    A share is clipped to the curve's ends when the target lies outside it (no
+    better than the curve's worst point, or better than its best), so a wide
+    interval shows as wide instead of as missing. One row: target, share (None
+    outside the curve), t_low, t_high, boot_low, boot_high, seeds, n_boot.
+    """
+    t = _label_frame(seeds, points, target, split)
+    order = sorted(points, key=points.get)
+    x = np.array([points[a] for a in order])
+    vals, goal = t[order].to_numpy(), t[target].to_numpy()  # [seeds, points], [seeds]
+    rng = np.random.default_rng(seed)
+    shares = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(t), len(t))
+        shares.append(_clipped_share(x, vals[pick].mean(axis=0), goal[pick].mean()))
+    mean_curve = vals.mean(axis=0)
+    _, lo, hi = stats.paired_ci(goal - vals[:, 0])
+    ends = sorted(_clipped_share(x, mean_curve, vals[:, 0].mean() + d) for d in (lo, hi))
+    boot = np.percentile(shares, [2.5, 97.5])
+    return pd.DataFrame([{
+        "target": target, "share": crossing(x, mean_curve, float(goal.mean())),
+        "t_low": ends[0], "t_high": ends[1], "boot_low": float(boot[0]),
+        "boot_high": float(boot[1]), "seeds": len(t), "n_boot": n_boot,
+    }])  # fmt: skip
+
+
+def _clipped_share(x: np.ndarray, y: np.ndarray, goal: float) -> float:
+    """`crossing`, or the curve's end nearest `goal` when the curve never reaches it."""
+    hit = crossing(x, y, goal)
+    if hit is not None:
+        return hit
+    worst, best = (x[0], x[-1]) if y[0] >= y[-1] else (x[-1], x[0])
+    return float(worst if goal >= y.max() else best)
+
+
+SEED_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h", "d", "8", "H", "1")
+"""One marker per seed (the k-th seed of the grid takes the k-th), the same in every arm."""
+
+
+def seed_markers(seeds: Sequence[int]) -> dict[int, str]:
+    """{seed: marker}; more seeds than markers reuse them in order (a legend says which)."""
+    return {s: SEED_MARKERS[i % len(SEED_MARKERS)] for i, s in enumerate(sorted(seeds))}
 
 
 def seeds_figure(seeds: pd.DataFrame, arms: Sequence[str], title: str, split: str = "iid"):
-    """Shipped hack and solve per arm: every seed a dot, the mean a bar with its 95% t interval."""
+    """Shipped hack and solve per arm: the mean a bar with its 95% t interval, every seed a point.
+
+    A seed keeps its marker and its horizontal offset in every arm, and a faint
+    line joins its points, so a comparison's pairs, and a seed that drives a
+    mean, can be read off the figure.
+    """
     import matplotlib.pyplot as plt
 
-    from vgrout.figures.grpo_runs import arm_colors
-
+    arms = list(arms)
     t = shipped(seeds, split).reset_index()
-    colors = arm_colors(arms)
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.3 * len(arms) + 3), 4.2))
-    rng = np.random.default_rng(0)  # jitter only
+    colors = style.arm_colors(arms)
+    order = sorted(set(t["seed"]))
+    markers = seed_markers(order)
+    offset = dict(zip(order, np.linspace(-0.22, 0.22, len(order)) if len(order) > 1 else [0.0]))
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.3 * len(arms) + 4), 4.4))
     for ax, metric in zip(axes, ("hack", "solve")):
         for i, arm in enumerate(arms):
             v = t.loc[t["arm"] == arm, metric].to_numpy()
@@ -172,25 +327,34 @@ def seeds_figure(seeds: pd.DataFrame, arms: Sequence[str], title: str, split: st
             ax.bar(i, m, 0.6, color=colors[arm], alpha=0.35)
             if v.size > 1:
                 ax.errorbar(i, m, yerr=[[m - max(lo, 0)], [min(hi, 1) - m]], color="k", capsize=4)
-            ax.scatter(i + rng.uniform(-0.18, 0.18, v.size), v, s=14, color=colors[arm],
-                       edgecolor="k", linewidth=0.4, zorder=3)  # fmt: skip
+        wide = t.pivot(index="seed", columns="arm", values=metric)
+        wide = wide[[a for a in arms if a in wide.columns]]
+        for s, row in wide.iterrows():
+            xs = [arms.index(a) + offset[s] for a in row.index]
+            ax.plot(xs, row.to_numpy(), color="0.5", lw=0.5, alpha=0.35, zorder=2)
+            ax.scatter(xs, row.to_numpy(), s=22, marker=markers[s], facecolor="white",
+                       edgecolor="k", linewidth=0.7, zorder=3, label=f"seed {s}")  # fmt: skip
         ax.set_xticks(range(len(arms)), arms, rotation=25, ha="right")
         ax.set(ylim=(0, 1), ylabel=f"shipped {metric} rate", title=f"{metric} ({split})")
     fig.suptitle(title)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    style.legend_below(fig, handles, labels, ncol=min(len(labels), 8))
     return fig
 
 
 def tests_figure(seeds: pd.DataFrame, tests: pd.DataFrame, title: str, split: str = "iid"):
-    """One row per comparison: each seed's difference a dot, the mean with its 95% t interval,
-    p and Holm's p beside it."""
+    """One row per comparison: each seed's difference (its marker as in `seeds_figure`), the
+    mean with its 95% t interval, p and Holm's p beside it."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 0.7 * len(tests) + 1.6))
+    markers = seed_markers(sorted(set(seeds["seed"])))
     for i, c in enumerate(tests.itertuples()):
         y = len(tests) - 1 - i
-        d = paired(seeds, c.a, c.b, c.metric, split)["d"]
-        ax.scatter(d, np.full(len(d), y) + np.linspace(-0.15, 0.15, len(d)), s=12, color="0.4")
+        pr = paired(seeds, c.a, c.b, c.metric, split)
+        for s, d, dy in zip(pr["seed"], pr["d"], np.linspace(-0.15, 0.15, len(pr))):
+            ax.scatter(d, y + dy, s=16, marker=markers[s], facecolor="white", edgecolor="0.3",
+                       linewidth=0.6, label=f"seed {s}" if i == 0 else None)  # fmt: skip
         if c.n_seeds > 1:
             ax.errorbar(c.effect, y, xerr=[[c.effect - c.ci_low], [c.ci_high - c.effect]],
                         fmt="o", color="tab:red", capsize=4)  # fmt: skip
@@ -201,12 +365,15 @@ def tests_figure(seeds: pd.DataFrame, tests: pd.DataFrame, title: str, split: st
     ax.set_yticks(range(len(tests)), labels[::-1])
     ax.set(xlabel=f"difference in shipped rate ({split}), per seed and mean with 95% CI")
     fig.suptitle(title)
-    fig.tight_layout()
+    handles, names = ax.get_legend_handles_labels()
+    style.legend_below(fig, handles, names, ncol=min(len(names), 8))
     return fig
 
 
-def label_figure(curve: pd.DataFrame, target: str, target_hack: float, share, title: str):
-    """Shipped hack vs share of labels revealed, with the target arm's mean as a line."""
+def label_figure(curve: pd.DataFrame, target: str, target_hack: float, interval: pd.DataFrame,
+                 title: str):  # fmt: skip
+    """Shipped hack vs share of labels revealed, the target arm's mean as a line, and the
+    intervals of where it meets the curve (`label_share_interval`) as bands."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -215,11 +382,27 @@ def label_figure(curve: pd.DataFrame, target: str, target_hack: float, share, ti
         ax.annotate(r.arm, (r.label_share, r.hack), textcoords="offset points", xytext=(4, 4),
                     fontsize=8)  # fmt: skip
     ax.axhline(target_hack, color="tab:blue", ls="--", label=f"{target} (no labels)")
-    if share is not None:
-        ax.axvline(share, color="tab:blue", lw=0.8)
+    iv = interval.iloc[0]
+    ax.axvspan(iv["t_low"], iv["t_high"], color="tab:blue", alpha=0.10,
+               label="95% t interval over seeds")  # fmt: skip
+    ax.axvspan(iv["boot_low"], iv["boot_high"], color="tab:blue", alpha=0.18,
+               label="95% bootstrap interval over seeds")  # fmt: skip
+    if pd.notna(iv["share"]):
+        ax.axvline(iv["share"], color="tab:blue", lw=0.8)
     ax.set(xlabel="share of hack labels revealed to the router", ylabel="shipped hack rate (iid)",
            xlim=(-0.05, 1.05), ylim=(0, max(0.05, 1.15 * curve["hack"].max(), 1.15 * target_hack)))  # fmt: skip
     ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def label_title(interval: pd.DataFrame) -> str:
+    """The label curve's title: the share with its interval, never a bare point estimate."""
+    iv = interval.iloc[0]
+    where = "outside the curve" if pd.isna(iv["share"]) else f"at {iv['share']:.0%} of labels"
+    return (
+        f"Label efficiency over {iv['seeds']} seeds: {iv['target']} meets the oracle curve "
+        f"{where}\n95% intervals over seeds: t {iv['t_low']:.0%} to {iv['t_high']:.0%}, "
+        f"bootstrap {iv['boot_low']:.0%} to {iv['boot_high']:.0%}"
+    )

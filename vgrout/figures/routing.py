@@ -113,3 +113,20 @@ def routing_figure(table: pd.DataFrame, title: str = ""):
         bbox_to_anchor=(0.5, 0),
     )
     return fig
+
+
+def would_drop_a_panel(table: pd.DataFrame, figures_dir, name: str = "routing_classifier") -> list:
+    """The pools the figure already saved in `figures_dir` has and `table` lacks.
+
+    Why: the reference pool (real 4B-model hacks) is the one comparison on this
+    figure that can fail, and its data are not in the repository. A run without
+    them must not replace a figure that has their panel with one that does not;
+    the notebook keeps the saved figure instead and says how to get the data.
+    """
+    from vgrout.figures.results import read_table
+    from vgrout.paths import repo_path
+
+    saved = repo_path(figures_dir) / f"{name}.csv"
+    if not saved.is_file():
+        return []
+    return sorted(set(read_table(saved)["pool"]) - set(table["pool"]))

@@ -1,19 +1,25 @@
-"""``python -m vgrout.figures``: re-execute every numbered notebook, write the manifest.
+"""``python -m vgrout.figures``: re-execute the numbered notebooks, write the manifests.
 
 Runs ``notebooks/NN_*.ipynb`` in order with papermill. Full mode (the
-default, `make figures`) passes each notebook the parameters in
-``notebooks/params/NN_*.yaml``; ``--quick`` passes none, so each notebook
-runs on the quick defaults of its ``parameters`` cell (the ones nbval uses).
-The driver itself injects ``figures_dir``, so a yaml must not set it.
+default, `make figures`) re-executes every figure set of
+`vgrout.figures.sets` (primary, secondary, replication), each notebook with
+the parameters in its set's ``NN_*.yaml``. Those parameters point notebooks
+03 and 04 at the committed results under ``results/``, so full mode replots
+every grid and trains none (`python -m vgrout.figures.retrain <set>` trains a
+grid again). ``--quick`` passes no parameters, so each notebook runs on the
+quick defaults of its ``parameters`` cell (the ones nbval uses); ``--params``
+runs one pass with another folder of yaml files. The driver itself injects
+``figures_dir``, so a yaml must not set it.
 
-Outputs: executed copies under ``out/notebooks/`` (``out/quick/notebooks/``
-with ``--quick``), figures and their csv files under ``figures/``
+Outputs: executed copies under ``out/notebooks/<set>/`` (``out/quick/notebooks/``
+with ``--quick``), figures and their csv files in each set's folder
 (``out/quick/figures/`` with ``--quick``, so a quick run never overwrites the
 committed full-configuration figures), and ``<figures_dir>/manifest.json``:
-the effective parameters of every notebook, the git revision, the date and
-each notebook's wall time. A failed notebook stops the run: the error names
-the notebook, the failing cell and papermill's message, and the manifest
-records the failure.
+the effective parameters of every notebook, the git revision, the organism,
+the machine, the date and each notebook's wall time. A failed notebook stops
+the run: the error names the notebook, the failing cell and papermill's
+message, and the manifest records the failure. SIGTERM or SIGHUP stop it as
+Ctrl-C does, shutting the notebook's kernel down.
 
 Notebooks are found by glob, so a new ``NN_*.ipynb`` joins the run as soon as
 it and its params yaml exist.
@@ -34,6 +40,7 @@ from typing import Sequence
 from vgrout import cli
 from vgrout.files import save_json
 from vgrout.paths import REPO, repo_path
+from vgrout.procs import stop_on_signals
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 DRIVER_PARAMS = ("figures_dir",)
@@ -199,6 +206,8 @@ def run_all(
 
     only: notebook numbers or stems to run (default all). Returns the manifest;
     raises NotebookFailed (after writing the manifest) when a notebook fails.
+    SIGTERM and SIGHUP stop the run as Ctrl-C does, so the notebook's kernel,
+    and whatever it started, is shut down rather than left running.
     """
     figures_dir = repo_path(figures_dir or ("out/quick/figures" if quick else "figures"))
     executed_dir = repo_path(executed_dir or ("out/quick/notebooks" if quick else "out/notebooks"))
@@ -211,45 +220,58 @@ def run_all(
         )
     # Check every yaml before running anything: a typo should not cost a 10-minute run.
     injected = {p: ({} if quick else load_params(p, params_dir)) for p in notebooks}
-    manifest = {
+    manifest = new_manifest(figures_dir, quick)
+    if only:  # a partial re-run keeps the entries of the notebooks it does not run
+        manifest["kept"] = previous_entries(
+            figures_dir / "manifest.json", {nb.name for nb in notebooks}
+        )
+    t_all = time.perf_counter()
+    with stop_on_signals():
+        for nb in notebooks:
+            params = {**injected[nb], "figures_dir": str(figures_dir)}
+            entry = {
+                "notebook": nb.name,
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "injected": params,
+                "parameters": {**parameter_defaults(nb), **params},
+                "executed": str(executed_dir / nb.name),
+            }
+            manifest["notebooks"].append(entry)
+            print(f"[figures] {nb.name} ...", flush=True)
+            try:
+                entry["wall_s"] = round(execute(nb, executed_dir / nb.name, params, kernel), 1)
+            except NotebookFailed as e:
+                entry["error"] = str(e)
+                _close(manifest, f"failed: {nb.name}", t_all)
+                raise
+            except KeyboardInterrupt:
+                _close(manifest, f"stopped: {nb.name}", t_all)
+                raise
+            print(f"[figures] {nb.name} done in {entry['wall_s']} s", flush=True)
+    _close(manifest, "ok", t_all)
+    return manifest
+
+
+def _close(manifest: dict, status: str, t_all: float) -> None:
+    manifest.update(status=status, total_wall_s=round(time.perf_counter() - t_all, 1))
+    save_json(manifest, Path(manifest["figures_dir"]) / "manifest.json")
+
+
+def new_manifest(figures_dir: Path, quick: bool) -> dict:
+    """What every manifest records before a notebook runs: revision, organism, machine."""
+    from vgrout.machine import machine_record
+
+    return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_revision(),
         "organism": organism_record(),
+        "machine": machine_record(),
         "mode": "quick" if quick else "full",
         "python": sys.version.split()[0],
         "figures_dir": str(figures_dir),
         "notebooks": [],
         "status": "running",
     }
-    if only:  # a partial re-run keeps the entries of the notebooks it does not run
-        manifest["kept"] = previous_entries(
-            figures_dir / "manifest.json", {nb.name for nb in notebooks}
-        )
-    t_all = time.perf_counter()
-    for nb in notebooks:
-        params = {**injected[nb], "figures_dir": str(figures_dir)}
-        entry = {
-            "notebook": nb.name,
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "injected": params,
-            "parameters": {**parameter_defaults(nb), **params},
-            "executed": str(executed_dir / nb.name),
-        }
-        manifest["notebooks"].append(entry)
-        print(f"[figures] {nb.name} ...", flush=True)
-        try:
-            entry["wall_s"] = round(execute(nb, executed_dir / nb.name, params, kernel), 1)
-        except NotebookFailed as e:
-            entry["error"] = str(e)
-            manifest.update(
-                status=f"failed: {nb.name}", total_wall_s=round(time.perf_counter() - t_all, 1)
-            )
-            save_json(manifest, figures_dir / "manifest.json")
-            raise
-        print(f"[figures] {nb.name} done in {entry['wall_s']} s", flush=True)
-    manifest.update(status="ok", total_wall_s=round(time.perf_counter() - t_all, 1))
-    save_json(manifest, figures_dir / "manifest.json")
-    return manifest
 
 
 def previous_entries(path: Path, rerun: set[str]) -> list[dict]:
@@ -264,38 +286,70 @@ def previous_entries(path: Path, rerun: set[str]) -> list[dict]:
     ]
 
 
+def run_sets(names: Sequence[str], kernel: str = KERNEL) -> list[dict]:
+    """Execute each figure set (`vgrout.figures.sets`) in full mode; their manifests."""
+    from vgrout.figures.sets import get_set
+
+    sets = [get_set(n) for n in names]
+    print(reference_notice(), flush=True)
+    out = []
+    for fs in sets:
+        print(f"[figures] set {fs.name}: {fs.what} -> {fs.figures}/", flush=True)
+        out.append(
+            run_all(params_dir=fs.params, figures_dir=fs.figures,
+                    executed_dir=f"out/notebooks/{fs.name}", only=fs.only, kernel=kernel)
+        )  # fmt: skip
+    return out
+
+
+def reference_notice() -> str:
+    """Whether the external reference data (notebook 02's real-hack panel) is here."""
+    from vgrout.env.reference import FETCH_COMMAND
+    from vgrout.paths import reference_dir
+
+    found = reference_dir()
+    if found is not None:
+        return f"[figures] reference data: {found}"
+    return (
+        "[figures] reference data absent: notebook 02 keeps the committed routing figures "
+        f"(they need the real-hack panel); `{FETCH_COMMAND}` brings the data"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from vgrout.figures.sets import SETS
+
     ap = argparse.ArgumentParser(
         prog="python -m vgrout.figures", description=__doc__.split("\n")[0]
     )
-    ap.add_argument(
-        "--quick",
-        action="store_true",
-        help="run on the notebooks' quick defaults (outputs under out/quick/)",
-    )
-    ap.add_argument(
-        "--only",
-        nargs="+",
-        default=(),
-        metavar="NN",
-        help="notebook numbers or stems to run, e.g. 00 02",
-    )
-    ap.add_argument("--notebooks", default="notebooks")
-    ap.add_argument("--params", default="notebooks/params")
+    ap.add_argument("--set", nargs="+", default=list(SETS), choices=list(SETS),
+                    help="figure sets to re-execute in full mode (default: all, in order)")  # fmt: skip
+    ap.add_argument("--quick", action="store_true",
+                    help="one pass on the notebooks' quick defaults (outputs under out/quick/)")  # fmt: skip
+    ap.add_argument("--only", nargs="+", default=(), metavar="NN",
+                    help="with --params: notebook numbers or stems to run, e.g. 00 02")  # fmt: skip
+    ap.add_argument("--params", default=None,
+                    help="one pass with the yaml files of this folder (instead of the sets)")  # fmt: skip
     ap.add_argument("--figures-dir", default=None)
     ap.add_argument("--executed-dir", default=None)
     ap.add_argument("--kernel", default=KERNEL)
     cli.add_debug_flag(ap)
     a = ap.parse_args(argv)
     try:
-        m = run_all(a.notebooks, a.params, a.figures_dir, a.executed_dir, a.quick, a.only, a.kernel)
+        if a.quick or a.params or a.only or a.figures_dir:
+            params = a.params or "notebooks/params"
+            runs = [run_all("notebooks", params, a.figures_dir, a.executed_dir, a.quick, a.only,
+                            a.kernel)]  # fmt: skip
+        else:
+            runs = run_sets(a.set, a.kernel)
     except NotebookFailed as e:
         print(f"[figures] FAILED: {e}", file=sys.stderr)
         return 1
-    print(
-        f"[figures] {len(m['notebooks'])} notebooks in {m['total_wall_s']} s; "
-        f"manifest: {Path(m['figures_dir']) / 'manifest.json'}"
-    )
+    for m in runs:
+        print(
+            f"[figures] {len(m['notebooks'])} notebooks in {m['total_wall_s']} s; "
+            f"manifest: {Path(m['figures_dir']) / 'manifest.json'}"
+        )
     return 0
 
 

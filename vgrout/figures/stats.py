@@ -11,6 +11,9 @@ in both arms, so the pairing removes the seed's own luck):
   seeds cannot reject anything (`min_p`).
 - `paired_ci`: the t interval of the mean difference over seeds.
 - `holm`: Holm's step-down adjustment over one family of comparisons.
+- `equivalence_p`: two one-sided sign-flip tests against a margin set in
+  advance, the only way a comparison can end "equivalent" rather than
+  "not shown".
 """
 
 from __future__ import annotations
@@ -67,6 +70,20 @@ def sign_flip_p(d: Sequence[float], alternative: str = "less") -> float:
     else:
         hits = np.abs(means) >= abs(obs) - tol
     return float(hits.mean())
+
+
+def equivalence_p(d: Sequence[float], margin: float) -> float:
+    """Two one-sided tests (TOST) that the mean difference lies within (-margin, +margin).
+
+    Each side is the exact sign-flip test of the shifted differences: that
+    d + margin is centred above 0 and that d - margin is centred below 0. The
+    larger p is the test's p; a small one says "equivalent within the margin",
+    which a test that merely fails to reject a difference can never say.
+    """
+    if not margin > 0:
+        raise ValueError(f"equivalence_p: margin must be > 0, got {margin}")
+    x = _diffs(d)
+    return max(sign_flip_p(x + margin, "greater"), sign_flip_p(x - margin, "less"))
 
 
 def min_p(n: int, alternative: str = "less") -> float:

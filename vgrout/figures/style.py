@@ -9,6 +9,7 @@ finished.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -62,4 +63,29 @@ def save_figure(
     return atomic_write(
         out / f"{name}.png",
         lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"),
+    )
+
+
+def arm_colors(arms: Sequence[str]) -> dict:
+    """One colour per arm, the same in every figure; vanilla is dark grey (the baseline)."""
+    import seaborn as sns
+
+    others = [a for a in dict.fromkeys(arms) if a != "vanilla"]
+    colors = dict(zip(others, sns.color_palette("colorblind", max(len(others), 1))))
+    return {"vanilla": (0.2, 0.2, 0.2), **colors}
+
+
+def legend_below(fig, handles, labels, ncol: int, title: str | None = None) -> None:
+    """Lay out the panels, then put the legend in a band below them sized to its rows,
+    so that it never covers an axis label however many arms there are."""
+    rows = -(-len(labels) // ncol) + (1 if title else 0)
+    fig.tight_layout(rect=(0, (0.12 + 0.28 * rows) / fig.get_figheight(), 1, 1))
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=ncol,
+        frameon=False,
+        title=title,
+        bbox_to_anchor=(0.5, 0),
     )

@@ -1,62 +1,16 @@
-"""Tables of finished GRPO runs, for notebooks and docs.
+"""Summary tables of a GRPO grid, for notebooks and docs.
 
-Every number a figure shows comes from a run folder through these functions,
-so a figure and its csv cannot disagree.
+Every number a figure shows comes from a grid's records (`vgrout.figures.grid`)
+through these functions, so a figure and its csv cannot disagree.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 
 from vgrout.figures.stats import t975
-from vgrout.grpo.rundir import load_run
-
-RunMap = Mapping[tuple[str, int], Path]
-
-
-def eval_table(runs: RunMap) -> pd.DataFrame:
-    """Every evaluation row of every run, with arm and seed columns."""
-    rows = []
-    for (arm, seed), path in runs.items():
-        for e in load_run(path).evals:
-            rows.append(
-                {"arm": arm, "seed": seed, **{k: v for k, v in e.items() if k != "by_mode"}}
-            )
-    return pd.DataFrame(rows)
-
-
-def mode_table(runs: RunMap) -> pd.DataFrame:
-    """Per-mode hack/solve rates of every evaluation row."""
-    rows = []
-    for (arm, seed), path in runs.items():
-        for e in load_run(path).evals:
-            for mode, r in (e.get("by_mode") or {}).items():
-                rows.append(
-                    {
-                        "arm": arm,
-                        "seed": seed,
-                        "step": e["step"],
-                        "split": e["split"],
-                        "view": e["view"],
-                        "ships": e["ships"],
-                        "mode": mode,
-                        **r,
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def step_table(runs: RunMap) -> pd.DataFrame:
-    rows = []
-    for (arm, seed), path in runs.items():
-        for s in load_run(path).steps:
-            if "reward" in s:
-                rows.append({"arm": arm, "seed": seed, **s})
-    return pd.DataFrame(rows)
 
 
 def ci95(values: pd.Series, n_samples: pd.Series | None = None) -> float:
@@ -70,12 +24,13 @@ def ci95(values: pd.Series, n_samples: pd.Series | None = None) -> float:
     return float("nan")
 
 
-def final_summary(runs: RunMap, metrics=("hack", "solve")) -> pd.DataFrame:
-    """Mean and 95% CI over seeds of the last evaluation, per arm x split x view."""
-    ev = eval_table(runs)
-    last = ev[ev["step"] == ev.groupby(["arm", "seed"])["step"].transform("max")]
+def final_summary(seeds: pd.DataFrame, metrics=("hack", "solve")) -> pd.DataFrame:
+    """Mean and 95% CI over seeds of the final evaluation, per arm x split x view.
+
+    seeds: `ablation.seed_table` (each run's final evaluation rows).
+    """
     out = []
-    for (arm, split, view), g in last.groupby(["arm", "split", "view"], sort=False):
+    for (arm, split, view), g in seeds.groupby(["arm", "split", "view"], sort=False):
         row = {
             "arm": arm,
             "split": split,

@@ -2,33 +2,43 @@
 
 Each run is its own process with one torch thread: two 2-thread jobs on two
 cores run ~5x slower than two 1-thread jobs. Every run is started with
-resume=True, so re-running a grid (a notebook re-executed, a crash) finishes
-only what is missing and returns finished runs at once.
+resume=True, so re-running a grid (a notebook re-executed, a crash, a kill)
+finishes only what is missing and returns finished runs at once.
+
+Stopping the grid stops its runs: the parent turns SIGTERM and SIGHUP into
+KeyboardInterrupt (`vgrout.procs.stop_on_signals`) and terminates every run
+it started before it re-raises; each run also dies with its parent
+(`die_with_parent`), and a run's grader workers exit with it. A run that
+fails stops the grid, naming the run and its exit code.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from vgrout.grpo.config import GRPOConfig
+from vgrout.procs import die_with_parent, stop_on_signals
+
+RunKey = tuple[str, int]
 
 
-def _run(cfg_json: str) -> str:
+def _run(cfg_json: str) -> None:
     import os
 
+    die_with_parent()
     os.environ.setdefault("TQDM_DISABLE", "1")
     from vgrout.grpo.loop import train
 
-    return str(train(GRPOConfig.from_json(cfg_json)).run_dir)
+    train(GRPOConfig.from_json(cfg_json))
 
 
 def grid_configs(
     base: GRPOConfig, arms: dict[str, dict], seeds, root: str | Path
-) -> dict[tuple[str, int], GRPOConfig]:
+) -> dict[RunKey, GRPOConfig]:
     """{(arm name, seed): config} with run folders root/<name>/s<seed>."""
     out = {}
     for name, changes in arms.items():
@@ -45,19 +55,50 @@ def grid_configs(
 
 def run_grid(
     base: GRPOConfig, arms: dict[str, dict], seeds, root: str | Path, jobs: int = 2
-) -> dict[tuple[str, int], Path]:
+) -> dict[RunKey, Path]:
     """Train every (arm, seed) of the grid; returns their run folders."""
     cfgs = grid_configs(base, arms, seeds, root)
-    done: dict[tuple[str, int], Path] = {}
     # seed-major order: a grid stopped part-way holds whole seeds of every arm,
     # which is what paired comparisons over seeds can read
     order = sorted(cfgs, key=lambda k: (list(seeds).index(k[1]), list(arms).index(k[0])))
-    if jobs <= 1:
-        for key in tqdm(order, desc="runs"):
-            done[key] = Path(_run(cfgs[key].to_json()))
-        return {k: done[k] for k in cfgs}
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_run, cfgs[key].to_json()): key for key in order}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="runs"):
-            done[futures[fut]] = Path(fut.result())
-    return {k: done[k] for k in cfgs}
+    with stop_on_signals():
+        if jobs <= 1:
+            from vgrout.grpo.loop import train
+
+            for key in tqdm(order, desc="runs"):
+                train(cfgs[key])
+        else:
+            _run_parallel(cfgs, order, jobs)
+    return {k: Path(cfgs[k].run_dir) for k in cfgs}
+
+
+def _run_parallel(cfgs: dict[RunKey, GRPOConfig], order: list[RunKey], jobs: int) -> None:
+    """Up to `jobs` runs at a time, each in a spawned process; all stopped on any exit."""
+    ctx = mp.get_context("spawn")
+    pending, live = list(order), {}
+    bar = tqdm(total=len(order), desc="runs")
+    try:
+        while pending or live:
+            while pending and len(live) < jobs:
+                key = pending.pop(0)
+                proc = ctx.Process(target=_run, args=(cfgs[key].to_json(),), name=f"grpo {key}")
+                proc.start()
+                live[proc.sentinel] = (key, proc)
+            for sentinel in wait(list(live)):
+                key, proc = live.pop(sentinel)
+                proc.join()
+                if proc.exitcode != 0:
+                    raise RuntimeError(
+                        f"run_grid: run {key} ({cfgs[key].run_dir}) exited with code "
+                        f"{proc.exitcode}; the grid resumes from it when run again"
+                    )
+                bar.update(1)
+    finally:
+        bar.close()
+        for _, proc in live.values():
+            proc.terminate()
+        for _, proc in live.values():
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()

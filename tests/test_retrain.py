@@ -1,0 +1,82 @@
+"""Retraining a committed grid: resumable, into its own folder, with an agreement table.
+
+A two-arm smoke grid stands in for a committed one: trained once and stored as
+the committed results, then trained again into another folder. On the same
+machine the same configs give the same runs, so every arm mean must equal the
+committed one and every verdict must be the same; and the committed results
+must be left untouched unless asked.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from vgrout.figures import results, retrain
+from vgrout.figures.sets import FigureSet
+
+TRAIN = """\
+model: organism
+preset: smoke
+arms:
+  vanilla: {arm: vanilla}
+  oracle: {arm: oracle}
+overrides: {}
+seeds: [0, 1]
+steps: 2
+jobs: 1
+results: COMMITTED
+"""
+ANALYSIS = """\
+results: COMMITTED
+comparisons:
+  - {id: X1, a: oracle, b: vanilla, metric: hack, sided: less, family: f}
+"""
+
+
+@pytest.mark.slow
+def test_a_retrained_grid_agrees_with_itself_and_leaves_the_committed_results(tmp_path):
+    params = tmp_path / "params"
+    params.mkdir()
+    committed = tmp_path / "committed"
+    (params / "03_grpo_training.yaml").write_text(TRAIN.replace("COMMITTED", str(committed)))
+    (params / "04_ablation_figures.yaml").write_text(ANALYSIS.replace("COMMITTED", str(committed)))
+    fs = FigureSet("toy", str(params), str(tmp_path / "figs"), ("03", "04"))
+    first = retrain.retrain(fs, tmp_path / "a" / "runs", committed)
+    assert sorted(first.records) == [("oracle", 0), ("oracle", 1), ("vanilla", 0), ("vanilla", 1)]
+    stored = (committed / "runs.jsonl.gz").read_bytes()
+    again = retrain.retrain(fs, tmp_path / "b" / "runs", tmp_path / "b" / "results")
+    same = "same configs, same machine: the same runs (wall times and run folders aside)"
+    pd.testing.assert_frame_equal(again.evals(), first.evals(), obj=same)
+    pd.testing.assert_frame_equal(_untimed(again.steps()), _untimed(first.steps()), obj=same)
+    _, analysis = retrain.set_params(fs)
+    new, old = retrain.ablation.grid_seeds(again), retrain.ablation.grid_seeds(first)
+    retrain.report(new, old, analysis["comparisons"], tmp_path / "b")
+    arms = retrain.arm_agreement(new, old)
+    assert (arms["new"] == arms["committed"]).all()
+    tests = retrain.verdict_agreement(new, old, analysis["comparisons"])
+    assert tests["same_verdict"].all() and list(tests["id"]) == ["X1"]
+    assert (committed / "runs.jsonl.gz").read_bytes() == stored
+    meta = results.open_results(tmp_path / "b" / "results").meta
+    assert meta["wall_s"] > 0 and meta["machine"]["torch"] and meta["finished_before"] == []
+    resumed = retrain.retrain(fs, tmp_path / "b" / "runs", tmp_path / "b" / "results")
+    assert (
+        results.open_results(tmp_path / "b" / "results").meta["finished_before"]
+        == ["oracle/s0", "oracle/s1", "vanilla/s0", "vanilla/s1"]
+        and resumed.records == again.records
+    )
+
+
+def test_an_arm_outside_the_committed_interval_is_flagged():
+    def seeds(vals):
+        return pd.DataFrame([dict(arm="a", seed=s, split="iid", view="deployed", ships=True,
+                                  step=1, hack=v, solve=0.5, n=10) for s, v in enumerate(vals)])  # fmt: skip
+
+    arms = retrain.arm_agreement(seeds([0.9, 0.8, 0.85]), seeds([0.1, 0.2, 0.15]))
+    hack = arms.set_index("metric").loc["hack"]
+    assert not hack["within_ci"] and hack["committed_ci_high"] < hack["new"]
+    assert arms.set_index("metric").loc["solve", "within_ci"]
+
+
+def _untimed(steps: pd.DataFrame) -> pd.DataFrame:
+    return steps.drop(columns=[c for c in steps.columns if c.startswith("time_")])

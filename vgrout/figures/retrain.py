@@ -1,0 +1,154 @@
+"""``python -m vgrout.figures.retrain <set>``: train a committed grid again and compare.
+
+`make figures` replots the committed grids without training; this command is
+the other path. It trains the grid of a figure set (`vgrout.figures.sets`)
+from its 03 yaml, resumably and into its own folder (``out/retrain/<set>/``,
+never over ``results/``), stores the new runs' records there in the results
+format, and ends with an agreement table:
+
+- per arm, the new mean shipped hack and solve rate on the training problems
+  against the committed mean and its 95% t interval over seeds;
+- per comparison of the set's 04 yaml, the committed and the new effect and
+  verdict, and whether the verdict is the same.
+
+Trajectories depend on the CPU's float rounding (`vgrout.machine`), so on
+other hardware a retrained grid is a replication with the spread its seeds
+measure, not a repeat; the table says whether the conclusions still hold.
+``--replace`` writes the new records over ``results/<set>`` (then `make
+figures` draws them); without it the committed results are never touched.
+Ctrl-C, SIGTERM or SIGHUP stop every run; running the command again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from vgrout import cli
+from vgrout.figures import ablation, stats
+from vgrout.figures.grid import Grid
+from vgrout.figures.results import open_results, save_results
+from vgrout.figures.sets import SETS, FigureSet, get_set
+from vgrout.paths import repo_path
+
+TRAIN_NB, ANALYSIS_NB = "03_grpo_training", "04_ablation_figures"
+
+
+def set_params(fs: FigureSet) -> tuple[dict, dict]:
+    """(03 parameters, 04 parameters) of a set: its yaml files over the notebooks' defaults."""
+    from vgrout.figures.runner import load_params, parameter_defaults
+
+    out = []
+    for stem in (TRAIN_NB, ANALYSIS_NB):
+        nb = repo_path("notebooks") / f"{stem}.ipynb"
+        out.append({**parameter_defaults(nb), **load_params(nb, fs.params)})
+    return out[0], out[1]
+
+
+def retrain(fs: FigureSet, runs_dir: str | Path, out: str | Path, jobs: int | None = None) -> Grid:
+    """Train (or resume) the set's grid under `runs_dir`; store its records in `out`."""
+    from vgrout.figures.runner import git_revision, organism_record
+    from vgrout.grpo.config import preset
+    from vgrout.grpo.sweep import run_grid
+    from vgrout.machine import machine_record
+
+    train, _ = set_params(fs)
+    base = preset(train["preset"], model=train["model"], steps=train["steps"],
+                  device=train["device"], **train["overrides"])  # fmt: skip
+    runs_dir = repo_path(runs_dir)
+    before = {p.parent.parent.name + "/" + p.parent.name for p in runs_dir.glob("*/s*/result.json")}
+    t0 = time.perf_counter()
+    runs = run_grid(base, train["arms"], train["seeds"], runs_dir, jobs=jobs or train["jobs"])
+    wall = time.perf_counter() - t0
+    grid = Grid.from_run_dirs(runs)
+    meta = {
+        "name": fs.name,
+        "revision": git_revision()["commit"],
+        "organism": organism_record(),
+        "machine": machine_record(),
+        "wall_s": round(wall, 1),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_before": sorted(before),
+        "note": f"retrained by python -m vgrout.figures.retrain {fs.name}",
+    }
+    save_results(grid, out, meta)
+    print(f"[retrain] {len(runs)} runs in {wall:.0f} s ({len(before)} had finished before)")
+    return grid
+
+
+def arm_agreement(new: pd.DataFrame, old: pd.DataFrame, split: str = "iid") -> pd.DataFrame:
+    """Per arm and metric: the new mean shipped rate against the committed mean and 95% CI."""
+    a, b = ablation.shipped(new, split), ablation.shipped(old, split)
+    rows = []
+    for arm in dict.fromkeys(a.index.get_level_values("arm")):
+        for m in ("hack", "solve"):
+            old_v = b.loc[arm, m] if arm in b.index.get_level_values("arm") else pd.Series([])
+            mean, lo, hi = stats.paired_ci(old_v) if len(old_v) > 1 else (float("nan"),) * 3
+            new_mean = float(a.loc[arm, m].mean())
+            rows.append({"arm": arm, "metric": m, "new": new_mean, "committed": mean,
+                         "committed_ci_low": lo, "committed_ci_high": hi,
+                         "new_seeds": len(a.loc[arm]), "committed_seeds": len(old_v),
+                         "within_ci": bool(lo <= new_mean <= hi)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def verdict_agreement(new: pd.DataFrame, old: pd.DataFrame, comparisons: Sequence[Mapping]):
+    """Per comparison: committed and new effect and verdict, and whether the verdict holds."""
+    t_new, t_old = ablation.test_table(new, comparisons), ablation.test_table(old, comparisons)
+    both = t_old.merge(t_new, on=["id", "a", "b", "metric", "sided"], suffixes=("_committed", ""))
+    both["same_verdict"] = both["verdict_committed"] == both["verdict"]
+    cols = ["id", "a", "b", "metric", "sided", "effect_committed", "effect", "ci_low", "ci_high",
+            "p", "verdict_committed", "verdict", "same_verdict"]  # fmt: skip
+    return both[cols]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vgrout.figures.retrain",
+                                 description=__doc__.split("\n")[0])  # fmt: skip
+    ap.add_argument("set", choices=list(SETS), help="the figure set whose grid to train")
+    ap.add_argument("--runs-dir", default=None, help="run folders (default out/retrain/<set>/runs)")
+    ap.add_argument("--out", default=None, help="records and tables (default out/retrain/<set>)")
+    ap.add_argument(
+        "--jobs", type=int, default=None, help="runs side by side (default: the yaml's)"
+    )
+    ap.add_argument("--replace", action="store_true",
+                    help="also write the new records over results/<set> (the committed results)")  # fmt: skip
+    cli.add_debug_flag(ap)
+    a = ap.parse_args(argv)
+    fs = get_set(a.set)
+    out = repo_path(a.out or f"out/retrain/{fs.name}")
+    grid = retrain(fs, a.runs_dir or out / "runs", out / "results", a.jobs)
+    _, analysis = set_params(fs)
+    committed = repo_path(analysis["results"] or f"results/{fs.name}")
+    if committed.is_dir():
+        report(ablation.grid_seeds(grid), ablation.grid_seeds(open_results(committed)),
+               analysis["comparisons"], out)  # fmt: skip
+    else:
+        print(f"[retrain] no committed results at {committed}: nothing to compare with")
+    if a.replace:
+        save_results(grid, committed, open_results(out / "results").meta)
+        print(f"[retrain] wrote the new records over {committed}; `make figures` draws them")
+    return 0
+
+
+def report(new: pd.DataFrame, old: pd.DataFrame, comparisons, out: Path) -> None:
+    arms, tests = arm_agreement(new, old), verdict_agreement(new, old, comparisons)
+    arms.to_csv(out / "agreement_arms.csv", index=False)
+    tests.to_csv(out / "agreement_tests.csv", index=False)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(arms.round(3).to_string(index=False))
+        print(tests.round(4).to_string(index=False))
+    held = int(tests["same_verdict"].sum())
+    print(f"[retrain] {held} of {len(tests)} verdicts the same; "
+          f"{int(arms['within_ci'].sum())} of {len(arms)} arm means within the committed 95% CI; "
+          f"tables in {out}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, "python -m vgrout.figures.retrain"))
