@@ -98,7 +98,8 @@ def trl_step(routing, problems, by_prompt, out: Path, accumulation: int, checkpo
 
 def loop_step(routing, problems, by_prompt, order: list[str]):
     """The project's loop on the same rollouts, groups in TRL's order: (zones, gradients)."""
-    from vgrout.grpo.loop import gate, load_run_pairs
+    from vgrout.grpo.gate import gate
+    from vgrout.grpo.loop import load_run_pairs
     from vgrout.grpo.policy import build_policy
     from vgrout.grpo.rollouts import Group, Rollout
     from vgrout.grpo.router import Router
@@ -124,10 +125,11 @@ def loop_step(routing, problems, by_prompt, order: list[str]):
         ]  # fmt: skip
         groups.append(g)
     live = [g for g in groups if g.live]
-    gate(policy, Router(routing, pairs), tok, live, 1, routing, packed=True)
+    gated, _ = gate(policy, Router(routing, pairs), tok, live, 1, routing, packed=True)
     normaliser = float(routing.prompts_per_step * routing.group_size * routing.max_new_tokens)
-    packed_backward(policy, live, routing, normaliser, 1)
-    zones = [z for g in groups for z in (g.zones or ["absorb"] * len(g.rollouts))]
+    packed_backward(policy, gated, routing, normaliser, 1)
+    by_group = {id(r.group): r.zones for r in gated}
+    zones = [z for g in groups for z in by_group.get(id(g), ["absorb"] * len(g.rollouts))]
     return zones, grads_of(policy.model), policy.model
 
 

@@ -23,6 +23,7 @@ from vgrout.directions.pools import (
 from vgrout.directions.selfpairs import check_disjoint, split_problem_ids
 from vgrout.directions.table import PairSource, TableSpec, routing_table, split_by_group
 from vgrout.files import atomic_write, atomic_write_text
+from vgrout.lm.spec import COMMITTED_SAMPLING
 from vgrout.names import SITES
 
 __all__ = [
@@ -49,7 +50,7 @@ def _pool_for(args, model, tokenizer, fit: Sequence[str] = ()) -> LabelledPool:
             tokenizer,
             problems,
             args.n_per_problem,
-            temperature=args.temperature,
+            spec=COMMITTED_SAMPLING.replace(temperature=args.temperature),
             seed=args.seed,
         )
     if args.pool == "reference":
@@ -79,7 +80,7 @@ def _sources(args, model, tokenizer, fit: Sequence[str] = ()) -> dict:
             tokenizer,
             problems,
             n_samples=args.self_samples,
-            temperature=args.temperature,
+            spec=COMMITTED_SAMPLING.replace(temperature=args.temperature),
             seed=args.seed,
         )
         print(f"self-generated pairs: {len(pairs)} of {len(problems)} problems")

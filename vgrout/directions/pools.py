@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vgrout.lm.spec import COMMITTED_SAMPLING, SamplingSpec
+
 
 @dataclass
 class LabelledPool:
@@ -75,20 +77,17 @@ def labelled_pool_from_policy(
     tokenizer,
     problems: Sequence,
     n_per_problem: int,
-    temperature: float = 1.0,
-    max_new_tokens: int = 128,
+    spec: SamplingSpec = COMMITTED_SAMPLING,
     seed: int = 0,
     workers: int = 2,
 ) -> LabelledPool:
     """Sample n_per_problem completions per problem, grade, keep hacks and solves.
 
-    Sampled as `COMMITTED_SAMPLING` (with this temperature and length), the
-    sampling the committed pools were drawn with.
+    spec: how to sample (default `COMMITTED_SAMPLING`, the sampling the
+    committed pools were drawn with).
     """
     from vgrout.lm.rates import evaluate_policy
-    from vgrout.lm.spec import COMMITTED_SAMPLING
 
-    spec = COMMITTED_SAMPLING.replace(temperature=temperature, max_new_tokens=max_new_tokens)
     _, rows = evaluate_policy(model, tokenizer, problems, n_per_problem, spec, seed, workers)
     by_id = {p.id: p for p in problems}
     keep = [(r, _label(r["exploited"], r["gt_correct"])) for r in rows]

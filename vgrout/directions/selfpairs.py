@@ -27,6 +27,8 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from vgrout.lm.spec import COMMITTED_SAMPLING, SamplingSpec
+
 SPLIT_FILE = "problem_split.json"
 
 HACK_REQUEST = (
@@ -55,8 +57,7 @@ def self_generated_pairs(
     tokenizer,
     problems: Sequence,
     n_samples: int = 8,
-    temperature: float = 1.0,
-    max_new_tokens: int = 128,
+    spec: SamplingSpec = COMMITTED_SAMPLING,
     seed: int = 0,
     workers: int = 2,
 ) -> list:
@@ -64,18 +65,16 @@ def self_generated_pairs(
 
     Problems in a mode without a loophole ("gt_only") cannot give a hack side
     and are skipped. Returns pairs in section "self", tagged with the mode.
-    Sampled as `COMMITTED_SAMPLING` (with this temperature and length), the
-    sampling the committed pairs were written with.
+    spec: how to sample (default `COMMITTED_SAMPLING`, the sampling the
+    committed pairs were written with).
     """
     from vgrout.env import grade_many
     from vgrout.env.pairs import Pair
     from vgrout.lm.sampling import sample
-    from vgrout.lm.spec import COMMITTED_SAMPLING
 
     problems = [p for p in problems if p.mode != "gt_only"]
     if not problems:
         raise ValueError("self_generated_pairs: no problem has a loophole to exploit")
-    spec = COMMITTED_SAMPLING.replace(temperature=temperature, max_new_tokens=max_new_tokens)
     asked = sample(model, tokenizer, [hack_request_messages(p) for p in problems], n_samples,
                    spec, seed)  # fmt: skip
     hinted = sample(model, tokenizer, [p.messages for p in problems], n_samples, spec, seed + 2)

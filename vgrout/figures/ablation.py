@@ -265,7 +265,7 @@ def label_share_interval(seeds: pd.DataFrame, points: Mapping[str, float], targe
     outside the curve), t_low, t_high, boot_low, boot_high, seeds, n_boot.
     """
     t = _label_frame(seeds, points, target, split)
-    order = sorted(points, key=points.get)
+    order = sorted(points, key=lambda a: points[a])
     x = np.array([points[a] for a in order])
     vals, goal = t[order].to_numpy(), t[target].to_numpy()  # [seeds, points], [seeds]
     rng = np.random.default_rng(seed)

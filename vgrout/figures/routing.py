@@ -75,7 +75,7 @@ def routing_figure(table: pd.DataFrame, title: str = ""):
     sites = [s for s in SITES if s in set(table["site"])]
     sources = [s for s in SOURCE_ORDER if s in set(table["source"])]
     sources += [s for s in dict.fromkeys(table["source"]) if s not in sources]
-    colors = dict(zip(sources, plt.get_cmap("tab10").colors))
+    colors = dict(zip(sources, plt.get_cmap("tab10")(range(10))))
     fig, axes = plt.subplots(len(pools), 2, figsize=(11, 3.6 * len(pools)), squeeze=False)
     for r, pool in enumerate(pools):
         t = table[table["pool"] == pool]
@@ -98,7 +98,9 @@ def routing_figure(table: pd.DataFrame, title: str = ""):
             )
             ax.set_xlabel("extraction site")
             ax.set_ylabel(metric[1])
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colors[s], label=s) for s in sources]
+    handles: list = [
+        plt.Line2D([], [], marker="o", ls="", color=colors[s], label=s) for s in sources
+    ]
     handles.append(Patch(color="0.85", label="Haar band (median to p95)"))
     handles.append(plt.Line2D([], [], color="k", lw=1.2, label="F0.5 ceiling"))
     if title:

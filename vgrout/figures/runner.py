@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from vgrout import cli
 from vgrout.files import save_json
@@ -85,10 +85,9 @@ def parameter_defaults(path: str | Path) -> dict:
     tree = ast.parse(parameters_source(path))
     out = {}
     for node in tree.body:
-        target = (
-            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
-        )
-        if not isinstance(target, ast.Name):
+        ok = isinstance(node, ast.Assign) and len(node.targets) == 1
+        target = node.targets[0] if isinstance(node, ast.Assign) and ok else None
+        if not isinstance(node, ast.Assign) or not isinstance(target, ast.Name):
             raise ValueError(
                 f"{path}: parameters cell line {node.lineno}: expected `name = literal`"
             )
@@ -229,7 +228,7 @@ def run_all(
     with stop_on_signals():
         for nb in notebooks:
             params = {**injected[nb], "figures_dir": str(figures_dir)}
-            entry = {
+            entry: dict[str, Any] = {
                 "notebook": nb.name,
                 "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "injected": params,
@@ -257,7 +256,7 @@ def _close(manifest: dict, status: str, t_all: float) -> None:
     save_json(manifest, Path(manifest["figures_dir"]) / "manifest.json")
 
 
-def new_manifest(figures_dir: Path, quick: bool) -> dict:
+def new_manifest(figures_dir: Path, quick: bool) -> dict[str, Any]:
     """What every manifest records before a notebook runs: revision, organism, machine."""
     from vgrout.machine import machine_record
 

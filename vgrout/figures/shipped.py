@@ -128,7 +128,8 @@ def views_figure(views: pd.DataFrame, title: str):
             )
             ax.title.set_fontsize(10)
     fig.suptitle(title)
-    style.legend_below(fig, *axes[0, 0].get_legend_handles_labels(), ncol=2)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    style.legend_below(fig, handles, labels, ncol=2)
     return fig
 
 

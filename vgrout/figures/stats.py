@@ -37,7 +37,7 @@ MAX_EXACT = 20
 """Largest n for the exact test (2^20 sign vectors); beyond it a caller must subsample."""
 
 
-def _diffs(d: Sequence[float]) -> np.ndarray:
+def _diffs(d: Sequence[float] | np.ndarray) -> np.ndarray:
     x = np.asarray(d, dtype=np.float64).ravel()
     if x.size == 0:
         raise ValueError("stats: no paired differences (no seed in common?)")
@@ -46,7 +46,7 @@ def _diffs(d: Sequence[float]) -> np.ndarray:
     return x
 
 
-def sign_flip_p(d: Sequence[float], alternative: str = "less") -> float:
+def sign_flip_p(d: Sequence[float] | np.ndarray, alternative: str = "less") -> float:
     """Exact p of the mean of `d` under random sign flips.
 
     alternative: "less" (A below B), "greater", or "two-sided" (|mean| as large).

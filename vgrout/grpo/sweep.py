@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Any, cast
 
 from tqdm.auto import tqdm
 
@@ -75,7 +76,8 @@ def run_grid(
 def _run_parallel(cfgs: dict[RunKey, GRPOConfig], order: list[RunKey], jobs: int) -> None:
     """Up to `jobs` runs at a time, each in a spawned process; all stopped on any exit."""
     ctx = mp.get_context("spawn")
-    pending, live = list(order), {}
+    pending = list(order)
+    live: dict[int, tuple[RunKey, Any]] = {}  # by the process's sentinel
     bar = tqdm(total=len(order), desc="runs")
     try:
         while pending or live:
@@ -85,7 +87,7 @@ def _run_parallel(cfgs: dict[RunKey, GRPOConfig], order: list[RunKey], jobs: int
                 proc.start()
                 live[proc.sentinel] = (key, proc)
             for sentinel in wait(list(live)):
-                key, proc = live.pop(sentinel)
+                key, proc = live.pop(cast(int, sentinel))
                 proc.join()
                 if proc.exitcode != 0:
                     raise RuntimeError(

@@ -88,20 +88,20 @@ def local_features(
         k = (first + i) // g_size
         if live[k]:
             segments.setdefault(k, []).append(i)
-    groups = []
-    for idx in segments.values():
-        g = Group(None, "", [_rollout(prompts[i], completions[i]) for i in idx])
-        g.batch = group_batch(g, pad_id(tokenizer), policy.model.device)
-        groups.append(g)
+    groups = [Group(None, "", [_rollout(prompts[i], completions[i]) for i in idx])
+              for idx in segments.values()]  # fmt: skip
+    batches = [group_batch(g, pad_id(tokenizer), policy.model.device) for g in groups]
     if packed:
-        for gs in group_passes(groups, routing.groups_per_pass):
-            deployed_pass_packed(policy, gs, "bottleneck")
+        passes = []
+        for part in group_passes(list(zip(groups, batches)), routing.groups_per_pass):
+            passes += deployed_pass_packed(
+                policy, [g for g, _ in part], [b for _, b in part], "bottleneck"
+            )
     else:
-        for g in groups:
-            g.deployed_logp, g.features = deployed_pass(policy, g, "bottleneck")
+        passes = [deployed_pass(policy, g, b, "bottleneck") for g, b in zip(groups, batches)]
     out = torch.zeros(len(prompts), *feature_shape(policy, routing))
-    for idx, g in zip(segments.values(), groups):
-        out[idx] = g.features.float().cpu()
+    for idx, (_, feats) in zip(segments.values(), passes):
+        out[idx] = feats.float().cpu()
     return out
 
 
@@ -133,7 +133,7 @@ def route_groups(
     """
     g_size = router.cfg.group_size
     live = live_groups(rewards, g_size)
-    groups = []
+    groups, feats = [], []
     for k, is_live in enumerate(live):
         rows = range(k * g_size, (k + 1) * g_size)
         g = Group(SimpleNamespace(id=str(k)), "")
@@ -141,36 +141,44 @@ def route_groups(
             _rollout([], [], float(rewards[i]), hacked is not None and bool(hacked[i]))
             for i in rows
         ]
-        if features is not None and is_live:
-            g.features = features[rows.start : rows.stop]
-        groups.append(g)
-    gated = [g for g, is_live in zip(groups, live) if is_live]
-    example = next((g.features for g in gated if g.features is not None), None)
+        if is_live:
+            groups.append(g)
+            feats.append(None if features is None else features[rows.start : rows.stop])
+    example = next((f for f in feats if f is not None), None)
     if router.maybe_refresh(policy.model, tokenizer, step, example) and share_direction:
         router.direction = share_direction(router.direction)
-    thresholds = router.route(gated)
-    zones, scores = [], []
-    for g in groups:
-        zones += g.zones if g.zones is not None else [UNGATED] * g_size
-        scores += g.scores.tolist() if g.scores is not None else [None] * g_size
+    zones, scores, thresholds = router.assign(feats, [g.hacked() for g in groups])
+    gated = list(zip(groups, zones, scores))
+    by_group = iter(gated)
+    row_zones: list[str] = []
+    row_scores: list[float | None] = []
+    for is_live in live:
+        if not is_live:
+            row_zones += [UNGATED] * g_size
+            row_scores += [None] * g_size
+            continue
+        _, z, sc = next(by_group)
+        row_zones += z
+        row_scores += sc.tolist() if sc is not None else [None] * g_size
     return GateRecord(
         step=step,
-        zones=zones,
+        zones=row_zones,
         gated=[is_live for is_live in live for _ in range(g_size)],
-        scores=scores,
+        scores=row_scores,
         thresholds=thresholds,
         metrics=gate_metrics(gated, thresholds, labelled=hacked is not None),
     )
 
 
-def gate_metrics(gated: list, thresholds, labelled: bool) -> dict[str, float]:
+def gate_metrics(gated: list[tuple], thresholds, labelled: bool) -> dict[str, float]:
     """Zone shares over gated rows, thresholds and (with true labels) gate quality.
 
-    NaN where a value is undefined (no gated row, no threshold yet), which TRL's
-    logger leaves out of its per-logging-step mean.
+    gated: (group, zones, scores) of the gated groups. NaN where a value is
+    undefined (no gated row, no threshold yet), which TRL's logger leaves out of
+    its per-logging-step mean.
     """
     nan = float("nan")
-    zones = [z for g in gated for z in g.zones]
+    zones = [z for _, zs, _ in gated for z in zs]
     out = {f"routing/zone_{z}": (zones.count(z) / len(zones) if zones else nan) for z in ZONES}
     out["routing/live_groups"] = float(len(gated))
     low, high = thresholds if thresholds else (nan, nan)

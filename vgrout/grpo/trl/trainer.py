@@ -113,7 +113,9 @@ class RoutedGRPOTrainer(GRPOTrainer):
         self.policy, self.routing, self.router = policy, cfg, Router(cfg, pairs)
         self.gate_records: deque[GateRecord] = deque(maxlen=64)
         self.eval_rows: list[dict] = []
-        self._batch_rewards, self._mask_stack, self._packed = None, None, None
+        self._batch_rewards: torch.Tensor | None = None  # [rows, reward functions], every process's
+        self._mask_stack: list | None = None
+        self._packed: bool | None = None  # whether the gate's pass runs packed, found once
         self.vllm_views = ViewSync(self.vllm_generation, policy.model) if self.use_vllm else None
         self.add_callback(RoutedRun(self))
 
@@ -155,6 +157,7 @@ class RoutedGRPOTrainer(GRPOTrainer):
         """Zones of every row of this generation batch (gate.py), the same on every process."""
         acc, cfg = self.accelerator, self.routing
         n = len(out["prompt_ids"])
+        assert self._batch_rewards is not None, "set by _calculate_rewards before the gate runs"
         rewards = self._batch_rewards * self.reward_weights.to(self._batch_rewards.device)
         rewards = rewards.nansum(dim=1).cpu()  # TRL's weighted sum, every process's rows
         features = None
@@ -275,7 +278,7 @@ class RoutedGRPOTrainer(GRPOTrainer):
         finally:
             model.train(was_training)
         self.eval_rows += rows
-        path = Path(self.args.output_dir) / "routed_eval.jsonl"
+        path = Path(str(self.args.output_dir)) / "routed_eval.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -292,9 +295,9 @@ class RoutedGRPOTrainer(GRPOTrainer):
 
     def export_deployed(self, path: str | None = None) -> Path:
         """Write the deployed block as a plain PEFT adapter (default <output_dir>/deployed_adapter)."""
-        path = Path(path or Path(self.args.output_dir) / "deployed_adapter")
-        export_deployed(self.policy.model, path)
-        return path
+        out = Path(path) if path else Path(str(self.args.output_dir)) / "deployed_adapter"
+        export_deployed(self.policy.model, out)
+        return out
 
     def sync_vllm(self, view: str) -> None:
         """Push `view` to TRL's vLLM engine now (e.g. "deployed" to evaluate with it);
