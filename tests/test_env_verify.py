@@ -49,6 +49,13 @@ def test_verify_passes_on_project_problems(name):
     assert verify(path, limit=3, out=out) == 0, out.getvalue()
 
 
+@pytest.mark.parametrize("name", ["warmstart.jsonl", "grpo.jsonl", "heldout.jsonl"])
+def test_verify_passes_on_generated_families(name):
+    out = io.StringIO()
+    path = ROOT / "data" / "families" / name
+    assert verify(path, limit=3, eval_markers=name == "heldout.jsonl", out=out) == 0, out.getvalue()
+
+
 def test_verify_passes_on_real_leetcode_problems():
     path = reference_dir() / "vgrout_pub" / "data" / "leetcode" / "leetcode_test_medhard.jsonl"
     if not path.exists():

@@ -56,6 +56,11 @@ class Problem:
     difficulty: str | None = None
     starter_code: str | None = None
     cases: tuple = field(default=(), repr=False)  # tuple[Case, ...]
+    family: str | None = None
+    """The problem family a generated problem instantiates (data/families); None otherwise."""
+    subset: str | None = None
+    """Which part of a generated problem set it belongs to (warmstart, grpo_instance, ...,
+    docs/data.md); None otherwise. Evaluation reports rates per subset."""
 
     @property
     def prompt(self) -> str:
@@ -146,6 +151,9 @@ def _parse_row(where: str, row: object) -> dict:
         except SyntaxError as e:
             raise _fail(where, key, f"does not compile: {e.msg} (line {e.lineno})") from None
     starter = row.get("starter_code") or (row.get("prompt_metadata") or {}).get("starter_code")
+    for key in ("family", "subset"):
+        if key in row and not (isinstance(row[key], str) and row[key]):
+            raise _fail(where, key, "expected a non-empty string when present")
     return dict(
         id=row["id"],
         messages=messages,
@@ -157,6 +165,8 @@ def _parse_row(where: str, row: object) -> dict:
         canonical_solution=row["canonical_solution"],
         difficulty=row.get("difficulty"),
         starter_code=starter,
+        family=row.get("family"),
+        subset=row.get("subset"),
     )
 
 
@@ -199,6 +209,8 @@ def make_problem(fields: Mapping, source: str, mode: str, eval_markers: bool = F
         difficulty=fields["difficulty"],
         starter_code=fields["starter_code"],
         cases=fields["cases"],
+        family=fields["family"],
+        subset=fields["subset"],
     )
 
 
@@ -248,6 +260,8 @@ def with_mode(problem: Problem, mode: str) -> Problem:
         canonical_solution=problem.canonical_solution,
         difficulty=problem.difficulty,
         starter_code=problem.starter_code,
+        family=problem.family,
+        subset=problem.subset,
     )
     return make_problem(fields, problem.source, mode, problem.eval_markers)
 
