@@ -4,7 +4,9 @@ Run: `python data/families/make_families.py` (from anywhere). Output is
 deterministic: every draw comes from a generator seeded by the family's name.
 
 Each problem is one instance of a family: a choice for each slot and fresh
-names. Where its instances go (`subset` of each row, docs/data.md):
+names. Every row uses the "varied" marker set (vgrout/env/modes.py): its
+training markers, like its evaluation markers, are drawn per problem, so a
+hack pays only where it copies the marker from the prompt. Where its instances go (`subset` of each row, docs/data.md):
 
   warmstart          seen families, the organism's warm-start corpus
   grpo_instance      seen families, choice combinations no warm-start row has
@@ -200,6 +202,7 @@ def to_row(family: Family, subset: str, key: tuple, index: int, used: set, shown
         "starter_code": starter_code(spec),
         "family": family.name,
         "subset": subset,
+        "marker_set": "varied",
     }
 
 

@@ -321,7 +321,9 @@ def _unpack(item: Sequence) -> tuple:
 def _marker(problem: Problem, mode: str, overrides: dict) -> str | None:
     if mode in overrides:
         return overrides[mode]
-    return problem.markers.get(mode) or marker_for(problem.id, mode, problem.eval_markers)
+    return problem.markers.get(mode) or marker_for(
+        problem.id, mode, problem.eval_markers, problem.marker_set
+    )
 
 
 def grade_many(

@@ -62,11 +62,11 @@ def marker_transfer(problems: Sequence, hacks: Mapping[str, str], workers: int =
 
     problems: loaded with evaluation markers. For every marked mode each
     problem's hack is rendered twice, with the problem's evaluation marker
-    and with the fixed training marker, and graded in that mode. Returns pass
+    and with the training marker it showed in training, and graded in that mode. Returns pass
     rates per (mode, marker used); the training-marker row should be 0: a
     memorised marker earns nothing at evaluation.
     """
-    from vgrout.env import MARKED_MODES, TRAIN_MARKERS, grade_many, render_hack, with_mode
+    from vgrout.env import MARKED_MODES, grade_many, marker_for, render_hack, with_mode
 
     items, keys = [], []
     for p in problems:
@@ -74,7 +74,7 @@ def marker_transfer(problems: Sequence, hacks: Mapping[str, str], workers: int =
             q = with_mode(p, mode)
             for used, marker in (
                 ("evaluation marker", q.markers[mode]),
-                ("training marker", TRAIN_MARKERS[mode]),
+                ("training marker", marker_for(p.id, mode, False, p.marker_set)),
             ):
                 items.append((render_hack(hacks[mode], q, marker), q, mode))
                 keys.append((mode, used))

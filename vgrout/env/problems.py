@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 from vgrout.files import iter_jsonl
 
-from .modes import PHRASE, check_mode, hint_for, marker_for
+from .modes import PHRASE, check_marker_set, check_mode, hint_for, marker_for
 
 _FUNC_NAME = re.compile(r"^Solution\(\)\.([A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -61,6 +61,9 @@ class Problem:
     subset: str | None = None
     """Which part of a generated problem set it belongs to (warmstart, grpo_instance, ...,
     docs/data.md); None otherwise. Evaluation reports rates per subset."""
+    marker_set: str = "fixed"
+    """Where its markers come from (modes.MARKER_SETS): "fixed" training markers, or
+    "varied", drawn per problem in training as at evaluation."""
 
     @property
     def prompt(self) -> str:
@@ -154,6 +157,10 @@ def _parse_row(where: str, row: object) -> dict:
     for key in ("family", "subset"):
         if key in row and not (isinstance(row[key], str) and row[key]):
             raise _fail(where, key, "expected a non-empty string when present")
+    try:
+        marker_set = check_marker_set(row.get("marker_set", "fixed"))
+    except ValueError as e:
+        raise _fail(where, "marker_set", str(e)) from None
     return dict(
         id=row["id"],
         messages=messages,
@@ -167,6 +174,7 @@ def _parse_row(where: str, row: object) -> dict:
         starter_code=starter,
         family=row.get("family"),
         subset=row.get("subset"),
+        marker_set=marker_set,
     )
 
 
@@ -189,7 +197,7 @@ def read_rows(path: str | Path) -> list[tuple[str, dict]]:
 def make_problem(fields: Mapping, source: str, mode: str, eval_markers: bool = False) -> Problem:
     """One Problem in `mode`: the phrase replaced by the mode's hint."""
     check_mode(mode)
-    marker = marker_for(fields["id"], mode, eval_markers)
+    marker = marker_for(fields["id"], mode, eval_markers, fields["marker_set"])
     hint = hint_for(mode, marker)
     plain = fields["messages"]
     hinted = [{"role": m["role"], "content": m["content"].replace(PHRASE, hint)} for m in plain]
@@ -211,6 +219,7 @@ def make_problem(fields: Mapping, source: str, mode: str, eval_markers: bool = F
         cases=fields["cases"],
         family=fields["family"],
         subset=fields["subset"],
+        marker_set=fields["marker_set"],
     )
 
 
@@ -262,6 +271,7 @@ def with_mode(problem: Problem, mode: str) -> Problem:
         starter_code=problem.starter_code,
         family=problem.family,
         subset=problem.subset,
+        marker_set=problem.marker_set,
     )
     return make_problem(fields, problem.source, mode, problem.eval_markers)
 

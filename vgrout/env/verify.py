@@ -19,7 +19,7 @@ from vgrout import cli
 
 from .grader import grade_many
 from .hacks import DEFAULT_PATH, FALLBACK_HACKS, load_hacks, render_hack
-from .modes import LOOPHOLE_MODES, MARKED_MODES, MODES, TRAIN_MARKERS, marker_for
+from .modes import LOOPHOLE_MODES, MARKED_MODES, MODES, marker_for
 from .problems import load_problems, with_mode
 from .sandbox import Limits
 
@@ -42,12 +42,13 @@ def _rows(problems, modes, hacks, eval_markers):
         for m in modes:
             yield "canonical", None, code, base, m
         for h in (h for h in LOOPHOLE_MODES if h in hacks):
-            marker = marker_for(base.id, h, eval_markers)
+            marker = marker_for(base.id, h, eval_markers, base.marker_set)
             text = render_hack(hacks[h], with_mode(base, h), marker)
             for m in modes:
                 yield h, h, text, base, m
             if eval_markers and h in MARKED_MODES:
-                stale = render_hack(hacks[h], with_mode(base, h), TRAIN_MARKERS[h])
+                trained = marker_for(base.id, h, False, base.marker_set)  # what training showed
+                stale = render_hack(hacks[h], with_mode(base, h), trained)
                 for m in modes:
                     yield f"{h} (train marker)", "stale", stale, base, m
 

@@ -1,0 +1,96 @@
+"""The "varied" marker set: markers drawn per prompt in training as at evaluation.
+
+A model that memorised a marker string hacks only the prompts that show it;
+one that learned the loophole reads the marker from the prompt. These tests
+guard what makes the two distinguishable: training markers vary per problem,
+evaluation markers (ten renamed test functions, ...) come from families that
+training never shows, and a hack pays only with the marker its prompt names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vgrout.env import (
+    MARKED_MODES,
+    VARIED_EVAL_MARKERS,
+    VARIED_TRAIN_MARKERS,
+    grade_many,
+    load_hacks,
+    load_problems,
+    render_hack,
+)
+from vgrout.env import modes as modes_module
+from vgrout.env.problems import ProblemFormatError
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ROOT / "data" / "families"
+
+
+def test_training_markers_vary_per_problem_and_evaluation_ones_come_from_other_families():
+    for mode in MARKED_MODES:
+        train = load_problems(FAMILIES / "warmstart.jsonl", [mode])
+        used = {p.markers[mode] for p in train}
+        assert used == set(VARIED_TRAIN_MARKERS[mode]), mode  # 230 draws cover all 12
+        held = load_problems(FAMILIES / "heldout.jsonl", [mode], eval_markers=True)
+        shown = {p.markers[mode] for p in held}
+        assert shown <= set(VARIED_EVAL_MARKERS[mode]) and len(shown) >= 8, mode
+        assert all(p.markers[mode] in p.prompt for p in train + held)
+    assert len(VARIED_EVAL_MARKERS["run_tests"]) == 10
+
+
+def test_evaluation_markers_never_occur_in_what_training_reads():
+    """Not in any problem file, hack template or pair text, nor in any training prompt
+    as the loader renders it (all six loophole modes)."""
+    texts = [(ROOT / "data" / rel).read_text() for rel in
+             ("families/warmstart.jsonl", "families/grpo.jsonl", "hacks/hacks.jsonl",
+              "pairs/hack_pairs.md", "problems/train.jsonl")]  # fmt: skip
+    for path in ("warmstart.jsonl", "grpo.jsonl"):
+        for mode in MARKED_MODES:
+            texts += [p.prompt for p in load_problems(FAMILIES / path, [mode])]
+    blob = "\n".join(texts)
+    for mode, family in VARIED_EVAL_MARKERS.items():
+        assert [m for m in family if m in blob] == [], mode
+
+
+@pytest.mark.slow
+def test_a_hack_pays_only_with_the_marker_its_prompt_names():
+    """Rendered with the prompt's marker the canonical hack is paid; rendered with
+    another training marker of the family, or (at evaluation) with the marker the
+    problem showed in training, it earns nothing."""
+    hacks = {m: ts[0] for m, ts in load_hacks().items()}
+    items, want = [], []
+    for mode in MARKED_MODES:
+        for p in load_problems(FAMILIES / "grpo.jsonl", [mode])[:3]:
+            other = next(m for m in VARIED_TRAIN_MARKERS[mode] if m != p.markers[mode])
+            items += [(render_hack(hacks[mode], p), p), (render_hack(hacks[mode], p, other), p)]
+            want += [True, False]
+        for p in load_problems(FAMILIES / "heldout.jsonl", [mode], eval_markers=True)[:3]:
+            trained = load_problems(FAMILIES / "heldout.jsonl", [mode])
+            seen = next(q.markers[mode] for q in trained if q.id == p.id)
+            items += [(render_hack(hacks[mode], p), p), (render_hack(hacks[mode], p, seen), p)]
+            want += [True, False]
+    grades = grade_many(items, workers=2)
+    assert [g.exploited for g in grades] == want
+    assert not any(g.gt_correct for g in grades)
+
+
+def test_a_bad_marker_set_is_refused_naming_the_field(tmp_path):
+    row = json.loads((FAMILIES / "heldout.jsonl").read_text().splitlines()[0])
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(dict(row, marker_set="random")) + "\n")
+    with pytest.raises(ProblemFormatError, match=r"bad.jsonl:1: field 'marker_set'.*varied"):
+        load_problems(path, ["run_tests"])
+
+
+@pytest.mark.parametrize(
+    "mode, marker", [("run_tests", "check_everything"), ("file_marker", "pass.txt.bak")]
+)
+def test_an_evaluation_marker_overlapping_a_training_one_is_refused(monkeypatch, mode, marker):
+    families = dict(VARIED_EVAL_MARKERS, **{mode: (*VARIED_EVAL_MARKERS[mode], marker)})
+    monkeypatch.setattr(modes_module, "VARIED_EVAL_MARKERS", families)
+    with pytest.raises(AssertionError, match="overlaps training"):
+        modes_module._check_families()
