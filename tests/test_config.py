@@ -22,6 +22,8 @@ def test_every_preset_validates(name):
         (dict(unrouted_zone="route"), "unrouted_zone"),
         (dict(arm="oracle", keep_low_tail=True), "keep_low_tail"),
         (dict(plain_lora=True), "plain_lora"),
+        (dict(train_modes=("gt_only",)), "train_modes"),
+        (dict(train_modes=("sentinel", "sentinel")), "train_modes"),
     ],
 )
 def test_contradictions_name_their_fields(changes, field):

@@ -121,6 +121,15 @@ def test_oracle_routes_exactly_the_exploited_rollouts(tmp_path):
     assert all((r["zone"] == "route") == r["exploited"] for r in rows)
 
 
+def test_train_modes_narrow_training_and_evaluation_still_covers_every_mode(tmp_path):
+    """Held-out loopholes: rollouts only in the trained mode, evaluation in all three."""
+    modes = ("run_tests", "sentinel", "exit_code")
+    res = train(smoke(tmp_path, arm="vanilla", steps=2, modes=modes, train_modes=("sentinel",)))
+    assert {r["mode"] for r in _rows(res.run_dir / "rollouts.jsonl")} == {"sentinel"}
+    for e in res.evals:
+        assert set(e["by_mode"]) == set(modes), (e["split"], e["by_mode"])
+
+
 def test_a_finished_run_is_read_back_and_a_changed_config_is_refused_by_field(tmp_path):
     cfg = smoke(tmp_path, arm="vanilla", steps=1)
     first = train(cfg)

@@ -57,6 +57,11 @@ class GRPOConfig:
     """Held-out problems for evaluation."""
     modes: tuple[str, ...] = LOOPHOLE_MODES
     """Grading modes, assigned round-robin over problems (default: every loophole mode)."""
+    train_modes: tuple[str, ...] = ()
+    """The modes GRPO trains in, a subset of `modes` (empty = all of them); evaluation
+    covers every mode of `modes`, so hacking in loopholes never trained is measured
+    (held-out loopholes: does deleting the quarantine remove those too?). The TRL
+    trainer trains on the dataset it is given: build it with `trained_modes()`."""
     pairs: str = "data/pairs/hack_pairs.md#authored"
     """Pair spec for the routing direction (and for pair-based inits)."""
     unhackable_frac: float = 0.0
@@ -219,11 +224,19 @@ class GRPOConfig:
             )
         if self.teacher_n_per_prompt > 0 and self.teacher_off_step <= 0:
             bad.append("teacher_n_per_prompt>0 needs teacher_off_step>0 (the last step with demos)")
+        stray = [m for m in self.train_modes if m not in self.modes]
+        if stray or len(set(self.train_modes)) != len(self.train_modes):
+            bad.append(f"train_modes={self.train_modes}: expected distinct modes of "
+                       f"modes={self.modes} ({stray} are not)")  # fmt: skip
         if self.warmup_steps >= self.steps:
             bad.append(f"warmup_steps={self.warmup_steps} >= steps={self.steps}")
         if bad:
             raise ValueError("inconsistent GRPOConfig:\n  " + "\n  ".join(bad))
         return self
+
+    def trained_modes(self) -> tuple[str, ...]:
+        """The modes training prompts are drawn in (`train_modes`, else every mode)."""
+        return self.train_modes or self.modes
 
     def sampling(self, batch_size: int = 64) -> SamplingSpec:
         """How this run samples: rollouts with the default batch, evaluations with

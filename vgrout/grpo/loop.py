@@ -103,8 +103,12 @@ class RunData:
     """The freshly loaded policy model, before adapters are attached."""
     tokenizer: object
     train_set: list
+    """Training problems, in the modes training draws (`GRPOConfig.trained_modes`)."""
     test_set: list
     """Held-out problems with their evaluation markers."""
+    iid_set: list
+    """The training problems in every mode of cfg.modes, for evaluation (the train set
+    itself unless train_modes narrows training)."""
     hacks: dict
     """Hack templates per mode, for teacher demos ({} when the run has none)."""
     pairs: list | None
@@ -120,15 +124,18 @@ class RunData:
         dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
         base, tok = load_policy(cfg.model, device=device, dtype=dtype)
         modes = list(cfg.modes)
-        train_set = load_problems(repo_path(cfg.train_problems), modes)
+        train_set = load_problems(repo_path(cfg.train_problems), list(cfg.trained_modes()))
         test_set = load_problems(repo_path(cfg.test_problems), modes, eval_markers=True)
+        iid_set = (
+            load_problems(repo_path(cfg.train_problems), modes) if cfg.train_modes else train_set
+        )
         hacks = load_hacks() if cfg.teacher_n_per_prompt else {}
         grade = functools.partial(grade_many, workers=cfg.workers)
-        return cls(base, tok, train_set, test_set, hacks, load_run_pairs(cfg), grade)
+        return cls(base, tok, train_set, test_set, iid_set, hacks, load_run_pairs(cfg), grade)
 
     def evaluate(self, policy, cfg: GRPOConfig, step: int, final: bool = False) -> list[dict]:
         return evaluate_views(
-            policy, self.tokenizer, cfg, step, self.train_set, self.test_set, final=final
+            policy, self.tokenizer, cfg, step, self.iid_set, self.test_set, final=final
         )
 
 
