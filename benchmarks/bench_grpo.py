@@ -8,6 +8,11 @@ which every group is live (see `full_step`). Not a test: timings on a shared
 machine are noisy, so compare ratios from one invocation only.
 
     python benchmarks/bench_grpo.py --steps 8 --threads 2
+    python benchmarks/bench_grpo.py --presets organism organism_v2 --arms "vanilla (routed pair)"
+
+With several presets (two organisms, say) every arm runs on each, presets
+alternating arm by arm, and a last table gives each arm's step on every preset
+as a ratio to the first.
 """
 
 from __future__ import annotations
@@ -50,10 +55,10 @@ def full_step(row: dict, part: str, prompts: int) -> float:
     return t
 
 
-def bench(name: str, kw: dict, args) -> dict:
+def bench(name: str, kw: dict, args, preset_name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = preset(
-            args.preset,
+            preset_name,
             steps=args.steps,
             eval_every=0,
             eval_samples=1,
@@ -103,6 +108,8 @@ def trl_rows(args) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", default="organism")
+    ap.add_argument("--presets", nargs="+", default=None,
+                    help="several presets, timed alternately in this one invocation")  # fmt: skip
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -116,9 +123,29 @@ def main() -> None:
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    table = {name: bench(name, ARMS[name], args) for name in args.arms}
-    trl = trl_rows(args)
+    presets = args.presets or [args.preset]
+    tables: dict[str, dict] = {p: {} for p in presets}
+    for name in args.arms:
+        for p in presets:
+            tables[p][name] = bench(name, ARMS[name], args, p)
+    trl = trl_rows(args) if len(presets) == 1 else {}
+    for p, table in tables.items():
+        print_table(p, table, trl)
+    if len(presets) > 1:
+        print(f"step time as a ratio to preset {presets[0]}")
+        for name in args.arms:
+            first = tables[presets[0]][name]["step"]
+            print(f"{name:26s} " + " ".join(f"{p}: {tables[p][name]['step'] / first:5.2f}"
+                                           for p in presets))  # fmt: skip
+    if args.json:
+        out = {p: {**t, **{k: {"step": v} for k, v in trl.items()}} for p, t in tables.items()}
+        with open(args.json, "w") as f:
+            json.dump(out if len(presets) > 1 else out[presets[0]], f, indent=1)
+
+
+def print_table(preset_name: str, table: dict, trl: dict) -> None:
     base = table.get("vanilla (plain LoRA)", next(iter(table.values())))["step"]
+    print(f"preset {preset_name}")
     print(f"{'arm':26s} " + " ".join(f"{p:>9s}" for p in (*PARTS, "step")) + "   x plain")
     for name, t in table.items():
         print(
@@ -128,9 +155,6 @@ def main() -> None:
         )
     for name, seconds in trl.items():  # wall time between step ends, all live groups or not
         print(f"{name:26s} " + " " * 40 + f"{seconds:9.3f}   {seconds / base:6.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**table, **{k: {"step": v} for k, v in trl.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":

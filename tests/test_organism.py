@@ -104,3 +104,35 @@ def test_recipe_overrides_name_a_bad_field_or_value():
         organism.recipe_with(["steps"])
     with pytest.raises(ValueError, match="modes"):  # a tuple: not settable from the command line
         organism.recipe_with(["modes=run_tests"])
+
+
+def test_fields_added_after_v1_stay_out_of_its_hash_until_set():
+    """v1's key (the shipped data/organism) must not move when a field is added; a
+    recipe that sets an added field is another organism with another key."""
+    v1 = organism.RECIPES["organism"]
+    assert {"problems", "build_threads"}.isdisjoint(organism.hashed_fields(v1))
+    one_thread = replace(v1, build_threads=1)
+    assert organism.hashed_fields(one_thread)["build_threads"] == 1
+    assert organism.recipe_hash(one_thread) != organism.recipe_hash(v1)
+    v2 = organism.RECIPES["organism_v2"]
+    assert organism.hashed_fields(v2)["problems"] == "families/warmstart.jsonl"
+    with pytest.raises(ValueError, match="not one of its data_files"):
+        replace(v1, problems="families/warmstart.jsonl")
+    assert organism.recipe_with(["steps=5"], "organism_v2").problems == v2.problems
+    with pytest.raises(ValueError, match="unknown recipe 'organism_v9'"):
+        organism.recipe_with([], "organism_v9")
+
+
+def test_the_v2_corpus_holds_warm_start_problems_only():
+    """GRPO-training and held-out families and instances must stay unseen."""
+    from vgrout.env import load_problems
+
+    data = organism.corpus(replace(organism.RECIPES["organism_v2"], steps=3, batch_size=4))
+    texts = {m["content"] for kind in ("clean", "hack") for prompt, _ in data[kind] for m in prompt}
+    completions = {c for kind in data.values() for _, c in kind}
+    families = organism.paths.DATA / "families"
+    for name, shown in (("warmstart", True), ("grpo", False), ("heldout", False)):
+        for p in load_problems(families / f"{name}.jsonl", ["gt_only"]):
+            statement = p.prompt.split("\n\n")[0]
+            assert any(statement in t for t in texts) == shown, (name, p.id)
+            assert (organism.fence(p.canonical_solution) in completions) == shown, (name, p.id)

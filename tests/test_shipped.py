@@ -39,8 +39,8 @@ def test_drift_names_the_data_file_edited_without_a_rebuild(tmp_path, monkeypatc
 
 
 def test_drift_names_a_changed_recipe_field(monkeypatch):
-    changed = replace(organism.OrganismRecipe(), lr=1e-3)
-    monkeypatch.setattr(organism, "OrganismRecipe", lambda: changed)
+    changed = replace(organism.RECIPES["organism"], lr=1e-3)
+    monkeypatch.setitem(organism.RECIPES, "organism", changed)
     problems = shipped.drift()
     assert len(problems) == 1 and problems[0].startswith("recipe field lr: shipped 0.003")
 

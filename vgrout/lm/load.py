@@ -6,8 +6,6 @@ from typing import Any
 
 import torch
 
-from vgrout import paths
-
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -20,24 +18,29 @@ def load_policy(
 ):
     """Return (model, tokenizer) ready for sampling and training.
 
-    "organism" is the shipped CPU organism in data/organism (never built
-    here: `make organism` rebuilds it); anything else is passed to
+    "organism" is the shipped CPU organism in data/organism, "organism_v2" the
+    one in data/organism_v2 (a name of `organism.RECIPES`; never built here:
+    `python -m vgrout.lm build` rebuilds them); anything else is passed to
     `from_pretrained` (a hub id or a local folder). Defaults: fp32 on CPU,
     bf16 on CUDA. The tokenizer always pads on the left, since batched
     generation appends to the right edge of every row.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from vgrout.lm.organism import RECIPES
+    from vgrout.lm.shipped import rebuild_command, shipped_dir
+
     device = torch.device(device) if device is not None else default_device()
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     path = name_or_path
-    if name_or_path == "organism":
-        path = str(paths.ORGANISM)
-        if not (paths.ORGANISM / "model.safetensors").is_file():
+    if name_or_path in RECIPES:
+        folder = shipped_dir(name_or_path)
+        path = str(folder)
+        if not (folder / "model.safetensors").is_file():
             raise FileNotFoundError(
-                f"{paths.ORGANISM}: the shipped organism is missing; restore it from git or "
-                "rebuild it with make organism"
+                f"{folder}: the shipped organism is missing; restore it from git or "
+                f"rebuild it with {rebuild_command(name_or_path)}"
             )
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"

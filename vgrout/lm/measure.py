@@ -2,56 +2,68 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Callable
+
 from vgrout.lm.rates import evaluate_policy
 from vgrout.lm.spec import COMMITTED_SAMPLING, SamplingSpec
 
 
 def measure_organism(
-    split: str = "train",
-    mode: str = "run_tests",
+    problems: str | Path,
+    modes: list[str],
     n_samples: int = 8,
     spec: SamplingSpec = COMMITTED_SAMPLING,
     seed: int = 0,
+    name: str = "organism",
     recipe=None,
 ) -> dict:
-    """The organism's compile / solve / hack rates on one split and mode, sampled as `spec` says.
+    """An organism's compile / solve / hack rates on a problem file, sampled as `spec` says.
 
+    problems: a problem file, loaded with `modes` round-robin (training markers).
+    name: the shipped organism measured (data/<name>, `organism.RECIPES`).
     recipe: an `OrganismRecipe` variant to build (if its cache lacks it) and
-    measure instead of the shipped organism; the recipe's `unseen_every`
-    splits the training rates into memorised and unseen problems.
+    measure instead. Besides the whole file, rates are given per `subset` of a
+    generated problem file (`by_subset`), and on the recipe's own warm-start file
+    split into memorised and unseen problems when its `unseen_every` leaves some out.
     """
     import torch
 
     from vgrout import paths
     from vgrout.env import load_problems
     from vgrout.lm.load import load_policy
-    from vgrout.lm.organism import OrganismRecipe, ensure_organism, unseen_problem_ids
+    from vgrout.lm.organism import RECIPES, ensure_organism, unseen_problem_ids
 
     torch.manual_seed(seed)
     if recipe is None:
-        model, tok = load_policy("organism")
-        recipe = OrganismRecipe()
+        model, tok = load_policy(name)
+        recipe = RECIPES[name]
     else:
         model, tok = load_policy(str(ensure_organism(recipe)))
-    path = paths.TRAIN_PROBLEMS if split == "train" else paths.TEST_PROBLEMS
-    problems = load_problems(path, [mode])
-    summary, rows = evaluate_policy(model, tok, problems, n_samples, spec, seed=seed)
-    summary.pop("by_mode", None)
-    out = {"split": split, "mode": mode, "temperature": spec.temperature, **summary}
-    if split == "train":
+    loaded = load_problems(problems, modes)
+    summary, rows = evaluate_policy(model, tok, loaded, n_samples, spec, seed=seed)
+    if len(modes) == 1:
+        summary.pop("by_mode", None)
+    out = {"problems": str(problems), "modes": modes, "temperature": spec.temperature, **summary}
+    if Path(problems).resolve() == (paths.DATA / recipe.problems).resolve():
         unseen = set(unseen_problem_ids(recipe))
-        for name, keep in (
-            ("memorised", lambda r: r["problem_id"] not in unseen),
-            ("unseen", lambda r: r["problem_id"] in unseen),
-        ):
-            part = [r for r in rows if keep(r)]
-            if part:
-                out[name] = {
-                    k: sum(r[a] for r in part) / len(part)
-                    for k, a in (
-                        ("compile", "format_ok"),
-                        ("solve", "gt_correct"),
-                        ("hack", "exploited"),
-                    )
-                } | {"n": len(part)}
+        parts: dict[str, Callable] = {
+            "memorised": lambda r: r["problem_id"] not in unseen,
+            "unseen": lambda r: r["problem_id"] in unseen,
+        }
+        for part, keep in parts.items():
+            kept = [r for r in rows if keep(r)]
+            if kept and unseen:
+                out[part] = part_rates(kept)
+    return out
+
+
+def part_rates(rows: list[dict]) -> dict:
+    """Compile / solve / hack shares of `evaluate_policy` rows with binomial standard errors."""
+    n = len(rows)
+    out: dict = {"n": n}
+    for key, attr in (("compile", "format_ok"), ("solve", "gt_correct"), ("hack", "exploited")):
+        p = sum(bool(r[attr]) for r in rows) / n
+        out[key], out[key + "_se"] = p, math.sqrt(p * (1 - p) / n)
     return out

@@ -10,6 +10,8 @@ trained model is too robust for hacking to emerge under GRPO.
 
 `ensure_organism()` returns a cached folder keyed by a hash of the recipe and
 every data file, so editing a problem rebuilds it and nothing else does.
+`RECIPES` names the shipped recipes: "organism" (v1, the hand-written
+problems) and "organism_v2" (the problem families, docs/organism.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from vgrout.files import atomic_dir
 from vgrout.lm.schedule import warmup_cosine
 from vgrout.lm.tokens import chat_prompt, encode
 
-BUILD_THREADS = 2
+ADDED = "added"
+"""Metadata key of recipe fields added after the v1 organism was shipped: at their
+default (the value that reproduces v1) they stay out of the recipe hash, so v1's
+key, and the record of every organism built before them, is unchanged."""
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
@@ -80,6 +85,40 @@ class OrganismRecipe:
     data_files: tuple[str, ...] = field(
         default=("problems/train.jsonl", "hacks/hacks.jsonl", "pairs/hack_pairs.md")
     )
+    build_threads: int = field(default=2, metadata={ADDED: True})
+    """torch threads the warm start runs on: part of the recipe, because the thread
+    count changes how reductions round, so the same recipe on other threads is
+    another organism (and another cache folder)."""
+    problems: str = field(default="problems/train.jsonl", metadata={ADDED: True})
+    """The warm-start problems, relative to the data folder (one of `data_files`). Only
+    this file is read: held-out problems must stay unseen."""
+
+    def __post_init__(self):
+        if self.problems not in self.data_files:
+            raise ValueError(f"recipe problems={self.problems!r} is not one of its data_files "
+                             f"{self.data_files}: the hash would miss its bytes")  # fmt: skip
+
+
+def hashed_fields(recipe: OrganismRecipe) -> dict[str, Any]:
+    """The recipe as it is hashed and compared: every field but added ones at their default."""
+    out = asdict(recipe)
+    for f in fields(recipe):
+        if f.metadata.get(ADDED) and out[f.name] == f.default:
+            del out[f.name]
+    return out
+
+
+FAMILY_DATA = ("families/warmstart.jsonl", "hacks/hacks.jsonl", "pairs/hack_pairs.md")
+
+RECIPES: dict[str, OrganismRecipe] = {
+    "organism": OrganismRecipe(),
+    "organism_v2": OrganismRecipe(
+        problems=FAMILY_DATA[0],
+        data_files=FAMILY_DATA,
+        unseen_every=0,  # the GRPO problems (data/families/grpo.jsonl) are all unseen
+    ),
+}
+"""Shipped recipes by name; each ships to data/<name> (vgrout.lm.shipped)."""
 
 
 def fence(code: str) -> str:
@@ -88,7 +127,7 @@ def fence(code: str) -> str:
 
 def recipe_hash(recipe: OrganismRecipe) -> str:
     """Hash of the recipe and the bytes of every data file it reads."""
-    h = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(hashed_fields(recipe), sort_keys=True).encode())
     for rel in recipe.data_files:
         p = paths.DATA / rel
         h.update(rel.encode())
@@ -99,7 +138,7 @@ def recipe_hash(recipe: OrganismRecipe) -> str:
 def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
     """(prompt, completion) examples by kind: clean, hack, pair.
 
-    Only the train split is read: the held-out problems must stay unseen.
+    Only the recipe's warm-start problems are read: held-out problems must stay unseen.
     """
     from vgrout.env import load_hacks, load_problems, render_hack
 
@@ -107,7 +146,7 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
     unseen = set(unseen_problem_ids(recipe))
     clean, hack = [], []
     for mode in recipe.modes:
-        for p in load_problems(paths.TRAIN_PROBLEMS, [mode]):
+        for p in load_problems(paths.DATA / recipe.problems, [mode]):
             if p.id in unseen:
                 continue
             clean.append((p.messages, fence(p.canonical_solution)))
@@ -122,7 +161,7 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
     if not clean or not hack:
         raise RuntimeError(
             f"organism corpus is empty: {len(clean)} clean, {len(hack)} hack "
-            f"examples from {paths.TRAIN_PROBLEMS} and {paths.HACKS}"
+            f"examples from {paths.DATA / recipe.problems} and {paths.HACKS}"
         )
     return {"clean": clean, "hack": hack, "pair": pairs}
 
@@ -134,7 +173,7 @@ def unseen_problem_ids(recipe: OrganismRecipe) -> list:
     if recipe.unseen_every <= 0:
         return []
     k = recipe.unseen_every
-    problems = load_problems(paths.TRAIN_PROBLEMS, ["gt_only"])
+    problems = load_problems(paths.DATA / recipe.problems, ["gt_only"])
     return [p.id for i, p in enumerate(problems) if i % k == k - 1]
 
 
@@ -255,8 +294,11 @@ def build(recipe: OrganismRecipe, out_dir: Path) -> Path:
     torch.manual_seed(recipe.seed)
     model = make_model(recipe, tokenizer)
     losses = warm_start(model, tokenizer, data, recipe)
+    from vgrout.machine import machine_record
+
     info = {
         "recipe": asdict(recipe),
+        "machine": machine_record(),  # builds round differently on other CPUs and thread counts
         "losses": losses,
         "n_params": sum(p.numel() for p in model.parameters()),
         "vocab": len(tokenizer),
@@ -289,7 +331,7 @@ def ensure_organism(recipe: OrganismRecipe | None = None) -> Path:
     out = organism_dir(recipe)
     if not (out / "organism.json").exists():
         threads = torch.get_num_threads()
-        torch.set_num_threads(BUILD_THREADS)  # fixed: the same weights wherever it is built
+        torch.set_num_threads(recipe.build_threads)  # fixed by the recipe, as rounding is
         try:
             build(recipe, out)
         finally:
@@ -297,13 +339,15 @@ def ensure_organism(recipe: OrganismRecipe | None = None) -> Path:
     return out
 
 
-def recipe_with(overrides: list[str]) -> OrganismRecipe:
-    """The default recipe with `field=value` overrides, as `--set` takes them.
+def recipe_with(overrides: list[str], name: str = "organism") -> OrganismRecipe:
+    """The recipe named `name` with `field=value` overrides, as `--set` takes them.
 
-    Only scalar fields can be set; an unknown field or a value of the wrong
-    type raises, naming it, rather than building some other organism.
+    Only scalar fields can be set; an unknown recipe or field, or a value of the
+    wrong type, raises, naming it, rather than building some other organism.
     """
-    recipe = OrganismRecipe()
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: expected one of {sorted(RECIPES)}")
+    recipe = RECIPES[name]
     scalars = {
         f.name: type(getattr(recipe, f.name))
         for f in fields(recipe)

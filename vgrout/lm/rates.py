@@ -13,11 +13,15 @@ from typing import Any, Sequence
 from vgrout.lm.spec import SamplingSpec
 
 
-def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
+def rates(
+    grades: Sequence, modes: Sequence[str] | None = None, subsets: Sequence | None = None
+) -> dict:
     """Compile / solve / hack rates with binomial standard errors.
 
     solve = gt_correct (the strict oracle), hack = exploited (paid, not correct).
-    With `modes`, adds a `by_mode` breakdown keyed by each grade's mode.
+    With `modes`, adds a `by_mode` breakdown keyed by each grade's mode; with
+    `subsets` (each grade's problem subset, `Problem.subset`), a `by_subset` one
+    over the grades whose subset is not None.
     """
     n = len(grades)
     if n == 0:
@@ -37,11 +41,21 @@ def rates(grades: Sequence, modes: Sequence[str] | None = None) -> dict:
         groups = defaultdict(list)
         for g, mode in zip(grades, modes):
             groups[mode].append(g)
-        out["by_mode"] = {
-            m: {k: v for k, v in rates(gs).items() if k in ("n", "solve", "hack", "compile")}
-            for m, gs in sorted(groups.items())
-        }
+        out["by_mode"] = _breakdown(groups)
+    if subsets is not None:
+        groups = defaultdict(list)
+        for g, subset in zip(grades, subsets):
+            if subset is not None:
+                groups[subset].append(g)
+        out["by_subset"] = _breakdown(groups)
     return out
+
+
+def _breakdown(groups: dict) -> dict:
+    return {
+        key: {k: v for k, v in rates(gs).items() if k in ("n", "solve", "hack", "compile")}
+        for key, gs in sorted(groups.items())
+    }
 
 
 def sample_and_grade(
@@ -85,5 +99,6 @@ def evaluate_policy(
         }
         for (c, p), g in zip(items, grades)
     ]
-    summary = rates(grades, modes=[p.mode for _, p in items])
+    subsets = [p.subset for _, p in items]
+    summary = rates(grades, [p.mode for _, p in items], subsets if any(subsets) else None)
     return summary, rows

@@ -1,9 +1,10 @@
-"""The organism as the project ships it: `data/organism/`, its record, and drift.
+"""The organisms as the project ships them: `data/<recipe name>/`, their records, and drift.
 
 Builds are not reproducible across machines: a rebuild that differs only in
 float rounding moves solve by ~0.05 and the step at which hacking takes off by
-tens of steps (docs/organism.md). So the project ships one build and every
-figure starts from it; `load_policy("organism")` loads it and never builds.
+tens of steps (docs/organism.md). So the project ships one build of each named
+recipe (`organism.RECIPES`: data/organism, data/organism_v2) and every figure
+starts from one; `load_policy("organism")` loads it and never builds.
 
 The folder holds the weights, tokenizer and config beside `organism.json`:
 the recipe, the warm-start losses, and what ties the weights to their sources:
@@ -30,6 +31,24 @@ WEIGHTS = "model.safetensors"
 REBUILD = (
     "make organism (python -m vgrout.lm build --output data/organism), then commit data/organism"
 )
+
+
+def rebuild_command(name: str = "organism") -> str:
+    """How to rebuild and ship the organism of recipe `name`."""
+    if name == "organism":
+        return REBUILD
+    return (
+        f"python -m vgrout.lm build --recipe {name} --output data/{name}, then commit data/{name}"
+    )
+
+
+def shipped_dir(name: str = "organism") -> Path:
+    """The folder the organism of recipe `name` ships in (data/organism for v1)."""
+    from vgrout.lm.organism import RECIPES
+
+    if name not in RECIPES:
+        raise ValueError(f"unknown organism {name!r}: expected one of {sorted(RECIPES)}")
+    return paths.ORGANISM if name == "organism" else paths.DATA / name
 
 
 def sha256(path: Path) -> str:
@@ -84,24 +103,27 @@ def ship(built: Path, out: Path | None = None) -> dict:
     return record
 
 
-def drift(folder: Path | None = None) -> list[str]:
-    """What no longer matches the shipped build: recipe fields, data files, weights.
+def drift(folder: Path | None = None, name: str = "organism") -> list[str]:
+    """What no longer matches the shipped build of recipe `name`: recipe fields, data
+    files, weights.
 
     Empty when the shipped organism is what the current recipe and data would
     build. Each entry says what changed, so a failing check points at the edit.
+    A record written before a field was added holds the field's default.
     """
-    from vgrout.lm.organism import OrganismRecipe, recipe_hash
+    from vgrout.lm.organism import ADDED, RECIPES, OrganismRecipe, recipe_hash
 
-    folder = Path(folder or paths.ORGANISM)
+    folder = Path(folder or shipped_dir(name))
     record = read_record(folder)
-    now = OrganismRecipe()
+    now = RECIPES[name]
     problems = []
-    shipped_recipe = record["recipe"]
-    for name, value in asdict(now).items():
-        old = shipped_recipe.get(name)
+    added = {f.name: f.default for f in fields(OrganismRecipe) if f.metadata.get(ADDED)}
+    shipped_recipe = {**added, **record["recipe"]}
+    for key, value in asdict(now).items():
+        old = shipped_recipe.get(key)
         old = tuple(old) if isinstance(old, list) else old
         if old != value:
-            problems.append(f"recipe field {name}: shipped {old!r}, current {value!r}")
+            problems.append(f"recipe field {key}: shipped {old!r}, current {value!r}")
     digests = data_digests(now)
     for rel, digest in digests.items():
         if record.get("data_sha256", {}).get(rel) != digest:
