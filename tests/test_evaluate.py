@@ -23,8 +23,8 @@ class _Policy:
         return contextlib.nullcontext
 
 
-def _problems(prefix: str, k: int, mode: str) -> list:
-    return [SimpleNamespace(id=f"{prefix}{i}", mode=mode) for i in range(k)]
+def _problems(prefix: str, k: int, mode: str, subset=None) -> list:
+    return [SimpleNamespace(id=f"{prefix}{i}", mode=mode, subset=subset) for i in range(k)]
 
 
 class _Grades:
@@ -85,3 +85,16 @@ def test_final_evaluation_draws_the_final_sample_size(monkeypatch):
     fake.calls.clear()
     evaluate.evaluate_views(_Policy(), None, cfg, 2, train, test)
     assert {n for _, n in fake.calls} == {2}
+
+
+def test_generated_problems_get_rates_per_subset_and_hand_written_ones_none():
+    hand = _problems("p", 2, "run_tests")
+    held = _problems("p", 2, "run_tests", "heldout_instance") + _problems(
+        "q", 3, "sentinel", "heldout_family"
+    )
+    grades = _Grades()(None, None, hand + held, 2)[1]  # p rows hack, q rows do not
+    out = evaluate.split_rates(grades, {"iid": hand, "test": held}, 2)
+    assert "by_subset" not in out["iid"]
+    by = out["test"]["by_subset"]
+    assert by["heldout_instance"]["n"] == 4 and by["heldout_instance"]["hack"] == 1.0
+    assert by["heldout_family"]["n"] == 6 and by["heldout_family"]["hack"] == 0.0

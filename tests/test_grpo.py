@@ -43,6 +43,9 @@ def test_routeA_smoke_run_writes_every_artifact(tmp_path):
         "result.json",
     ):
         assert (run / name).exists(), name
+    machine = _rows(run / "machine.jsonl")
+    assert [m["step"] for m in machine] == [0] and machine[0]["torch_threads"] == 1
+    assert machine[0]["cpu"]["model"] and machine[0]["torch"] == torch.__version__
     steps = _rows(run / "steps.jsonl")
     assert [r["step"] for r in steps] == [1, 2, 3]
     for key in (
@@ -198,6 +201,8 @@ def test_resume_after_a_kill_continues_exactly(tmp_path):
     assert not (Path(cfg.run_dir) / "result.json").exists(), "the run finished before the kill"
     resumed = train(cfg.replace(resume=True))
     assert _strip(resumed.steps) == _strip(whole.steps)
+    starts = [m["step"] for m in _rows(resumed.run_dir / "machine.jsonl")]
+    assert starts[0] == 0 and len(starts) == 2 and 0 < starts[1] < 6  # where it resumed
     a = torch.load(whole.run_dir / "ckpt.pt", weights_only=False)["adapters"]
     b = torch.load(resumed.run_dir / "ckpt.pt", weights_only=False)["adapters"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -282,19 +282,29 @@ class GRPOConfig:
         return cls(**raw)
 
 
+ORGANISM_PRESET = dict(
+    steps=100,
+    prompts_per_step=4,
+    group_size=8,
+    max_new_tokens=100,
+    lr=7e-4,
+    eval_every=20,
+    eval_samples=2,
+    final_eval_samples=8,
+)
+
 PRESETS: dict[str, dict] = {
     # CPU default: a run on the organism at one thread (docs/grpo.md, "A whole run").
     # 100 steps: in 60, vanilla's hacking took off in one seed of three
     # (docs/grpo.md, "Acceptance on the organism").
-    "organism": dict(
-        steps=100,
-        prompts_per_step=4,
-        group_size=8,
-        max_new_tokens=100,
-        lr=7e-4,
-        eval_every=20,
-        eval_samples=2,
-        final_eval_samples=8,
+    "organism": ORGANISM_PRESET,
+    # The same run on the v2 organism (data/organism_v2, docs/organism.md): it trains on
+    # the family problems its warm start never saw and evaluates on the held-out ones.
+    "organism_v2": dict(
+        ORGANISM_PRESET,
+        model="organism_v2",
+        train_problems="data/families/grpo.jsonl",
+        test_problems="data/families/heldout.jsonl",
     ),
     # Seconds: plumbing only, for tests.
     "smoke": dict(

@@ -65,12 +65,17 @@ def evaluate_views(
 
 
 def split_rates(grades: Sequence, splits: dict, n: int) -> dict:
-    """{split: rates} from grades laid out split by split, problem by problem, n per problem."""
+    """{split: rates} from grades laid out split by split, problem by problem, n per problem.
+
+    Problems of a generated set (data/families) carry a subset, and their rates a
+    per-subset breakdown (`by_subset`: held-out instances apart from held-out families).
+    """
     out, start = {}, 0
     for split, problems in splits.items():
         stop = start + len(problems) * n
         modes = [p.mode for p in problems for _ in range(n)]
-        out[split] = rates(grades[start:stop], modes=modes)
+        subsets = [p.subset for p in problems for _ in range(n)]
+        out[split] = rates(grades[start:stop], modes, subsets if any(subsets) else None)
         start = stop
     if start != len(grades):
         raise ValueError(f"split_rates: {len(grades)} grades for {start} sampled completions")

@@ -37,6 +37,7 @@ from vgrout.grpo.rundir import (
     checkpoint,
     export_final,
     load_run,
+    record_machine,
     restore,
 )
 from vgrout.grpo.steplog import StepRecord, gate_log, rollout_rows, step_row, teacher_tripwire
@@ -75,6 +76,8 @@ def train(cfg: GRPOConfig, world: World | None = None) -> RunResult:
     if cfg.resume:
         restore(run, ts)
     world.start(run, ts, cfg)
+    if world.main:
+        record_machine(run, ts.step)
     # the untrained baseline every curve starts from (evaluations run on rank 0 only)
     if ts.step == 0 and cfg.eval_every and world.main:
         run.log_many("eval", data.evaluate(policy, cfg, 0))

@@ -5,6 +5,8 @@ Layout of runs/<run_id>/:
   steps.jsonl     one row per step (metrics, zone shares, timings)
   rollouts.jsonl  every rollout (text, labels, score, zone)
   eval.jsonl      one row per (step, split, view) evaluation
+  machine.jsonl   one row per start or resume: its step, CPU model and flags, torch,
+                  its kernels and threads (vgrout.machine)
   ckpt.pt         newest checkpoint (adapters, optimizer, scheduler, RNG, gate)
   result.json     written when the run finishes
 
@@ -143,6 +145,18 @@ def open_run(cfg: GRPOConfig) -> RunDir:
             "resume=True (--resume on the command line) or choose another run_dir"
         )
     return run
+
+
+def record_machine(run: RunDir, step: int) -> None:
+    """Append where this start (step 0) or resume (its checkpoint's step) computes.
+
+    A trajectory depends on the CPU's float rounding (which kernels torch picks,
+    how many threads reduce), so a run says where each stretch of it was computed,
+    and a run resumed elsewhere says from which step. Called after the threads are set.
+    """
+    from vgrout.machine import machine_record
+
+    run.log("machine", {"step": step, **machine_record()})
 
 
 def adapter_state(model) -> dict:
