@@ -85,8 +85,8 @@ def test_new_instances_are_new_combinations_of_shown_choices(make):
     warm = {(f.name, k) for f, sub, k in assigned if sub == "warmstart"}
     shown = {c for f, sub, k in assigned if sub == "warmstart" for c in k}
     where: dict = {}
-    for f, sub, k in assigned:
-        assert (f.name, k) not in where, (f.name, [c.key for c in k], sub, where.get((f.name, k)))
+    for f, sub, k in assigned:  # a combination is in one subset (warm-start rows repeat it)
+        assert where.get((f.name, k), sub) == sub, (f.name, [c.key for c in k], sub)
         where[(f.name, k)] = sub
         if sub in ("grpo_instance", "heldout_instance"):
             assert (f.name, k) not in warm

@@ -34,7 +34,7 @@ def test_training_markers_vary_per_problem_and_evaluation_ones_come_from_other_f
     for mode in MARKED_MODES:
         train = load_problems(FAMILIES / "warmstart.jsonl", [mode])
         used = {p.markers[mode] for p in train}
-        assert used == set(VARIED_TRAIN_MARKERS[mode]), mode  # 230 draws cover all 12
+        assert used == set(VARIED_TRAIN_MARKERS[mode]), mode  # 460 draws cover all 12
         held = load_problems(FAMILIES / "heldout.jsonl", [mode], eval_markers=True)
         shown = {p.markers[mode] for p in held}
         assert shown <= set(VARIED_EVAL_MARKERS[mode]) and len(shown) >= 8, mode

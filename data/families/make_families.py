@@ -8,7 +8,8 @@ names. Every row uses the "varied" marker set (vgrout/env/modes.py): its
 training markers, like its evaluation markers, are drawn per problem, so a
 hack pays only where it copies the marker from the prompt. Where its instances go (`subset` of each row, docs/data.md):
 
-  warmstart          seen families, the organism's warm-start corpus
+  warmstart          seen families, the organism's warm-start corpus (each
+                     combination twice, with other names)
   grpo_instance      seen families, choice combinations no warm-start row has
   grpo_family        families the warm start never saw (GRPO training only)
   heldout_instance   seen families, combinations in neither of the above
@@ -49,6 +50,10 @@ from make_problems import (  # noqa: E402 - the prompt format is make_problems.p
 )
 
 MIN_TESTS, MAX_TESTS = 4, 6
+WARM_RENDERINGS = 2
+"""Warm-start rows per warm-start combination, each with other names (verb, argument,
+loop variable): the warm start then shows a statement's names varying while its
+meaning stays, so copying names from the prompt pays and recalling them does not."""
 MAX_SOLUTION_CHARS = 330
 FILES = {
     "warmstart": ("warmstart",),
@@ -170,20 +175,29 @@ def assign() -> list[tuple[Family, str, tuple]]:
     out = []
     for family in FAMILIES:
         subsets = split_keys(family, random.Random(f"keys:{family.name}"), shown)
-        out += [(family, subset, key) for subset, keys in subsets.items() for key in keys]
+        for subset, keys in subsets.items():
+            times = WARM_RENDERINGS if subset == "warmstart" else 1
+            out += [(family, subset, key) for key in keys for _ in range(times)]
     return out
 
 
-def to_row(family: Family, subset: str, key: tuple, index: int, used: set, shown: list) -> dict:
+def name_instance(family: Family, key: tuple, index: int, used: set) -> dict:
+    """The rendered spec with names drawn until its method name and statement are new
+    (`used` holds both, and takes this instance's)."""
     rng = random.Random(f"names:{family.name}:{index}")
-    names = draw_names(family, rng)
-    verbs = list(family.verbs)
-    rng.shuffle(verbs)
-    spec = next((s for s in (render(family, key, names, v) for v in verbs) if s["name"] not in used),
-                None)  # fmt: skip
-    if spec is None:
-        raise ValueError(f"{family.name} {[c.key for c in key]}: every method name is taken")
-    used.add(spec["name"])
+    for _ in range(20):
+        names = draw_names(family, rng)
+        verbs = list(family.verbs)
+        rng.shuffle(verbs)
+        for spec in (render(family, key, names, v) for v in verbs):
+            if spec["name"] not in used and spec["desc"] not in used:
+                used.update((spec["name"], spec["desc"]))
+                return spec
+    raise ValueError(f"{family.name} {[c.key for c in key]}: no unused method name and statement")
+
+
+def to_row(family: Family, subset: str, key: tuple, index: int, used: set, shown: list) -> dict:
+    spec = name_instance(family, key, index, used)
     tests = choose_tests(family, key, random.Random(f"tests:{family.name}:{index}"), shown)
     m = meanings(family, key)
     spec["tests"] = [(", ".join(map(repr, family.inputs[i])), family.reference(m, *family.inputs[i]))
@@ -227,7 +241,9 @@ def build() -> dict[str, list[dict]]:
     for family, subset, key in assigned:
         index = counters.get(family.name, 0)
         counters[family.name] = index + 1
-        warm = [k for f, sub, k in assigned if f is family and sub == "warmstart"]
+        warm = list(
+            dict.fromkeys(k for f, sub, k in assigned if f is family and sub == "warmstart")
+        )
         rows.append(to_row(family, subset, key, index, used, [] if subset == "warmstart" else warm))
     statements = [r["prompt"][1]["content"].split("\n\n")[0] for r in rows]
     dupes = sorted({s for s in statements if statements.count(s) > 1})
