@@ -287,12 +287,17 @@ def previous_entries(path: Path, rerun: set[str]) -> list[dict]:
 
 def run_sets(names: Sequence[str], kernel: str = KERNEL) -> list[dict]:
     """Execute each figure set (`vgrout.figures.sets`) in full mode; their manifests."""
-    from vgrout.figures.sets import get_set
+    from vgrout.figures.sets import get_set, results_folder
 
     sets = [get_set(n) for n in names]
     print(reference_notice(), flush=True)
     out = []
     for fs in sets:
+        results = results_folder(fs)
+        if results and not (repo_path(results) / "grid.json").is_file():
+            print(f"[figures] set {fs.name}: {results} not committed yet (the grid has not "
+                  f"run); `python -m vgrout.figures.retrain {fs.name}` trains it", flush=True)  # fmt: skip
+            continue
         print(f"[figures] set {fs.name}: {fs.what} -> {fs.figures}/", flush=True)
         out.append(
             run_all(params_dir=fs.params, figures_dir=fs.figures,
