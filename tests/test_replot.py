@@ -28,9 +28,10 @@ def test_replotting_a_committed_grid_gives_the_committed_tables(name, tmp_path):
     fs = SETS[name]
     train = runner.load_params(REPO / "notebooks" / "03_grpo_training.ipynb", fs.params)
     assert train["results"] == f"results/{name}", "the set replots its committed grid"
-    if not (REPO / train["results"] / "grid.json").is_file():
-        assert name not in COMMITTED, f"{train['results']} is missing"
-        pytest.skip(f"{train['results']}: planned, not run yet (make figures skips it too)")
+    why = runner.not_ready(fs)
+    if why:
+        assert name not in COMMITTED, why
+        pytest.skip(f"{why} (make figures skips it too)")
     runs_dir = REPO / train["runs_dir"]
     before = sorted(runs_dir.rglob("*")) if runs_dir.exists() else None
     runner.run_all("notebooks", fs.params, tmp_path / "figs", tmp_path / "exec", only=("03", "04"))
