@@ -307,3 +307,12 @@ def test_every_seed_keeps_one_marker_and_one_offset_in_every_arm():
         xs = drawn[f"seed {s}"].get_offsets()[:, 0]
         assert len(xs) == 2 and xs[1] - xs[0] == pytest.approx(1.0), "same offset in each arm"
     assert len({round(drawn[f"seed {s}"].get_offsets()[0, 0], 6) for s in (0, 1, 2)}) == 3
+
+
+def test_every_arm_of_a_large_grid_gets_its_own_colour():
+    from vgrout.figures.style import arm_colors
+
+    for n in (3, 10, 17):
+        arms = ["vanilla"] + [f"arm{i}" for i in range(n)]
+        colors = arm_colors(arms)
+        assert len({tuple(c) for c in colors.values()}) == n + 1, n

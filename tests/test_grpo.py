@@ -143,6 +143,8 @@ def test_a_finished_run_is_read_back_and_a_changed_config_is_refused_by_field(tm
         with pytest.raises(ValueError, match=r"different config \(fields \['lr'\]\)"):
             train(cfg.replace(resume=resume, lr=5e-4))
     assert train(cfg.replace(resume=True)).steps == first.steps
+    # the same folder named another way: relative to the working directory
+    assert train(cfg.replace(run_dir=os.path.relpath(cfg.run_dir))).already_finished
 
 
 def test_an_unfinished_run_needs_resume(tmp_path):

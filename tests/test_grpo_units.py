@@ -77,10 +77,10 @@ def test_hint_free_slots_take_the_share_and_rotate_over_every_slot():
 
 
 def _group(hacked, zones, scores=None):
-    """(group, zones, scores) as a step record lists a gated group."""
+    """(group, flags, scores) as a step record lists a gated group; a route is a flag."""
     rollouts = [Rollout("p", "run_tests", [], [], "", "trained", exploited=h) for h in hacked]
     g = Group(SimpleNamespace(id="p"), "run_tests", rollouts)
-    return g, zones, None if scores is None else torch.tensor(scores)
+    return g, [z == "route" for z in zones], None if scores is None else torch.tensor(scores)
 
 
 def test_gate_f05_counts_routed_hacks_against_routed_cleans_and_missed_hacks():

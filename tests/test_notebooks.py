@@ -10,7 +10,6 @@ declares (papermill would otherwise inject an unused variable silently).
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -200,7 +199,6 @@ def test_crossfit_scores_each_pair_with_a_direction_fit_without_it():
 
 
 def test_separation_summary_counts_pairs_whose_hack_side_scores_higher():
-    import pandas as pd
 
     from vgrout.directions import crossfit
 
@@ -242,7 +240,6 @@ def test_save_figure_writes_png_and_csv_and_refuses_low_dpi(tmp_path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     from vgrout.figures import style
 
@@ -287,80 +284,35 @@ def test_the_manifest_records_the_shipped_organism():
     assert rec["weights_sha256"] == sha256(runner.REPO / "data" / "organism" / "model.safetensors")
 
 
-@pytest.mark.parametrize(
-    "params",
-    [PARAMS, PARAMS / "secondary", PARAMS / "replication"],
-    ids=["primary", "secondary", "replication"],
-)
-def test_preregistered_grids_are_consistent(params):
-    """The grids the preregistration names: 03 and 04 share runs and arms, and every 04
-    comparison names arms of the grid and appears, with its arms, in the preregistration."""
-    from vgrout.figures.ablation import check_comparisons
+PREREGISTERED = {  # figure set: the preregistration that planned its tests ("" = none)
+    "primary": "preregistration.md",
+    "secondary": "preregistration.md",
+    "replication": "",
+    "powered": "preregistration_powered.md",
+    "monitors": "preregistration_powered.md",
+}
 
+
+@pytest.mark.parametrize("name", list(PREREGISTERED))
+def test_preregistered_grids_are_consistent(name):
+    """The grids the preregistrations name: 03 and 04 share runs and arms, every 04
+    comparison names arms of the grid and appears, with its arms, in its preregistration."""
+    from vgrout.figures.ablation import check_comparisons
+    from vgrout.figures.sets import SETS
+
+    params = REPO / SETS[name].params
     train, figs = NOTEBOOKS / "03_grpo_training.ipynb", NOTEBOOKS / "04_ablation_figures.ipynb"
     for nb in (train, figs):
         keys = set(yaml.safe_load((params / f"{nb.stem}.yaml").read_text()))
         assert keys <= set(runner.parameter_defaults(nb)), f"{params}/{nb.stem}.yaml"
     t, f = runner.load_params(train, params), runner.load_params(figs, params)
     assert t["runs_dir"] == f["runs_dir"] and set(f["arms"]) == set(t["arms"])
-    assert set(f["seeds"]) <= set(t["seeds"])
+    assert t["results"] == f["results"] and set(f["seeds"]) <= set(t["seeds"])
     check_comparisons(f["comparisons"], list(t["arms"]))
-    prereg = (NOTEBOOKS.parent / "docs" / "preregistration.md").read_text()
+    if not PREREGISTERED[name]:
+        return
+    lines = (NOTEBOOKS.parent / "docs" / PREREGISTERED[name]).read_text().splitlines()
     for c in f["comparisons"]:
-        if c["family"] in ("primary", "secondary"):
-            assert f"| {c['id']} | {c['a']} vs {c['b']} |" in prereg, c["id"]
-
-
-# --- "What the full run found": every cited number is its csv's -----------------------------
-
-CITE = re.compile(
-    r"^(?P<value>[-+]?\d+(?:\.\d+)?): (?P<path>\S+) \| (?P<filters>[^|]*) \| "
-    r"(?P<column>\w+)(?: (?P<agg>min|max|mean))?$"
-)
-
-
-def _citations(path: Path) -> tuple[str, list[re.Match]]:
-    """(the cell's visible text, its cited numbers) of the notebook's last markdown cell."""
-    cell = json.loads(path.read_text())["cells"][-1]
-    text = "".join(cell["source"]) if cell["cell_type"] == "markdown" else ""
-    visible, _, block = text.partition("<!-- numbers")
-    lines = [ln.strip() for ln in block.split("-->")[0].splitlines()[1:] if ln.strip()]
-    bad = [ln for ln in lines if not CITE.match(ln)]
-    assert not bad, f"{path.name}: malformed citation line(s) {bad}"
-    return visible, [CITE.match(ln) for ln in lines]
-
-
-def cited_value(m: re.Match) -> str:
-    """The csv's value for one citation, formatted with as many decimals as the text has."""
-    t = pd.read_csv(REPO / m["path"])
-    for f in filter(None, (s.strip() for s in m["filters"].split(","))):
-        key, _, values = f.partition("=")
-        t = t[t[key].astype(str).isin(values.split(";"))]
-    assert len(t) == 1 or m["agg"], f"{m.group(0)}: {len(t)} rows and no min/max/mean"
-    assert len(t) >= 1, f"{m.group(0)}: no row matches"
-    x = float(getattr(t[m["column"]], m["agg"])() if m["agg"] else t[m["column"]].iloc[0])
-    decimals = len(m["value"].partition(".")[2])
-    sign = "+" if m["value"].startswith("+") else ""  # "+0.001": the text shows the sign
-    return f"{x:{sign}.{decimals}f}"
-
-
-@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
-def test_each_notebook_ends_with_what_the_full_run_found(path):
-    visible, cites = _citations(path)
-    assert visible.startswith("## What the full run found"), path.name
-    assert "](../figures/" in visible, "it shows the committed figure"
-    assert cites, "it cites numbers, each with its csv"
-    for m in cites:
-        assert m["value"] in visible, f"{m['value']} is cited but not in the text"
-        assert cited_value(m) == m["value"], f"{path.name}: {m.group(0)}"
-        assert (REPO / m["path"]).is_file()
-    for fig in re.findall(r"\]\(\.\./(figures/[^)]+)\)", visible):
-        assert (REPO / fig).is_file(), fig
-
-
-def test_a_citation_that_disagrees_with_its_csv_is_caught():
-    m = CITE.match("0.99: figures/env_marker_transfer.csv | marker=training marker | passed max")
-    assert cited_value(m) == "0.00"
-    many = CITE.match("1.00: figures/env_marker_transfer.csv | mode=run_tests | passed")
-    with pytest.raises(AssertionError, match="2 rows and no min/max/mean"):
-        cited_value(many)
+        if c["family"] == "window":
+            continue
+        assert any(f"| {c['id']} |" in ln and f"{c['a']} vs {c['b']}" in ln for ln in lines), c

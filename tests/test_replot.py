@@ -18,6 +18,8 @@ from vgrout.figures import runner
 from vgrout.figures.sets import SETS
 
 REPO = Path(__file__).resolve().parents[1]
+COMMITTED = ("primary", "secondary", "replication")
+"""Sets whose grids have run and whose results are committed; the others are planned."""
 
 
 @pytest.mark.slow
@@ -26,7 +28,10 @@ def test_replotting_a_committed_grid_gives_the_committed_tables(name, tmp_path):
     fs = SETS[name]
     train = runner.load_params(REPO / "notebooks" / "03_grpo_training.ipynb", fs.params)
     assert train["results"] == f"results/{name}", "the set replots its committed grid"
-    assert (REPO / train["results"] / "grid.json").is_file()
+    why = runner.not_ready(fs)
+    if why:
+        assert name not in COMMITTED, why
+        pytest.skip(f"{why} (make figures skips it too)")
     runs_dir = REPO / train["runs_dir"]
     before = sorted(runs_dir.rglob("*")) if runs_dir.exists() else None
     runner.run_all("notebooks", fs.params, tmp_path / "figs", tmp_path / "exec", only=("03", "04"))

@@ -80,3 +80,24 @@ def test_an_arm_outside_the_committed_interval_is_flagged():
 
 def _untimed(steps: pd.DataFrame) -> pd.DataFrame:
     return steps.drop(columns=[c for c in steps.columns if c.startswith("time_")])
+
+
+@pytest.mark.slow
+def test_a_grid_stored_part_way_is_marked_partial_and_not_replotted(tmp_path):
+    from vgrout.figures import runner
+
+    params = tmp_path / "params"
+    params.mkdir()
+    committed = tmp_path / "committed"
+    (params / "03_grpo_training.yaml").write_text(TRAIN.replace("COMMITTED", str(committed)))
+    (params / "04_ablation_figures.yaml").write_text(ANALYSIS.replace("COMMITTED", str(committed)))
+    fs = FigureSet("toy", str(params), str(tmp_path / "figs"), ("03", "04"))
+    runs = tmp_path / "runs"
+    retrain.retrain(fs, runs, tmp_path / "all")
+    assert runner.not_ready(fs).endswith("not committed yet (the grid has not run)")
+    (runs / "oracle" / "s1" / "result.json").unlink()  # seed 1 unfinished in one arm
+    grid = retrain.store_finished(fs, runs, committed)
+    assert grid is not None and grid.seeds == [0] and sorted(grid.arms) == ["oracle", "vanilla"]
+    meta = results.open_results(committed).meta
+    assert meta["partial"] and meta["seeds_planned"] == [0, 1] and meta["seeds"] == [0]
+    assert runner.not_ready(fs) == f"{committed} is partial (1 of 2 seeds)"

@@ -12,6 +12,11 @@ routing on the true hack labels (oracle)."""
 GATED_ARMS = ("routeA", "routeV")
 """Arms whose zones come from a direction's score (they have gate metrics)."""
 
+MONITOR_USES = ("route", "penalty", "screen")
+"""What a run does with the rollouts its monitor (a direction's gate, or true labels)
+flags: route them into the quarantine, lower their reward, or drop them from the
+update (`vgrout.grpo.monitor`)."""
+
 ZONES = ("keep", "absorb", "route")
 """Per-rollout zones: keep trains the deployed block only, absorb trains both,
 route trains the quarantine only."""

@@ -82,6 +82,37 @@ def retrain(fs: FigureSet, runs_dir: str | Path, out: str | Path, jobs: int | No
     return grid
 
 
+def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Grid | None:
+    """Store the seeds of which every arm has finished, marked partial; None if none has.
+
+    For a grid that outlasts a session: its records are committed as they land,
+    while `make figures` leaves a partial grid alone, so no preregistered test is
+    read before every planned seed is in.
+    """
+    from vgrout.figures.grid import discover_runs
+    from vgrout.figures.runner import git_revision, organism_record
+    from vgrout.machine import machine_record
+
+    train, _ = set_params(fs)
+    root = repo_path(runs_dir)
+    arms, planned = list(train["arms"]), list(train["seeds"])
+    done = [s for s in planned if all((root / a / f"s{s}" / "result.json").is_file() for a in arms)]
+    if not done:
+        print(f"[retrain] {fs.name}: no seed has finished in every arm under {root}")
+        return None
+    grid = Grid.from_run_dirs(discover_runs(root, arms, done))
+    meta = {
+        "name": fs.name, "revision": git_revision()["commit"], "organism": organism_record(),
+        "machine": machine_record(), "partial": True, "seeds_planned": planned,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "note": f"partial: {len(done)} of {len(planned)} planned seeds finished in every arm; "
+        "the analysis waits for all of them",
+    }  # fmt: skip
+    save_results(grid, dest, meta)
+    print(f"[retrain] {fs.name}: stored seeds {done} ({len(done)} of {len(planned)}) in {dest}")
+    return grid
+
+
 def arm_agreement(new: pd.DataFrame, old: pd.DataFrame, split: str = "iid") -> pd.DataFrame:
     """Per arm and metric: the new mean shipped rate against the committed mean and 95% CI."""
     a, b = ablation.shipped(new, split), ablation.shipped(old, split)
@@ -119,14 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--replace", action="store_true",
                     help="also write the new records over results/<set> (the committed results)")  # fmt: skip
+    ap.add_argument("--store-finished", action="store_true",
+                    help="train nothing: store the seeds finished in every arm so far, marked "
+                    "partial (in results/<set> with --replace)")  # fmt: skip
     cli.add_debug_flag(ap)
     a = ap.parse_args(argv)
     fs = get_set(a.set)
     out = repo_path(a.out or f"out/retrain/{fs.name}")
-    grid = retrain(fs, a.runs_dir or out / "runs", out / "results", a.jobs)
     _, analysis = set_params(fs)
     committed = repo_path(analysis["results"] or f"results/{fs.name}")
-    if committed.is_dir():
+    if a.store_finished:
+        store_finished(fs, a.runs_dir or out / "runs", committed if a.replace else out / "results")
+        return 0
+    grid = retrain(fs, a.runs_dir or out / "runs", out / "results", a.jobs)
+    if committed.is_dir() and open_results(committed).meta.get("partial"):
+        print(f"[retrain] {committed} holds a partial grid: nothing to compare with")
+    elif committed.is_dir():
         report(ablation.grid_seeds(grid), ablation.grid_seeds(open_results(committed)),
                analysis["comparisons"], out)  # fmt: skip
     else:

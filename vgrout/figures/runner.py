@@ -85,8 +85,8 @@ def parameter_defaults(path: str | Path) -> dict:
     tree = ast.parse(parameters_source(path))
     out = {}
     for node in tree.body:
-        ok = isinstance(node, ast.Assign) and len(node.targets) == 1
-        target = node.targets[0] if isinstance(node, ast.Assign) and ok else None
+        single = isinstance(node, ast.Assign) and len(node.targets) == 1
+        target = node.targets[0] if single and isinstance(node, ast.Assign) else None
         if not isinstance(node, ast.Assign) or not isinstance(target, ast.Name):
             raise ValueError(
                 f"{path}: parameters cell line {node.lineno}: expected `name = literal`"
@@ -293,12 +293,34 @@ def run_sets(names: Sequence[str], kernel: str = KERNEL) -> list[dict]:
     print(reference_notice(), flush=True)
     out = []
     for fs in sets:
+        why = not_ready(fs)
+        if why:
+            print(f"[figures] set {fs.name}: {why}; `python -m vgrout.figures.retrain "
+                  f"{fs.name}` trains it", flush=True)  # fmt: skip
+            continue
         print(f"[figures] set {fs.name}: {fs.what} -> {fs.figures}/", flush=True)
         out.append(
             run_all(params_dir=fs.params, figures_dir=fs.figures,
                     executed_dir=f"out/notebooks/{fs.name}", only=fs.only, kernel=kernel)
         )  # fmt: skip
     return out
+
+
+def not_ready(fs) -> str:
+    """Why a set cannot be replotted yet ('' when it can): its grid has not run, or has
+    only partly (the analysis of a preregistered grid waits for every planned seed)."""
+    from vgrout.figures.results import read_meta
+    from vgrout.figures.sets import results_folder
+
+    results = results_folder(fs)
+    if not results:
+        return ""
+    if not (repo_path(results) / "grid.json").is_file():
+        return f"{results} not committed yet (the grid has not run)"
+    meta = read_meta(results)
+    if meta.get("partial"):
+        return f"{results} is partial ({len(meta['seeds'])} of {len(meta['seeds_planned'])} seeds)"
+    return ""
 
 
 def reference_notice() -> str:

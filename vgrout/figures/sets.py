@@ -49,8 +49,34 @@ SETS: dict[str, FigureSet] = {
             ("03", "04"),
             "P2 and S2 on eight new seeds (100-107), not preregistered",
         ),
+        FigureSet(
+            "powered",
+            "notebooks/params/powered",
+            "figures/powered",
+            ("03", "04"),
+            "preregistration 2, primary family: 7 arms x 16 seeds (200-215)",
+        ),
+        FigureSet(
+            "monitors",
+            "notebooks/params/monitors",
+            "figures/monitors",
+            ("03", "04"),
+            "preregistration 2: route vs penalty vs screen, the label curve (seeds 200-207)",
+        ),
     )
 }
+
+
+def results_folder(fs: FigureSet) -> str:
+    """The committed results a set's notebooks replot ('' when its yaml trains instead)."""
+    import yaml
+
+    from vgrout.paths import repo_path
+
+    path = repo_path(fs.params) / "03_grpo_training.yaml"
+    if not path.is_file():  # a set without a grid (none yet): nothing to replot
+        return ""
+    return str((yaml.safe_load(path.read_text()) or {}).get("results", ""))
 
 
 def get_set(name: str) -> FigureSet:

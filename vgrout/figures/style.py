@@ -71,7 +71,10 @@ def arm_colors(arms: Sequence[str]) -> dict:
     import seaborn as sns
 
     others = [a for a in dict.fromkeys(arms) if a != "vanilla"]
-    colors = dict(zip(others, sns.color_palette("colorblind", max(len(others), 1))))
+    # the colour-blind palette has 10 colours and repeats after them: a larger grid
+    # (the monitor grid has 17 arms) takes 20 distinct ones instead
+    palette = "colorblind" if len(others) <= 10 else "tab20"
+    colors = dict(zip(others, sns.color_palette(palette, max(len(others), 1))))
     return {"vanilla": (0.2, 0.2, 0.2), **colors}
 
 

@@ -25,6 +25,7 @@ from vgrout.names import (
     FORWARDS,
     GATED_ARMS,
     INITS,
+    MONITOR_USES,
     TARGET_MODULES,
     VIEWS,
 )
@@ -122,6 +123,21 @@ class GRPOConfig:
     """Re-extract the direction from the pairs every k steps (0 = never)."""
     oracle_reveal_frac: float = 1.0
     """oracle: share of true hack labels revealed to the router."""
+    gate_count: bool = False
+    """routeA/routeV: flag exactly round(gate_q x prompts_per_step x group_size) of each
+    step's live rollouts (all of them, if fewer are live), the top-scoring ones, instead
+    of those above the score buffer's quantile. A direction and its Haar placebo then
+    flag the same number per step, so a comparison of the two compares which
+    rollouts are flagged, not how many."""
+    monitor_use: str = "route"
+    """What the flagged rollouts do (vgrout.names.MONITOR_USES). route: train the
+    quarantine only, deleted at deployment. penalty: their reward is lowered by
+    `penalty` before advantages; screen: they are dropped from the update (no
+    gradient, not in their group's baseline). Under penalty and screen every other
+    rollout trains both blocks and the whole model ships, as vanilla's does."""
+    penalty: float = 3.0
+    """monitor_use=penalty: subtracted from a flagged rollout's reward (3.0 = the
+    correctness payment, so a flagged loophole hack earns its format reward only)."""
     gate_view: str = "deployed"
     """routeA: the view whose deployed-block bottleneck the gate reads, and extracts its
     direction in. deployed (quarantine ablated): a no-grad deployed-view pass over every
@@ -258,7 +274,47 @@ class GRPOConfig:
             )
         if self.keep_low_tail and self.arm not in GATED_ARMS:
             bad.append(f"keep_low_tail=True with arm={self.arm!r}: only the score gates have tails")
+        if self.gate_count and (self.arm not in GATED_ARMS or self.keep_low_tail):
+            bad.append(
+                f"gate_count=True with arm={self.arm!r}, keep_low_tail={self.keep_low_tail}: "
+                "a count of flags is a score gate's, without a low tail"
+            )
+        bad += self._monitor_problems()
         return bad
+
+    def _monitor_problems(self) -> list[str]:
+        """What `validate` finds wrong with how the monitor's flags are used."""
+        if self.monitor_use not in MONITOR_USES:
+            return [f"monitor_use={self.monitor_use!r}: expected one of {MONITOR_USES}"]
+        if self.monitor_use == "route":
+            return []
+        bad = []
+        if self.arm not in (*GATED_ARMS, "oracle"):
+            bad.append(
+                f"monitor_use={self.monitor_use!r} with arm={self.arm!r}: only a monitor flags "
+                "(routeA, routeV or oracle)"
+            )
+        if self.unrouted_zone != "absorb" or self.gen_deploy_frac > 0:
+            bad.append(
+                f"monitor_use={self.monitor_use!r} with unrouted_zone={self.unrouted_zone!r}, "
+                f"gen_deploy_frac={self.gen_deploy_frac}: the whole model trains and ships"
+            )
+        if self.monitor_use == "screen" and self.kl_beta > 0:
+            bad.append(
+                "monitor_use='screen' with kl_beta>0: a screened rollout would still carry "
+                "its KL term; screening with a KL anchor is not built"
+            )
+        if self.monitor_use == "penalty" and not self.penalty > 0:
+            bad.append(f"penalty={self.penalty}: expected > 0")
+        return bad
+
+    def ships(self) -> str:
+        """The view that ships: deployed (quarantine deleted) when flagged rollouts were
+        routed into it or every rollout absorbed; trained on vanilla and when the
+        monitor's flags were a penalty or a screen."""
+        if self.arm == "vanilla" or self.monitor_use != "route":
+            return "trained"
+        return "deployed"
 
     def replace(self, **changes) -> "GRPOConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

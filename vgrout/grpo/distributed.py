@@ -203,7 +203,16 @@ class World:
             return rec
         scores = [None if s is None else s.cpu() for s in rec.scores]
         parts = self.all_gather_object(
-            (rec.groups, rec.stats, rec.times, rec.thresholds, rec.grad, rec.zones, scores),
+            (
+                rec.groups,
+                rec.stats,
+                rec.times,
+                rec.thresholds,
+                rec.grad,
+                rec.zones,
+                scores,
+                rec.flags,
+            ),  # fmt: skip
             "record",
         )
         for what, i in (("gate thresholds", 3), ("gradient measurements", 4)):
@@ -218,6 +227,7 @@ class World:
             times={k: max(p[2][k] for p in parts) for k in rec.times},
             zones=[z for p in parts for z in p[5]],
             scores=[s for p in parts for s in p[6]],
+            flags=None if rec.flags is None else [f for p in parts for f in p[7]],
         )
 
     def barrier(self) -> None:

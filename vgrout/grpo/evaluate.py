@@ -49,7 +49,7 @@ def evaluate_views(
                     _, grades = sample_and_grade(policy.model, tokenizer, problems, n, spec,
                                                  cfg.seed * 7919 + step, cfg.workers)  # fmt: skip
                 per_split = split_rates(grades, splits, n)
-            ships = (view == "deployed") == (cfg.arm != "vanilla") or not policy.routed
+            ships = view == cfg.ships() or not policy.routed
             for split, summary in per_split.items():
                 rows.append(
                     {

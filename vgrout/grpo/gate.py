@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vgrout.grpo.monitor import use_flags
 from vgrout.grpo.passes import (
     deployed_pass,
     deployed_pass_packed,
@@ -40,13 +41,25 @@ class Gated:
     deployed_logp: Tensor | None = None
     """[G, pos-1] deployed-view log-probs: the behaviour policy of deployed-sampled rows
     (None when the group has none)."""
+    flagged: list[bool] | None = None
+    """Per rollout: the monitor flagged it (`monitor.use_flags`; None: the zones say,
+    a flag being a route)."""
+    reward_shift: Tensor | None = None
+    """[G] added to the graded rewards before advantages (a monitor's penalty)."""
+    in_update: Tensor | None = None
+    """[G] bool: rows the update learns from (False: screened out); None: every row."""
 
     @property
     def rollouts(self) -> list[Rollout]:
         return self.group.rollouts
 
     def rewards(self) -> Tensor:
-        return self.group.rewards()
+        """The rewards the update's advantages are taken from: graded, plus any shift."""
+        r = self.group.rewards()
+        return r if self.reward_shift is None else r + self.reward_shift
+
+    def flags(self) -> list[bool]:
+        return self.flagged if self.flagged is not None else [z == "route" for z in self.zones]
 
 
 def sampled_features(policy, live: list[Group], batches: list, packed: bool) -> list[Tensor]:
@@ -91,4 +104,4 @@ def gate(policy, router, tok, live: list[Group], step: int, cfg, packed: bool):
     router.maybe_refresh(policy.model, tok, step, example)
     zones, scores, thresholds = router.assign(features, [g.hacked() for g in live])
     records = [Gated(g, b, z, s, lp) for g, b, z, s, lp in zip(live, batches, zones, scores, logps)]
-    return records, thresholds
+    return use_flags(records, cfg), thresholds

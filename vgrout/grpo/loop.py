@@ -168,8 +168,9 @@ def one_step(
     world.all_reduce_grads(policy.all_params())
     grad, lr = optimizer_step(ts, cfg)
     times["update"] = time.perf_counter() - t
-    zones, scores = gate_log(groups, gated)
-    return StepRecord(step, groups, zones, scores, thresholds, stats, grad, times, lr)
+    zones, scores, flags = gate_log(groups, gated)
+    return StepRecord(step, groups, zones, scores, thresholds, stats, grad, times, lr,
+                      flags if cfg.monitor_use != "route" else None)  # fmt: skip
 
 
 def backward(policy, gated: list[Gated], cfg: GRPOConfig, step: int, packed: bool) -> list[dict]:

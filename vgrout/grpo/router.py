@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from vgrout.directions.extract import haar_direction, score
-from vgrout.grpo.zones import ScoreBuffer, oracle_zones, zones_from_scores
+from vgrout.grpo.zones import ScoreBuffer, oracle_zones, zones_by_count, zones_from_scores
 
 SITE = {"routeA": "bottleneck", "routeV": "grad"}
 
@@ -89,7 +89,7 @@ class Router:
 
     def assign(self, feats: Sequence[Tensor | None], hacked: Sequence[Sequence[bool]]):
         """Zones per group, scores per group (or None), and the thresholds used (None on
-        arms without a score gate).
+        arms without a score gate; with gate_count, (None, the lowest routed score)).
 
         feats: per group [G, modules, width] gate features (score arms only).
         hacked: per group true labels (read by the oracle arm only).
@@ -110,10 +110,16 @@ class Router:
             )
         direction = cast(Tensor, self.direction)  # refreshed before the first gated step
         gated = cast(Sequence[Tensor], feats)  # every live group has features on these arms
+        scores = [score(f.float().cpu(), direction) for f in gated]
+        if cfg.gate_count:  # the same count every step, whatever the direction
+            # of the step's rollouts, not of its live ones: two runs then flag the same
+            # number even where their live groups differ (unless fewer rows are live)
+            k = round(cfg.gate_q * cfg.prompts_per_step * cfg.group_size)
+            zones, lowest = zones_by_count(scores, k, cfg.unrouted_zone)
+            return zones, scores, (None, lowest)
         for f in gated:
             self.buffer.add(f)
         thr = self.buffer.thresholds(direction)
-        scores = [score(f.float().cpu(), direction) for f in gated]
         zones = [zones_from_scores(s, thr, cfg.unrouted_zone, cfg.keep_low_tail) for s in scores]
         return zones, scores, thr
 

@@ -133,7 +133,10 @@ def open_run(cfg: GRPOConfig) -> RunDir:
         atomic_write_text(cfg_path, cfg.to_json())
         return run
     old = GRPOConfig.from_json(cfg_path.read_text(), str(cfg_path))
-    diff = [k for k, v in asdict(cfg).items() if k != "resume" and asdict(old)[k] != v]
+    # resume says how to open the folder and run_dir names it (relative or absolute,
+    # the same folder): neither is part of what the run is
+    same_anyway = ("resume", "run_dir")
+    diff = [k for k, v in asdict(cfg).items() if k not in same_anyway and asdict(old)[k] != v]
     if diff:
         raise ValueError(
             f"{cfg_path}: this folder holds a run of a different config (fields {diff}); "

@@ -35,33 +35,40 @@ class StepRecord:
     """Pre-clip block gradient norms and quarantine shares (`update.clip_and_measure`)."""
     times: dict[str, float]
     lr: float
+    flags: list[list[bool] | None] | None = None
+    """Per group, its rollouts' monitor flags (None for a skipped group); None: a flag
+    is a route, as on every arm that routes what its monitor flags."""
 
     @property
     def live(self) -> list[tuple]:
-        """(group, zones, scores) of every gated group."""
-        return [(g, z, s) for g, z, s in zip(self.groups, self.zones, self.scores) if z is not None]
+        """(group, flags, scores) of every gated group."""
+        flags = self.flags or [None if z is None else [v == "route" for v in z] for z in self.zones]
+        return [(g, f, s) for g, f, s in zip(self.groups, flags, self.scores) if f is not None]
 
 
-def gate_log(groups: list, gated: list) -> tuple[list, list]:
-    """Zones and scores per group of the step from the gate's records (None where skipped)."""
+def gate_log(groups: list, gated: list) -> tuple[list, list, list]:
+    """Zones, scores and flags per group of the step from the gate's records (None where
+    skipped)."""
     by_group = {id(r.group): r for r in gated}
     found = [by_group.get(id(g)) for g in groups]
-    return [None if r is None else r.zones for r in found], [
-        None if r is None else r.scores for r in found
-    ]
+    return (
+        [None if r is None else r.zones for r in found],
+        [None if r is None else r.scores for r in found],
+        [None if r is None else r.flags() for r in found],
+    )
 
 
 def gate_quality(live: list[tuple]) -> dict:
-    """AUROC of the gate score and F0.5 of its route decisions against true hack labels.
+    """AUROC of the gate score and F0.5 of its flags against true hack labels.
 
-    live: (group, zones, scores) of the gated groups (scores None off the score
+    live: (group, flags, scores) of the gated groups (scores None off the score
     gates). Measurement only: the labels never feed back into routing (except on
     the oracle arm, which is defined by them).
     """
     from vgrout.directions.metrics import auroc
 
     labels = [r.exploited for g, _, _ in live for r in g.rollouts]
-    routed = [z == "route" for _, zs, _ in live for z in zs]
+    routed = [bool(f) for _, fs, _ in live for f in fs]
     scores = [s for _, _, s in live]
     out: dict[str, float | None] = {"gate_auroc": None, "gate_f05": None}
     tp = sum(1 for y, z in zip(labels, routed) if y and z)
@@ -80,7 +87,8 @@ def step_row(rec: StepRecord) -> dict:
     shares, gate quality, gradient norms, loss terms and timings."""
     live, stats, thresholds = rec.live, rec.stats, rec.thresholds
     students = [r for g in rec.groups for r in g.rollouts if r.sampler != "teacher"]
-    flat_zones = [z for _, zs, _ in live for z in zs]
+    flat_zones = [z for zs in rec.zones if zs is not None for z in zs]
+    flat_flags = [f for _, fs, _ in live for f in fs]
     row = {
         "step": rec.step,
         "lr": rec.lr,
@@ -91,6 +99,7 @@ def step_row(rec: StepRecord) -> dict:
         "live_groups": len(live),
         "groups": len(rec.groups),
         **{f"zone_{z}": _share(flat_zones, lambda v, z=z: v == z) for z in ZONES},
+        "flagged": _share(flat_flags, bool),
         "threshold_low": thresholds[0] if thresholds else None,
         "threshold_high": thresholds[1] if thresholds else None,
         **gate_quality(live),
@@ -108,7 +117,8 @@ def step_row(rec: StepRecord) -> dict:
 def rollout_rows(rec: StepRecord) -> list[dict]:
     """Every rollout of the step; skipped (zero-variance) groups get zone None."""
     rows = []
-    for g, z, s in zip(rec.groups, rec.zones, rec.scores):
+    flags = rec.flags or [None] * len(rec.groups)
+    for g, z, s, f in zip(rec.groups, rec.zones, rec.scores, flags):
         for i, r in enumerate(g.rollouts):
             rows.append(
                 {
@@ -126,6 +136,7 @@ def rollout_rows(rec: StepRecord) -> list[dict]:
                     "exploited": r.exploited,
                     "zone": z[i] if z else None,
                     "score": float(s[i]) if s is not None else None,
+                    **({"flagged": f[i]} if f is not None else {}),
                 }
             )
     return rows

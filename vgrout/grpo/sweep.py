@@ -62,6 +62,7 @@ def run_grid(
     # seed-major order: a grid stopped part-way holds whole seeds of every arm,
     # which is what paired comparisons over seeds can read
     order = sorted(cfgs, key=lambda k: (list(seeds).index(k[1]), list(arms).index(k[0])))
+    order = [k for k in order if not _finished(cfgs[k])]
     with stop_on_signals():
         if jobs <= 1:
             from vgrout.grpo.loop import train
@@ -71,6 +72,18 @@ def run_grid(
         else:
             _run_parallel(cfgs, order, jobs)
     return {k: Path(cfgs[k].run_dir) for k in cfgs}
+
+
+def _finished(cfg: GRPOConfig) -> bool:
+    """A run of this very config has finished in its folder: nothing to start.
+
+    Checked in the parent, so a re-run grid returns its finished runs without a
+    process each, and a folder holding another config is refused before any run
+    starts (rundir.open_run says which fields differ).
+    """
+    from vgrout.grpo.rundir import open_run
+
+    return (open_run(cfg).path / "result.json").exists()
 
 
 def _run_parallel(cfgs: dict[RunKey, GRPOConfig], order: list[RunKey], jobs: int) -> None:

@@ -30,9 +30,17 @@ from vgrout.lm.prefix import completion_logprobs, prompt_cache
 from vgrout.lm.schedule import warmup_cosine
 
 
-def advantages(rewards: Tensor, std_normalise: bool) -> Tensor:
-    adv = rewards - rewards.mean()
-    return adv / (rewards.std() + 1e-6) if std_normalise else adv
+def advantages(rewards: Tensor, std_normalise: bool, in_update: Tensor | None = None) -> Tensor:
+    """Group-relative advantages [G]; rows not in the update (screened) get 0 and take no
+    part in the baseline. Fewer than two rows left: all 0 (no baseline to learn against)."""
+    if in_update is None:
+        adv = rewards - rewards.mean()
+        return adv / (rewards.std() + 1e-6) if std_normalise else adv
+    keep = in_update.to(rewards.device)
+    adv = torch.zeros_like(rewards)
+    if int(keep.sum()) >= 2:
+        adv[keep] = advantages(rewards[keep], std_normalise)
+    return adv
 
 
 def group_backward(policy, group: Gated, cfg, normaliser: float, step: int) -> dict:
@@ -134,7 +142,7 @@ def group_loss(group: Gated, logp, full_logp, ref_logp, cfg, normaliser: float, 
         old = torch.where(use_dep[:, None], dep_logp, old)
     if full_logp is not None:
         old = torch.where(use_trained[:, None], full_logp, old)
-    adv = advantages(group.rewards().to(device), cfg.std_normalise)
+    adv = advantages(group.rewards().to(device), cfg.std_normalise, group.in_update)
     mask = target_mask(batch)
     loss, stats = grpo_loss(logp, old, adv, mask, cfg.clip_eps, normaliser, ref_logp, cfg.kl_beta)
     if not torch.isfinite(loss):

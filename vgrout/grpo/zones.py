@@ -103,6 +103,28 @@ def zones_from_scores(
     return zones
 
 
+def zones_by_count(
+    scores: Sequence[Tensor], k: int, unrouted_zone: str
+) -> tuple[list[list[str]], float | None]:
+    """Route the k top-scoring rollouts of the step over every group (all, if fewer).
+
+    scores: per group [G]. Ties go to the earlier rollout (a stable order), so the
+    count is exact whatever the scores. Returns (zones per group, the lowest routed
+    score, None when nothing is routed).
+    """
+    flat = torch.cat([s.float().cpu() for s in scores]) if scores else torch.zeros(0)
+    if not torch.isfinite(flat).all():
+        raise FloatingPointError(f"gate: non-finite rollout score {flat.tolist()}")
+    k = min(k, len(flat))
+    order = sorted(range(len(flat)), key=lambda i: (-float(flat[i]), i))
+    routed = set(order[:k])
+    zones, start = [], 0
+    for s in scores:
+        zones.append(["route" if start + i in routed else unrouted_zone for i in range(len(s))])
+        start += len(s)
+    return zones, (float(flat[order[k - 1]]) if k else None)
+
+
 def oracle_zones(
     hacked: Sequence[bool],
     reveal_frac: float,

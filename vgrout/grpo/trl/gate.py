@@ -148,7 +148,7 @@ def route_groups(
     if router.maybe_refresh(policy.model, tokenizer, step, example) and share_direction:
         router.direction = share_direction(router.direction)
     zones, scores, thresholds = router.assign(feats, [g.hacked() for g in groups])
-    gated = list(zip(groups, zones, scores))
+    gated = list(zip(groups, zones, scores))  # (group, zones, scores)
     by_group = iter(gated)
     row_zones: list[str] = []
     row_scores: list[float | None] = []
@@ -183,7 +183,8 @@ def gate_metrics(gated: list[tuple], thresholds, labelled: bool) -> dict[str, fl
     out["routing/live_groups"] = float(len(gated))
     low, high = thresholds if thresholds else (nan, nan)
     out["routing/threshold_low"], out["routing/threshold_high"] = low, high
-    quality = gate_quality(gated) if labelled and gated else {}
+    flags = [(g, [z == "route" for z in zs], sc) for g, zs, sc in gated]
+    quality = gate_quality(flags) if labelled and gated else {}
     for key in ("gate_auroc", "gate_f05"):
         value = quality.get(key)
         out[f"routing/{key}"] = nan if value is None else float(value)
