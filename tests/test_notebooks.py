@@ -280,8 +280,29 @@ def test_the_manifest_records_the_shipped_organism():
     from vgrout.lm.shipped import read_record, sha256
 
     rec = runner.organism_record()
-    assert rec == {"key": read_record()["key"], "weights_sha256": read_record()["weights_sha256"]}
+    shipped = read_record()
+    assert rec == {"name": "organism", "key": shipped["key"],
+                   "weights_sha256": shipped["weights_sha256"]}  # fmt: skip
     assert rec["weights_sha256"] == sha256(runner.REPO / "data" / "organism" / "model.safetensors")
+    assert runner.organism_record("Qwen/Qwen3-4B") == {"name": "Qwen/Qwen3-4B"}
+
+
+def test_a_grid_of_another_organism_is_refused_by_the_set_it_is_stored_under():
+    v1 = runner.organism_record("organism")
+    runner.check_organism(v1, "organism", "results/primary")  # its own organism: fine
+    other = {**v1, "name": "organism_v2", "key": "0123456789ab"}
+    with pytest.raises(ValueError, match=r"results/primary: trained on organism organism_v2"):
+        runner.check_organism(other, "organism", "results/primary")
+
+
+def test_every_committed_grid_was_trained_on_the_organism_its_set_names():
+    from vgrout.figures.results import read_meta
+    from vgrout.figures.sets import SETS, results_folder, set_model
+
+    for fs in SETS.values():
+        folder = results_folder(fs)
+        if folder and (runner.REPO / folder / "grid.json").is_file():
+            runner.check_organism(read_meta(folder).get("organism"), set_model(fs), folder)
 
 
 PREREGISTERED = {  # figure set: the preregistration that planned its tests ("" = none)

@@ -70,7 +70,7 @@ def retrain(fs: FigureSet, runs_dir: str | Path, out: str | Path, jobs: int | No
     meta = {
         "name": fs.name,
         "revision": git_revision()["commit"],
-        "organism": organism_record(),
+        "organism": organism_record(train["model"]),
         "machine": machine_record(),
         "wall_s": round(wall, 1),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -102,7 +102,8 @@ def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Gri
         return None
     grid = Grid.from_run_dirs(discover_runs(root, arms, done))
     meta = {
-        "name": fs.name, "revision": git_revision()["commit"], "organism": organism_record(),
+        "name": fs.name, "revision": git_revision()["commit"],
+        "organism": organism_record(train["model"]),
         "machine": machine_record(), "partial": True, "seeds_planned": planned,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "note": f"partial: {len(done)} of {len(planned)} planned seeds finished in every arm; "

@@ -152,19 +152,44 @@ def git_revision(repo: Path = REPO) -> dict:
     return {"commit": commit, "dirty": bool(files), "dirty_files": files}
 
 
-def organism_record() -> dict | None:
-    """The shipped organism's recipe key and weights hash: which model the figures start from.
+def organism_record(model: str = "organism") -> dict | None:
+    """Which model a grid or figure set starts from: for a named organism recipe
+    (`organism` is v1, `organism_v2`, ...) its name, recipe key and weights hash.
 
-    None when data/organism is absent (the notebooks may have been pointed at
-    another model through their parameters, which the manifest records too).
+    A Hugging Face id or folder gets its name alone. None when the named
+    organism's folder is absent (the notebooks may have been pointed at another
+    model through their parameters, which the manifest records too).
     """
-    from vgrout.lm.shipped import read_record
+    from vgrout.lm.organism import RECIPES
+    from vgrout.lm.shipped import read_record, shipped_dir
 
+    if model not in RECIPES:
+        return {"name": model}
     try:
-        record = read_record()
+        record = read_record(shipped_dir(model))
     except FileNotFoundError:
         return None
-    return {"key": record.get("key"), "weights_sha256": record.get("weights_sha256")}
+    return {"name": model, "key": record.get("key"), "weights_sha256": record.get("weights_sha256")}
+
+
+def check_organism(stored: dict | None, model: str, where: str) -> None:
+    """Raise when a committed grid was trained on another organism than its set names.
+
+    Guards the studies on each organism from one another: a grid of the v2
+    organism stored under a v1 set (or the reverse) would otherwise be replotted
+    as if it were that set's, replacing its figures. Compares recipe keys, which
+    name the recipe and its data (a rebuild of the same recipe on another
+    machine keeps its key).
+    """
+    expected = organism_record(model)
+    if not stored or not expected or "key" not in expected:
+        return
+    if stored.get("key") != expected["key"]:
+        raise ValueError(
+            f"{where}: trained on organism {stored.get('name', '?')} (recipe key "
+            f"{stored.get('key')}), but its parameters name {model!r} (key {expected['key']}); "
+            "store a grid of another organism under a figure set of its own"
+        )
 
 
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str = KERNEL) -> float:
@@ -219,7 +244,8 @@ def run_all(
         )
     # Check every yaml before running anything: a typo should not cost a 10-minute run.
     injected = {p: ({} if quick else load_params(p, params_dir)) for p in notebooks}
-    manifest = new_manifest(figures_dir, quick)
+    models = [v["model"] for v in injected.values() if isinstance(v.get("model"), str)]
+    manifest = new_manifest(figures_dir, quick, models[0] if models else "organism")
     if only:  # a partial re-run keeps the entries of the notebooks it does not run
         manifest["kept"] = previous_entries(
             figures_dir / "manifest.json", {nb.name for nb in notebooks}
@@ -256,14 +282,14 @@ def _close(manifest: dict, status: str, t_all: float) -> None:
     save_json(manifest, Path(manifest["figures_dir"]) / "manifest.json")
 
 
-def new_manifest(figures_dir: Path, quick: bool) -> dict[str, Any]:
+def new_manifest(figures_dir: Path, quick: bool, model: str = "organism") -> dict[str, Any]:
     """What every manifest records before a notebook runs: revision, organism, machine."""
     from vgrout.machine import machine_record
 
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_revision(),
-        "organism": organism_record(),
+        "organism": organism_record(model),
         "machine": machine_record(),
         "mode": "quick" if quick else "full",
         "python": sys.version.split()[0],
@@ -287,7 +313,8 @@ def previous_entries(path: Path, rerun: set[str]) -> list[dict]:
 
 def run_sets(names: Sequence[str], kernel: str = KERNEL) -> list[dict]:
     """Execute each figure set (`vgrout.figures.sets`) in full mode; their manifests."""
-    from vgrout.figures.sets import get_set
+    from vgrout.figures.results import read_meta
+    from vgrout.figures.sets import get_set, results_folder, set_model
 
     sets = [get_set(n) for n in names]
     print(reference_notice(), flush=True)
@@ -298,6 +325,9 @@ def run_sets(names: Sequence[str], kernel: str = KERNEL) -> list[dict]:
             print(f"[figures] set {fs.name}: {why}; `python -m vgrout.figures.retrain "
                   f"{fs.name}` trains it", flush=True)  # fmt: skip
             continue
+        results = results_folder(fs)
+        if results:  # a grid of another organism must not replace this set's figures
+            check_organism(read_meta(results).get("organism"), set_model(fs), results)
         print(f"[figures] set {fs.name}: {fs.what} -> {fs.figures}/", flush=True)
         out.append(
             run_all(params_dir=fs.params, figures_dir=fs.figures,

@@ -67,16 +67,28 @@ SETS: dict[str, FigureSet] = {
 }
 
 
-def results_folder(fs: FigureSet) -> str:
-    """The committed results a set's notebooks replot ('' when its yaml trains instead)."""
+def train_params(fs: FigureSet) -> dict:
+    """The set's 03 (training) yaml; empty for a set without a grid."""
     import yaml
 
     from vgrout.paths import repo_path
 
     path = repo_path(fs.params) / "03_grpo_training.yaml"
     if not path.is_file():  # a set without a grid (none yet): nothing to replot
-        return ""
-    return str((yaml.safe_load(path.read_text()) or {}).get("results", ""))
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def results_folder(fs: FigureSet) -> str:
+    """The committed results a set's notebooks replot ('' when its yaml trains instead)."""
+    return str(train_params(fs).get("results", ""))
+
+
+def set_model(fs: FigureSet) -> str:
+    """The model the set's grid trains: an organism recipe name (`organism` is v1) or a
+    Hugging Face id or folder. Every set committed so far is on the v1 organism; a study
+    on another organism gets sets of its own, so the earlier figures stay."""
+    return str(train_params(fs).get("model", "organism"))
 
 
 def get_set(name: str) -> FigureSet:
