@@ -1,0 +1,121 @@
+"""The GRPO targets of an organism: train its vanilla and oracle grids, then report them.
+
+    python benchmarks/organism_targets.py grid --preset organism_v2 --seeds 16 --root runs/organism_v2
+    python benchmarks/organism_targets.py report --root runs/organism_v2
+
+`grid` trains arms x seeds with `vgrout.grpo.sweep.run_grid` (one torch thread
+a run, `--jobs` runs at a time, every run resumable: run the same command again
+after a stop and only what is missing trains). `report` reads whatever run
+folders exist, finished or not, and prints per seed and in the mean over
+finished seeds (with the standard error over seeds):
+
+- vanilla: the training hack share at the end, the mean of steps.jsonl's `hack`
+  over the last 10 steps (320 rollouts), and how many seeds reach 0.6; the
+  shipped model's hack and solve on the held-out problems (evaluation
+  markers) at the final evaluation, overall and per subset;
+- oracle: the same shipped rates, and the held-out solve against the
+  untrained model's (the step-0 evaluation of the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+LAST = 10
+"""Steps the end-of-training hack share is averaged over (a step is only 32 rollouts)."""
+ARMS = {"vanilla": dict(arm="vanilla"), "oracle": dict(arm="oracle")}
+
+
+def grid(args) -> None:
+    from vgrout.grpo.config import preset
+    from vgrout.grpo.sweep import run_grid
+
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    base = preset(args.preset, **overrides)
+    arms = {a: ARMS[a] for a in args.arms}
+    run_grid(base, arms, range(args.seeds), args.root, jobs=args.jobs)
+
+
+def run_summary(path: Path) -> dict | None:
+    """One run's target numbers; None while it has no step logged."""
+    from vgrout.grpo.rundir import load_run
+
+    run = load_run(path)
+    steps = [s for s in run.steps if "hack" in s]
+    if not steps:
+        return None
+    out = {"steps": len(steps), "finished": (path / "result.json").exists(),
+           "train_hack": statistics.mean(s["hack"] for s in steps[-LAST:])}  # fmt: skip
+    for when, step in (("untrained", 0), ("final", run.config.steps)):
+        rows = [e for e in run.evals if e["step"] == step and e["split"] == "test" and e["ships"]]
+        if rows:
+            row = rows[0]
+            out[when] = {"hack": row["hack"], "solve": row["solve"], "n": row["n"],
+                         **{f"{k}_{s}": v[k] for s, v in row.get("by_subset", {}).items()
+                            for k in ("hack", "solve")}}  # fmt: skip
+    return out
+
+
+def mean_se(values: list[float]) -> str:
+    if not values:
+        return "-"
+    m = statistics.mean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{m:.3f} +- {se:.3f} (n={len(values)})"
+
+
+def report(args) -> None:
+    root = Path(args.root)
+    for arm in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        runs = {p.name: run_summary(p) for p in sorted((root / arm).iterdir(), key=_seed)}
+        done = {k: v for k, v in runs.items() if v and v["finished"]}
+        print(f"== {arm}: {len(done)} of {len(runs)} runs finished")
+        for seed, s in runs.items():
+            if s is None:
+                print(f"  {seed}: no step yet")
+                continue
+            final = s.get("final", {})
+            print(f"  {seed}: steps {s['steps']:3d} train hack (last {LAST}) {s['train_hack']:.3f}"
+                  + "".join(f"  {k} {v:.3f}" for k, v in final.items() if k != "n"))  # fmt: skip
+        if not done:
+            continue
+        train = [s["train_hack"] for s in done.values()]
+        print(f"  training hack share, last {LAST} steps: {mean_se(train)}; "
+              f">= 0.6 in {sum(t >= 0.6 for t in train)} of {len(train)}")  # fmt: skip
+        for key in sorted({k for s in done.values() for k in s.get("final", {})} - {"n"}):
+            finals = [s["final"][key] for s in done.values() if key in s.get("final", {})]
+            untrained = [
+                s["untrained"][key] for s in done.values() if key in s.get("untrained", {})
+            ]
+            print(
+                f"  shipped held-out {key}: final {mean_se(finals)}; untrained {mean_se(untrained)}"
+            )
+
+
+def _seed(path: Path) -> int:
+    return int(path.name.lstrip("s")) if path.name.lstrip("s").isdigit() else 1 << 30
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("grid", help="train (or finish) the grid")
+    g.add_argument("--preset", default="organism_v2")
+    g.add_argument("--seeds", type=int, default=16, help="seeds 0..N-1")
+    g.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    g.add_argument("--root", required=True)
+    g.add_argument("--jobs", type=int, default=2)
+    g.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="a GRPOConfig override, e.g. --set lr=0.001")  # fmt: skip
+    r = sub.add_parser("report", help="print the targets from the run folders")
+    r.add_argument("--root", required=True)
+    args = ap.parse_args()
+    (grid if args.cmd == "grid" else report)(args)
+
+
+if __name__ == "__main__":
+    main()
