@@ -12,10 +12,13 @@ from vgrout.lm import organism, shipped
 from vgrout.lm.load import load_policy
 
 
-def test_the_shipped_organism_is_what_the_current_recipe_and_data_build():
-    problems = shipped.drift()
+@pytest.mark.parametrize("name", sorted(organism.RECIPES))
+def test_the_shipped_organism_is_what_the_current_recipe_and_data_build(name):
+    problems = shipped.drift(name=name)
     assert not problems, (
-        f"{paths.ORGANISM} is stale:\n  " + "\n  ".join(problems) + f"\nRebuild: {shipped.REBUILD}"
+        f"{shipped.shipped_dir(name)} is stale:\n  "
+        + "\n  ".join(problems)
+        + f"\nRebuild: {shipped.rebuild_command(name)}"
     )
 
 
