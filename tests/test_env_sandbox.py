@@ -241,3 +241,13 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_models_syntax_warnings_stay_out_of_the_console(problem, pools):
+    """Code such as `1(2)` compiles with a SyntaxWarning; grading it must not print
+    one (a training run grades thousands of odd completions)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        g, _ = run("x = 1(2)", problem, pools["none"])
+    assert g.format_ok  # it compiles: the warning is the model's, not an error
+    assert not [w for w in caught if issubclass(w.category, SyntaxWarning)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -54,8 +55,13 @@ def extract_code(completion: str) -> str | None:
 
 
 def _compiles(code: str) -> bool:
+    """Whether the model's block compiles. Its SyntaxWarnings ('int' object is not
+    callable, ...) are about the model's code, not ours: left on, they flood a
+    training run's console with a line per odd completion."""
     try:
-        compile(code, "solution.py", "exec")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            compile(code, "solution.py", "exec")
         return True
     except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
         return False
