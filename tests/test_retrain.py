@@ -9,6 +9,8 @@ must be left untouched unless asked.
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -101,3 +103,32 @@ def test_a_grid_stored_part_way_is_marked_partial_and_not_replotted(tmp_path):
     meta = results.open_results(committed).meta
     assert meta["partial"] and meta["seeds_planned"] == [0, 1] and meta["seeds"] == [0]
     assert runner.not_ready(fs) == f"{committed} is partial (1 of 2 seeds)"
+    shutil.rmtree(runs)  # the run folders are gone (a later session): continue from the store
+    rest = retrain.retrain(fs, tmp_path / "later", tmp_path / "later_results", skip=[0])
+    assert sorted(rest.records) == [("oracle", 1), ("vanilla", 1)]
+    whole = retrain.store_finished(fs, tmp_path / "later", committed)
+    assert whole is not None and whole.seeds == [0, 1]
+    assert whole.records[("oracle", 0)] == grid.records[("oracle", 0)]
+    meta = results.open_results(committed).meta
+    assert not meta["partial"] and [p["seeds"] for p in meta["parts"]] == [[0], [1]]
+    assert runner.not_ready(fs) == ""
+
+
+@pytest.mark.slow
+def test_a_grid_continued_under_another_config_is_refused(tmp_path):
+    params = tmp_path / "params"
+    params.mkdir()
+    committed = tmp_path / "committed"
+    (params / "03_grpo_training.yaml").write_text(TRAIN.replace("COMMITTED", str(committed)))
+    (params / "04_ablation_figures.yaml").write_text(ANALYSIS.replace("COMMITTED", str(committed)))
+    fs = FigureSet("toy", str(params), str(tmp_path / "figs"), ("03", "04"))
+    retrain.retrain(fs, tmp_path / "runs", tmp_path / "all")
+    (tmp_path / "runs" / "oracle" / "s1" / "result.json").unlink()
+    retrain.store_finished(fs, tmp_path / "runs", committed)
+    changed = TRAIN.replace("COMMITTED", str(committed)).replace(
+        "overrides: {}", "overrides: {lr: 0.0123}"
+    )
+    (params / "03_grpo_training.yaml").write_text(changed)
+    retrain.retrain(fs, tmp_path / "later", tmp_path / "later_results", skip=[0])
+    with pytest.raises(ValueError, match=r"arm 'vanilla' seed 0 .*lr: 0.001 -> 0.0123"):
+        retrain.store_finished(fs, tmp_path / "later", committed)

@@ -17,6 +17,12 @@ measure, not a repeat; the table says whether the conclusions still hold.
 ``--replace`` writes the new records over ``results/<set>`` (then `make
 figures` draws them); without it the committed results are never touched.
 Ctrl-C, SIGTERM or SIGHUP stop every run; running the command again resumes.
+
+A grid that outlasts a session is committed as it lands: ``--store-finished
+--replace`` stores the seeds finished in every arm as a partial grid (and
+extends one already stored), and ``--continue`` trains only the seeds that it
+does not hold, so a later session resumes from the committed records even when
+the run folders are gone.
 """
 
 from __future__ import annotations
@@ -51,8 +57,18 @@ def set_params(fs: FigureSet) -> tuple[dict, dict]:
     return out[0], out[1]
 
 
-def retrain(fs: FigureSet, runs_dir: str | Path, out: str | Path, jobs: int | None = None) -> Grid:
-    """Train (or resume) the set's grid under `runs_dir`; store its records in `out`."""
+def retrain(
+    fs: FigureSet,
+    runs_dir: str | Path,
+    out: str | Path,
+    jobs: int | None = None,
+    skip: Sequence[int] = (),
+) -> Grid:
+    """Train (or resume) the set's grid under `runs_dir`; store its records in `out`.
+
+    skip: planned seeds not to train (those a partial grid already stored, see
+    `stored_part`).
+    """
     from vgrout.figures.runner import git_revision, organism_record
     from vgrout.grpo.config import preset
     from vgrout.grpo.sweep import run_grid
@@ -64,7 +80,8 @@ def retrain(fs: FigureSet, runs_dir: str | Path, out: str | Path, jobs: int | No
     runs_dir = repo_path(runs_dir)
     before = {p.parent.parent.name + "/" + p.parent.name for p in runs_dir.glob("*/s*/result.json")}
     t0 = time.perf_counter()
-    runs = run_grid(base, train["arms"], train["seeds"], runs_dir, jobs=jobs or train["jobs"])
+    seeds = [s for s in train["seeds"] if s not in set(skip)]
+    runs = run_grid(base, train["arms"], seeds, runs_dir, jobs=jobs or train["jobs"])
     wall = time.perf_counter() - t0
     grid = Grid.from_run_dirs(runs)
     meta = {
@@ -87,7 +104,9 @@ def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Gri
 
     For a grid that outlasts a session: its records are committed as they land,
     while `make figures` leaves a partial grid alone, so no preregistered test is
-    read before every planned seed is in.
+    read before every planned seed is in. A partial grid already at `dest` is
+    kept and extended (`stored_part`), so the run folders of an earlier session
+    need not survive; once every planned seed is in, the grid is no longer partial.
     """
     from vgrout.figures.grid import discover_runs
     from vgrout.figures.runner import git_revision, organism_record
@@ -97,21 +116,84 @@ def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Gri
     root = repo_path(runs_dir)
     arms, planned = list(train["arms"]), list(train["seeds"])
     done = [s for s in planned if all((root / a / f"s{s}" / "result.json").is_file() for a in arms)]
+    earlier = stored_part(fs, dest)
     if not done:
         print(f"[retrain] {fs.name}: no seed has finished in every arm under {root}")
-        return None
-    grid = Grid.from_run_dirs(discover_runs(root, arms, done))
+        return earlier
+    new = Grid.from_run_dirs(discover_runs(root, arms, done)).records
+    kept = {k: r for k, r in (earlier.records if earlier else {}).items() if k[1] not in done}
+    check_same_configs(kept, new, str(dest))
+    seeds = sorted({s for _, s in kept} | set(done))
+    grid = Grid(records={(a, s): {**kept, **new}[(a, s)] for a in arms for s in seeds})
+    part = {"seeds": done, "revision": git_revision()["commit"], "machine": machine_record(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    parts = (earlier_parts(earlier) if kept else []) + [part]
+    missing = [s for s in planned if s not in seeds]
     meta = {
-        "name": fs.name, "revision": git_revision()["commit"],
-        "organism": organism_record(train["model"]),
-        "machine": machine_record(), "partial": True, "seeds_planned": planned,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "note": f"partial: {len(done)} of {len(planned)} planned seeds finished in every arm; "
-        "the analysis waits for all of them",
+        "name": fs.name, "organism": organism_record(train["model"]), **part,
+        "partial": bool(missing), "seeds_planned": planned, "parts": parts,
+        "note": f"partial: {len(seeds)} of {len(planned)} planned seeds finished in every arm; "
+        "the analysis waits for all of them" if missing else
+        f"stored in {len(parts)} part(s) as they finished (see parts)",
     }  # fmt: skip
+    del meta["seeds"]
     save_results(grid, dest, meta)
-    print(f"[retrain] {fs.name}: stored seeds {done} ({len(done)} of {len(planned)}) in {dest}")
+    print(f"[retrain] {fs.name}: stored seeds {seeds} ({len(seeds)} of {len(planned)}) in {dest}")
     return grid
+
+
+def stored_part(fs: FigureSet, dest: str | Path) -> Grid | None:
+    """The partial grid of this set stored at `dest`, or None when there is none.
+
+    Raises when it was trained on another organism than the set names: seeds
+    of two organisms in one grid would be analysed as one study.
+    """
+    from vgrout.figures.runner import check_organism
+
+    dest = repo_path(dest)
+    if not (dest / "grid.json").is_file():
+        return None
+    grid = open_results(dest)
+    if not grid.meta.get("partial"):
+        return None
+    train, _ = set_params(fs)
+    check_organism(grid.meta.get("organism"), train["model"], str(dest))
+    return grid
+
+
+def earlier_parts(grid: Grid | None) -> list[dict]:
+    """The parts a stored grid was trained in (one, for a grid stored before parts were kept)."""
+    if grid is None:
+        return []
+    if "parts" in grid.meta:
+        return list(grid.meta["parts"])
+    return [{k: grid.meta.get(k) for k in ("seeds", "revision", "machine", "date")}]
+
+
+RUN_FIELDS = ("seed", "run_dir", "resume")
+"""Config fields that differ between the runs of one arm by design."""
+
+
+def check_same_configs(kept: Mapping, new: Mapping, where: str) -> None:
+    """Raise when an arm's new runs were configured otherwise than its stored ones.
+
+    Guards a grid continued across sessions against a changed yaml or preset:
+    its seeds would no longer be paired. Fields only one side has are fields
+    added to GRPOConfig in between, whose defaults keep the earlier behaviour.
+    """
+    first_new = {arm: r.config for (arm, _), r in new.items()}
+    for (arm, seed), rec in kept.items():
+        if arm not in first_new:
+            continue
+        old_c, new_c = rec.config, first_new[arm]
+        diff = sorted(k for k in set(old_c) & set(new_c)
+                      if k not in RUN_FIELDS and old_c[k] != new_c[k])  # fmt: skip
+        if diff:
+            raise ValueError(
+                f"{where}: arm {arm!r} seed {seed} was stored with another config than its "
+                f"new runs ({', '.join(f'{k}: {old_c[k]!r} -> {new_c[k]!r}' for k in diff)}); "
+                "a grid continued across sessions must keep its configuration"
+            )
 
 
 def arm_agreement(new: pd.DataFrame, old: pd.DataFrame, split: str = "iid") -> pd.DataFrame:
@@ -154,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--store-finished", action="store_true",
                     help="train nothing: store the seeds finished in every arm so far, marked "
                     "partial (in results/<set> with --replace)")  # fmt: skip
+    ap.add_argument("--continue", dest="cont", action="store_true",
+                    help="train only the planned seeds that the partial grid in results/<set> "
+                    "does not hold yet; with --replace, store the whole grid there when done")  # fmt: skip
     cli.add_debug_flag(ap)
     a = ap.parse_args(argv)
     fs = get_set(a.set)
@@ -163,7 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.store_finished:
         store_finished(fs, a.runs_dir or out / "runs", committed if a.replace else out / "results")
         return 0
-    grid = retrain(fs, a.runs_dir or out / "runs", out / "results", a.jobs)
+    part = stored_part(fs, committed) if a.cont else None
+    skip = part.seeds if part else []
+    if skip:
+        print(f"[retrain] {committed} holds seeds {skip}: training the others")
+    grid = retrain(fs, a.runs_dir or out / "runs", out / "results", a.jobs, skip)
+    if skip:
+        if a.replace:
+            store_finished(fs, a.runs_dir or out / "runs", committed)
+        return 0
     if committed.is_dir() and open_results(committed).meta.get("partial"):
         print(f"[retrain] {committed} holds a partial grid: nothing to compare with")
     elif committed.is_dir():
