@@ -10,6 +10,7 @@ must be left untouched unless asked.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -36,14 +37,22 @@ comparisons:
 """
 
 
+def _toy_set(tmp_path, overrides: str = "{}") -> tuple[FigureSet, Path]:
+    """A two-arm smoke figure set in tmp_path, and the folder of its committed results."""
+    params = tmp_path / "params"
+    params.mkdir(exist_ok=True)
+    committed = tmp_path / "committed"
+    train = TRAIN.replace("COMMITTED", str(committed)).replace(
+        "overrides: {}", f"overrides: {overrides}"
+    )
+    (params / "03_grpo_training.yaml").write_text(train)
+    (params / "04_ablation_figures.yaml").write_text(ANALYSIS.replace("COMMITTED", str(committed)))
+    return FigureSet("toy", str(params), str(tmp_path / "figs"), ("03", "04")), committed
+
+
 @pytest.mark.slow
 def test_a_retrained_grid_agrees_with_itself_and_leaves_the_committed_results(tmp_path):
-    params = tmp_path / "params"
-    params.mkdir()
-    committed = tmp_path / "committed"
-    (params / "03_grpo_training.yaml").write_text(TRAIN.replace("COMMITTED", str(committed)))
-    (params / "04_ablation_figures.yaml").write_text(ANALYSIS.replace("COMMITTED", str(committed)))
-    fs = FigureSet("toy", str(params), str(tmp_path / "figs"), ("03", "04"))
+    fs, committed = _toy_set(tmp_path)
     first = retrain.retrain(fs, tmp_path / "a" / "runs", committed)
     assert sorted(first.records) == [("oracle", 0), ("oracle", 1), ("vanilla", 0), ("vanilla", 1)]
     stored = (committed / "runs.jsonl.gz").read_bytes()
@@ -88,12 +97,7 @@ def _untimed(steps: pd.DataFrame) -> pd.DataFrame:
 def test_a_grid_stored_part_way_is_marked_partial_and_not_replotted(tmp_path):
     from vgrout.figures import runner
 
-    params = tmp_path / "params"
-    params.mkdir()
-    committed = tmp_path / "committed"
-    (params / "03_grpo_training.yaml").write_text(TRAIN.replace("COMMITTED", str(committed)))
-    (params / "04_ablation_figures.yaml").write_text(ANALYSIS.replace("COMMITTED", str(committed)))
-    fs = FigureSet("toy", str(params), str(tmp_path / "figs"), ("03", "04"))
+    fs, committed = _toy_set(tmp_path)
     runs = tmp_path / "runs"
     retrain.retrain(fs, runs, tmp_path / "all")
     assert runner.not_ready(fs).endswith("not committed yet (the grid has not run)")
@@ -116,19 +120,11 @@ def test_a_grid_stored_part_way_is_marked_partial_and_not_replotted(tmp_path):
 
 @pytest.mark.slow
 def test_a_grid_continued_under_another_config_is_refused(tmp_path):
-    params = tmp_path / "params"
-    params.mkdir()
-    committed = tmp_path / "committed"
-    (params / "03_grpo_training.yaml").write_text(TRAIN.replace("COMMITTED", str(committed)))
-    (params / "04_ablation_figures.yaml").write_text(ANALYSIS.replace("COMMITTED", str(committed)))
-    fs = FigureSet("toy", str(params), str(tmp_path / "figs"), ("03", "04"))
+    fs, committed = _toy_set(tmp_path)
     retrain.retrain(fs, tmp_path / "runs", tmp_path / "all")
     (tmp_path / "runs" / "oracle" / "s1" / "result.json").unlink()
     retrain.store_finished(fs, tmp_path / "runs", committed)
-    changed = TRAIN.replace("COMMITTED", str(committed)).replace(
-        "overrides: {}", "overrides: {lr: 0.0123}"
-    )
-    (params / "03_grpo_training.yaml").write_text(changed)
+    _toy_set(tmp_path, overrides="{lr: 0.0123}")  # the yaml edited between sessions
     retrain.retrain(fs, tmp_path / "later", tmp_path / "later_results", skip=[0])
     with pytest.raises(ValueError, match=r"arm 'vanilla' seed 0 .*lr: 0.001 -> 0.0123"):
         retrain.store_finished(fs, tmp_path / "later", committed)
