@@ -129,10 +129,29 @@ def _as_problems(problems) -> list[Problem]:
 
 
 class Reward:
-    """A TRL reward function: `reward(prompts, completions, **columns) -> list[float]`.
+    """A TRL reward function for `GRPOTrainer(reward_funcs=...)` that grades in the environment.
 
-    Made by `reward_function`; see there. `calls` holds the latest calls (a
-    `RewardCall` each), newest last.
+    problems: a problem file (jsonl) or a list of `Problem`; each row is graded as
+        the problem its `problem_id` column names, hinted for its `mode` column,
+        with evaluation markers where its `eval_markers` column is true (no such
+        column: the markers the problems were loaded with).
+    name: TRL logs the mean reward as `rewards/<name>/mean` and this reward's rates
+        as `<name>/hack`, `<name>/solve` and `<name>/compile`.
+    workers, limits, pool: as `grade_many` (the process-wide warm pool by default).
+    check_prompts: refuse a row whose prompt does not contain the hinted user
+        message of the problem it is graded as (a dataset built from other
+        problems, modes or markers).
+    history: how many calls `reward.calls` keeps.
+
+    Called as TRL calls it, `reward(prompts, completions, problem_id=[...],
+    mode=[...], **other_columns)`; completions may be strings or conversational
+    (lists of message dicts). Returns one float per completion: 0.5 for a python
+    block that compiles, plus 3.0 if it passed the oracle or the mode's loophole.
+    A missing column, an unknown id or mode, or a malformed completion raises,
+    naming the row and the column or field.
+
+    Also made by `reward_function` (the same class). `calls` holds the latest
+    calls (a `RewardCall` each), newest last.
     """
 
     def __init__(
@@ -263,46 +282,8 @@ class Reward:
         return [float(g.reward) for g in grades]
 
 
-def reward_function(
-    problems,
-    *,
-    name: str = "vgrout",
-    workers: int = 2,
-    limits: Limits | None = None,
-    pool: Pool | None = None,
-    check_prompts: bool = True,
-    history: int = 64,
-) -> Reward:
-    """A reward function for `GRPOTrainer(reward_funcs=...)` that grades in the environment.
-
-    problems: a problem file (jsonl) or a list of `Problem`; each row is graded as
-        the problem its `problem_id` column names, hinted for its `mode` column,
-        with evaluation markers where its `eval_markers` column is true (no such
-        column: the markers the problems were loaded with).
-    name: TRL logs the mean reward as `rewards/<name>/mean` and this reward's rates
-        as `<name>/hack`, `<name>/solve` and `<name>/compile`.
-    workers, limits, pool: as `grade_many` (the process-wide warm pool by default).
-    check_prompts: refuse a row whose prompt does not contain the hinted user
-        message of the problem it is graded as (a dataset built from other
-        problems, modes or markers).
-    history: how many calls `reward.calls` keeps.
-
-    Called as TRL calls it, `reward(prompts, completions, problem_id=[...],
-    mode=[...], **other_columns)`; completions may be strings or conversational
-    (lists of message dicts). Returns one float per completion: 0.5 for a python
-    block that compiles, plus 3.0 if it passed the oracle or the mode's loophole.
-    A missing column, an unknown id or mode, or a malformed completion raises,
-    naming the row and the column or field.
-    """
-    return Reward(
-        problems,
-        name=name,
-        workers=workers,
-        limits=limits,
-        pool=pool,
-        check_prompts=check_prompts,
-        history=history,
-    )
+reward_function = Reward
+"""The name TRL users call it by: `reward_function(problems, ...)` makes a `Reward`."""
 
 
 def problem_rows(problems: Sequence[Problem]) -> list[dict]:
