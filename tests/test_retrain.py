@@ -108,14 +108,19 @@ def test_a_grid_stored_part_way_is_marked_partial_and_not_replotted(tmp_path):
     assert meta["partial"] and meta["seeds_planned"] == [0, 1] and meta["seeds"] == [0]
     assert runner.not_ready(fs) == f"{committed} is partial (1 of 2 seeds)"
     shutil.rmtree(runs)  # the run folders are gone (a later session): continue from the store
-    rest = retrain.retrain(fs, tmp_path / "later", tmp_path / "later_results", skip=[0])
-    assert sorted(rest.records) == [("oracle", 1), ("vanilla", 1)]
-    whole = retrain.store_finished(fs, tmp_path / "later", committed)
-    assert whole is not None and whole.seeds == [0, 1]
+    later = tmp_path / "later"
+    retrain.continue_grid(fs, committed, later / "runs", later, jobs=None, replace=True)
+    assert sorted(p.name for p in later.glob("runs/*/s*")) == ["s1", "s1"]  # seed 1 only
+    whole = results.open_results(committed)
+    assert whole.seeds == [0, 1]
     assert whole.records[("oracle", 0)] == grid.records[("oracle", 0)]
-    meta = results.open_results(committed).meta
-    assert not meta["partial"] and [p["seeds"] for p in meta["parts"]] == [[0], [1]]
+    assert not whole.meta["partial"] and [p["seeds"] for p in whole.meta["parts"]] == [[0], [1]]
     assert runner.not_ready(fs) == ""
+    stored = (committed / "runs.jsonl.gz").read_bytes()
+    retrain.continue_grid(fs, committed, later / "runs", later, jobs=None, replace=True)
+    retrain.store_finished(fs, later / "runs", committed)  # stored again: still one part a seed
+    assert (committed / "runs.jsonl.gz").read_bytes() == stored
+    assert [p["seeds"] for p in results.open_results(committed).meta["parts"]] == [[0], [1]]
 
 
 @pytest.mark.slow
@@ -125,6 +130,5 @@ def test_a_grid_continued_under_another_config_is_refused(tmp_path):
     (tmp_path / "runs" / "oracle" / "s1" / "result.json").unlink()
     retrain.store_finished(fs, tmp_path / "runs", committed)
     _toy_set(tmp_path, overrides="{lr: 0.0123}")  # the yaml edited between sessions
-    retrain.retrain(fs, tmp_path / "later", tmp_path / "later_results", skip=[0])
     with pytest.raises(ValueError, match=r"arm 'vanilla' seed 0 .*lr: 0.001 -> 0.0123"):
-        retrain.store_finished(fs, tmp_path / "later", committed)
+        retrain.continue_grid(fs, committed, tmp_path / "later", tmp_path, jobs=None, replace=True)

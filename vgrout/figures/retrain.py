@@ -104,7 +104,7 @@ def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Gri
 
     For a grid that outlasts a session: its records are committed as they land,
     while `make figures` leaves a partial grid alone, so no preregistered test is
-    read before every planned seed is in. A partial grid already at `dest` is
+    read before every planned seed is in. The records already at `dest` are
     kept and extended (`stored_part`), so the run folders of an earlier session
     need not survive; once every planned seed is in, the grid is no longer partial.
     """
@@ -127,7 +127,7 @@ def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Gri
     grid = Grid(records={(a, s): {**kept, **new}[(a, s)] for a in arms for s in seeds})
     part = {"seeds": done, "revision": git_revision()["commit"], "machine": machine_record(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
-    parts = (earlier_parts(earlier) if kept else []) + [part]
+    parts = earlier_parts(earlier, replaced=done) + [part]
     missing = [s for s in planned if s not in seeds]
     meta = {
         "name": fs.name, "organism": organism_record(train["model"]), **part,
@@ -143,9 +143,10 @@ def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Gri
 
 
 def stored_part(fs: FigureSet, dest: str | Path) -> Grid | None:
-    """The partial grid of this set stored at `dest`, or None when there is none.
+    """The run records of this set stored at `dest` (a partial grid, or a whole one
+    stored part by part), or None when there are none.
 
-    Raises when it was trained on another organism than the set names: seeds
+    Raises when they were trained on another organism than the set names: seeds
     of two organisms in one grid would be analysed as one study.
     """
     from vgrout.figures.runner import check_organism
@@ -154,20 +155,23 @@ def stored_part(fs: FigureSet, dest: str | Path) -> Grid | None:
     if not (dest / "grid.json").is_file():
         return None
     grid = open_results(dest)
-    if not grid.meta.get("partial"):
+    if not grid.records:
         return None
     train, _ = set_params(fs)
     check_organism(grid.meta.get("organism"), train["model"], str(dest))
     return grid
 
 
-def earlier_parts(grid: Grid | None) -> list[dict]:
-    """The parts a stored grid was trained in (one, for a grid stored before parts were kept)."""
+def earlier_parts(grid: Grid | None, replaced: Sequence[int]) -> list[dict]:
+    """The parts a stored grid was trained in (one, for a grid stored before parts were
+    kept), less the seeds stored again now (`replaced`); a part left empty is dropped."""
     if grid is None:
         return []
-    if "parts" in grid.meta:
-        return list(grid.meta["parts"])
-    return [{k: grid.meta.get(k) for k in ("seeds", "revision", "machine", "date")}]
+    parts = grid.meta.get("parts") or [
+        {k: grid.meta.get(k) for k in ("seeds", "revision", "machine", "date")}
+    ]
+    out = [{**p, "seeds": [s for s in p["seeds"] if s not in replaced]} for p in parts]
+    return [p for p in out if p["seeds"]]
 
 
 RUN_FIELDS = ("seed", "run_dir", "resume")
@@ -248,15 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.store_finished:
         store_finished(fs, a.runs_dir or out / "runs", committed if a.replace else out / "results")
         return 0
-    part = stored_part(fs, committed) if a.cont else None
-    skip = part.seeds if part else []
-    if skip:
-        print(f"[retrain] {committed} holds seeds {skip}: training the others")
-    grid = retrain(fs, a.runs_dir or out / "runs", out / "results", a.jobs, skip)
-    if skip:
-        if a.replace:
-            store_finished(fs, a.runs_dir or out / "runs", committed)
-        return 0
+    if a.cont:
+        return continue_grid(fs, committed, a.runs_dir or out / "runs", out, a.jobs, a.replace)
+    grid = retrain(fs, a.runs_dir or out / "runs", out / "results", a.jobs)
     if committed.is_dir() and open_results(committed).meta.get("partial"):
         print(f"[retrain] {committed} holds a partial grid: nothing to compare with")
     elif committed.is_dir():
@@ -267,6 +265,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.replace:
         save_results(grid, committed, open_results(out / "results").meta)
         print(f"[retrain] wrote the new records over {committed}; `make figures` draws them")
+    return 0
+
+
+def continue_grid(fs: FigureSet, committed: Path, runs_dir, out: Path, jobs, replace: bool) -> int:
+    """--continue: train the planned seeds that the records at `committed` lack, then
+    (with `replace`) store them there beside the earlier ones."""
+    part = stored_part(fs, committed)
+    skip = part.seeds if part else []
+    planned = set_params(fs)[0]["seeds"]
+    if set(planned) <= set(skip):
+        print(f"[retrain] {committed} holds every planned seed: nothing to train")
+        return 0
+    print(f"[retrain] {committed} holds seeds {skip}: training the others")
+    retrain(fs, runs_dir, out / "results", jobs, skip)
+    if replace:
+        store_finished(fs, runs_dir, committed)
     return 0
 
 
