@@ -66,3 +66,16 @@ def test_label_curve_interpolates_the_target():
     assert goal == pytest.approx(0.3) and share == pytest.approx(0.25)
     seeds = _seeds({"none": [0.4], "all": [0.0], "t": [0.6]})
     assert ablation.label_curve(seeds, {"none": 0.0, "all": 1.0}, "t")[2] is None
+
+
+def test_count_check_finds_a_step_off_the_planned_count():
+    cfg = dict(gate_count=True, gate_q=0.3, prompts_per_step=4, group_size=8)
+    # step 1: 4 live groups, 10 of 32 flagged; step 2: one live group (8 < 10: all 8)
+    rows = [dict(arm="r", seed=0, step=1, live_groups=4, flagged=10 / 32, hack=0.2),
+            dict(arm="r", seed=0, step=2, live_groups=1, flagged=1.0, hack=0.5)]  # fmt: skip
+    configs = {("r", 0): cfg, ("v", 0): {"gate_count": False}}
+    out = ablation.count_check(pd.DataFrame(rows), configs)
+    assert out.to_dict("records") == [dict(arm="r", seed=0, target=10, steps=2,
+        steps_fewer_live=1, steps_off_count=0, flagged=pytest.approx(0.65625), hack=pytest.approx(0.35))]  # fmt: skip
+    rows[0]["flagged"] = 9 / 32  # one rollout short at step 1
+    assert ablation.count_check(pd.DataFrame(rows), configs)["steps_off_count"].tolist() == [1]

@@ -219,6 +219,31 @@ def gate_table(steps: pd.DataFrame, gated: Sequence[str]) -> pd.DataFrame:
     return steps.groupby(["arm", "seed"]).agg(**agg).reset_index()
 
 
+def count_check(steps: pd.DataFrame, configs: Mapping[tuple[str, int], Mapping]) -> pd.DataFrame:
+    """Per count-matched run (`gate_count`): did its gate flag the planned number every step?
+
+    The planned number is round(gate_q x prompts_per_step x group_size), or every
+    live rollout at a step with fewer. A direction and its Haar placebo compare
+    which rollouts they flag only while both flag as many (check C3 of
+    preregistration 2); a step off the count would compare volumes again.
+    steps: `Grid.steps()`; configs: each run's config by (arm, seed). Empty when
+    no run is count-matched.
+    """
+    rows = []
+    for (arm, seed), c in configs.items():
+        if not c.get("gate_count"):
+            continue
+        s = steps[(steps["arm"] == arm) & (steps["seed"] == seed)]
+        live = s["live_groups"] * c["group_size"]  # live rollouts a step
+        target = round(c["gate_q"] * c["prompts_per_step"] * c["group_size"])
+        flagged = (s["flagged"] * live).round()  # flagged is a share of the live rollouts
+        rows.append(dict(arm=arm, seed=seed, target=target, steps=len(s),
+                         steps_fewer_live=int((live < target).sum()),
+                         steps_off_count=int((flagged != np.minimum(live, target)).sum()),
+                         flagged=float(s["flagged"].mean()), hack=float(s["hack"].mean())))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def label_curve(seeds: pd.DataFrame, points: Mapping[str, float], target: str,
                 split: str = "iid") -> tuple[pd.DataFrame, float, float | None]:  # fmt: skip
     """(curve, target_hack, share): mean shipped hack per labelled arm over the seeds all of
