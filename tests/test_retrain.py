@@ -115,6 +115,7 @@ def test_a_grid_stored_part_way_is_marked_partial_and_not_replotted(tmp_path):
     assert whole.seeds == [0, 1]
     assert whole.records[("oracle", 0)] == grid.records[("oracle", 0)]
     assert not whole.meta["partial"] and [p["seeds"] for p in whole.meta["parts"]] == [[0], [1]]
+    assert whole.meta["parts"][1]["wall_s"] > 0  # the continued part's training time
     assert runner.not_ready(fs) == ""
     stored = (committed / "runs.jsonl.gz").read_bytes()
     retrain.continue_grid(fs, committed, later / "runs", later, jobs=None, replace=True)

@@ -99,7 +99,9 @@ def retrain(
     return grid
 
 
-def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Grid | None:
+def store_finished(
+    fs: FigureSet, runs_dir: str | Path, dest: str | Path, wall_s: float | None = None
+) -> Grid | None:
     """Store the seeds of which every arm has finished, marked partial; None if none has.
 
     For a grid that outlasts a session: its records are committed as they land,
@@ -107,6 +109,7 @@ def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Gri
     read before every planned seed is in. The records already at `dest` are
     kept and extended (`stored_part`), so the run folders of an earlier session
     need not survive; once every planned seed is in, the grid is no longer partial.
+    wall_s: the training time of this part, when known (`continue_grid` knows it).
     """
     from vgrout.figures.grid import discover_runs
     from vgrout.figures.runner import git_revision, organism_record
@@ -126,7 +129,8 @@ def store_finished(fs: FigureSet, runs_dir: str | Path, dest: str | Path) -> Gri
     seeds = sorted({s for _, s in kept} | set(done))
     grid = Grid(records={(a, s): {**kept, **new}[(a, s)] for a in arms for s in seeds})
     part = {"seeds": done, "revision": git_revision()["commit"], "machine": machine_record(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **({"wall_s": round(wall_s, 1)} if wall_s is not None else {})}  # fmt: skip
     parts = earlier_parts(earlier, replaced=done) + [part]
     missing = [s for s in planned if s not in seeds]
     meta = {
@@ -280,7 +284,7 @@ def continue_grid(fs: FigureSet, committed: Path, runs_dir, out: Path, jobs, rep
     print(f"[retrain] {committed} holds seeds {skip}: training the others")
     retrain(fs, runs_dir, out / "results", jobs, skip)
     if replace:
-        store_finished(fs, runs_dir, committed)
+        store_finished(fs, runs_dir, committed, open_results(out / "results").meta["wall_s"])
     return 0
 
 
