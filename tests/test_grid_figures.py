@@ -301,8 +301,8 @@ def test_every_seed_keeps_one_marker_and_one_offset_in_every_arm():
     ax = fig.axes[0]
     drawn = {c.get_label(): c for c in ax.collections if c.get_label().startswith("seed")}
     assert sorted(drawn) == ["seed 0", "seed 1", "seed 2"]
-    markers = ablation.seed_markers([0, 1, 2])
-    assert len(set(markers.values())) == 3
+    styles = ablation.seed_markers(range(16))  # a 16-seed grid: every seed told apart
+    assert len({(m["marker"], m["facecolor"]) for m in styles.values()}) == 16
     for s in (0, 1, 2):
         xs = drawn[f"seed {s}"].get_offsets()[:, 0]
         assert len(xs) == 2 and xs[1] - xs[0] == pytest.approx(1.0), "same offset in each arm"

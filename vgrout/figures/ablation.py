@@ -318,13 +318,21 @@ def _clipped_share(x: np.ndarray, y: np.ndarray, goal: float) -> float:
     return float(worst if goal >= y.max() else best)
 
 
-SEED_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h", "d", "8", "H", "1")
-"""One marker per seed (the k-th seed of the grid takes the k-th), the same in every arm."""
+SEED_SHAPES = ("o", "s", "^", "v", "D", "P", "X", "*")
+"""Marker shapes that stay distinct at scatter size (hexagons and octagons read as
+circles, and line markers vanish without a face)."""
 
 
-def seed_markers(seeds: Sequence[int]) -> dict[int, str]:
-    """{seed: marker}; more seeds than markers reuse them in order (a legend says which)."""
-    return {s: SEED_MARKERS[i % len(SEED_MARKERS)] for i, s in enumerate(sorted(seeds))}
+def seed_markers(seeds: Sequence[int]) -> dict[int, dict]:
+    """{seed: scatter style}, the same in every arm: the k-th seed of the grid takes the
+    k-th shape, hollow for the first eight seeds and filled for the next eight, so 16
+    seeds are told apart; past 16 they repeat in order (a legend says which)."""
+    out = {}
+    for i, s in enumerate(sorted(seeds)):
+        filled = (i // len(SEED_SHAPES)) % 2 == 1
+        out[s] = dict(marker=SEED_SHAPES[i % len(SEED_SHAPES)],
+                      facecolor="0.35" if filled else "white")  # fmt: skip
+    return out
 
 
 def seeds_figure(seeds: pd.DataFrame, arms: Sequence[str], title: str, split: str = "iid"):
@@ -357,8 +365,8 @@ def seeds_figure(seeds: pd.DataFrame, arms: Sequence[str], title: str, split: st
         for s, row in wide.iterrows():
             xs = [arms.index(a) + offset[s] for a in row.index]
             ax.plot(xs, row.to_numpy(), color="0.5", lw=0.5, alpha=0.35, zorder=2)
-            ax.scatter(xs, row.to_numpy(), s=22, marker=markers[s], facecolor="white",
-                       edgecolor="k", linewidth=0.7, zorder=3, label=f"seed {s}")  # fmt: skip
+            ax.scatter(xs, row.to_numpy(), s=22, **markers[s], edgecolor="k", linewidth=0.7,
+                       zorder=3, label=f"seed {s}")  # fmt: skip
         ax.set_xticks(range(len(arms)), arms, rotation=25, ha="right")
         ax.set(ylim=(0, 1), ylabel=f"shipped {metric} rate", title=f"{metric} ({split})")
     fig.suptitle(title)
@@ -378,8 +386,8 @@ def tests_figure(seeds: pd.DataFrame, tests: pd.DataFrame, title: str, split: st
         y = len(tests) - 1 - i
         pr = paired(seeds, c.a, c.b, c.metric, split)
         for s, d, dy in zip(pr["seed"], pr["d"], np.linspace(-0.15, 0.15, len(pr))):
-            ax.scatter(d, y + dy, s=16, marker=markers[s], facecolor="white", edgecolor="0.3",
-                       linewidth=0.6, label=f"seed {s}" if i == 0 else None)  # fmt: skip
+            ax.scatter(d, y + dy, s=16, **markers[s], edgecolor="0.3", linewidth=0.6,
+                       label=f"seed {s}" if i == 0 else None)  # fmt: skip
         if c.n_seeds > 1:
             ax.errorbar(c.effect, y, xerr=[[c.effect - c.ci_low], [c.ci_high - c.effect]],
                         fmt="o", color="tab:red", capsize=4)  # fmt: skip
