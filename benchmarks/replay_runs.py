@@ -18,7 +18,6 @@ from vgrout.figures import retrain
 from vgrout.figures.grid import Grid
 from vgrout.figures.results import open_results
 from vgrout.figures.sets import get_set
-from vgrout.grpo.config import preset
 from vgrout.grpo.sweep import run_grid
 
 
@@ -36,8 +35,7 @@ def main() -> int:
     fs = get_set(a.set)
     train, analysis = retrain.set_params(fs)
     stored = open_results(analysis["results"] or f"results/{fs.name}").records
-    base = preset(train["preset"], model=train["model"], steps=train["steps"],
-                  device=train["device"], **train["overrides"])  # fmt: skip
+    base = retrain.base_config(train)
     arms = {arm: train["arms"][arm] for arm in a.arms}
     new = Grid.from_run_dirs(run_grid(base, arms, a.seeds, f"{a.runs_dir}/{fs.name}", jobs=1))
     same = 0

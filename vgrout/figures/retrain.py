@@ -57,6 +57,14 @@ def set_params(fs: FigureSet) -> tuple[dict, dict]:
     return out[0], out[1]
 
 
+def base_config(train: Mapping):
+    """The GRPOConfig every arm of a set's grid starts from (its 03 parameters `train`)."""
+    from vgrout.grpo.config import preset
+
+    return preset(train["preset"], model=train["model"], steps=train["steps"],
+                  device=train["device"], **train["overrides"])  # fmt: skip
+
+
 def retrain(
     fs: FigureSet,
     runs_dir: str | Path,
@@ -70,17 +78,16 @@ def retrain(
     `stored_part`).
     """
     from vgrout.figures.runner import git_revision, organism_record
-    from vgrout.grpo.config import preset
     from vgrout.grpo.sweep import run_grid
     from vgrout.machine import machine_record
 
     train, _ = set_params(fs)
-    base = preset(train["preset"], model=train["model"], steps=train["steps"],
-                  device=train["device"], **train["overrides"])  # fmt: skip
+    base = base_config(train)
     runs_dir = repo_path(runs_dir)
     before = {p.parent.parent.name + "/" + p.parent.name for p in runs_dir.glob("*/s*/result.json")}
     t0 = time.perf_counter()
-    seeds = [s for s in train["seeds"] if s not in set(skip)]
+    skipped = set(skip)
+    seeds = [s for s in train["seeds"] if s not in skipped]
     runs = run_grid(base, train["arms"], seeds, runs_dir, jobs=jobs or train["jobs"])
     wall = time.perf_counter() - t0
     grid = Grid.from_run_dirs(runs)
@@ -127,20 +134,21 @@ def store_finished(
     kept = {k: r for k, r in (earlier.records if earlier else {}).items() if k[1] not in done}
     check_same_configs(kept, new, str(dest))
     seeds = sorted({s for _, s in kept} | set(done))
-    grid = Grid(records={(a, s): {**kept, **new}[(a, s)] for a in arms for s in seeds})
+    merged = {**kept, **new}
+    grid = Grid(records={(a, s): merged[(a, s)] for a in arms for s in seeds})
     part = {"seeds": done, "revision": git_revision()["commit"], "machine": machine_record(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **({"wall_s": round(wall_s, 1)} if wall_s is not None else {})}  # fmt: skip
     parts = earlier_parts(earlier, replaced=done) + [part]
     missing = [s for s in planned if s not in seeds]
     meta = {
-        "name": fs.name, "organism": organism_record(train["model"]), **part,
+        "name": fs.name, "organism": organism_record(train["model"]),
+        **{k: v for k, v in part.items() if k != "seeds"},  # the grid's seeds: save_results
         "partial": bool(missing), "seeds_planned": planned, "parts": parts,
         "note": f"partial: {len(seeds)} of {len(planned)} planned seeds finished in every arm; "
         "the analysis waits for all of them" if missing else
         f"stored in {len(parts)} part(s) as they finished (see parts)",
     }  # fmt: skip
-    del meta["seeds"]
     save_results(grid, dest, meta)
     print(f"[retrain] {fs.name}: stored seeds {seeds} ({len(seeds)} of {len(planned)}) in {dest}")
     return grid
