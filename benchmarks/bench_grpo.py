@@ -35,6 +35,9 @@ ARMS = {
     "absorb": dict(arm="absorb"),
     "routeA": dict(arm="routeA"),
     "routeA (trained-view gate)": dict(arm="routeA", gate_view="trained"),
+    "routeA (trained-view gate, one product)": dict(
+        arm="routeA", gate_view="trained", one_product=True
+    ),
     "routeA gen_deploy 0.25": dict(arm="routeA", gen_deploy_frac=0.25),
     "routeV": dict(arm="routeV"),
     "oracle": dict(arm="oracle"),

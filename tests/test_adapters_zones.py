@@ -67,8 +67,9 @@ def masked_grads(model, m, d, rows=None):
 
 
 @pytest.mark.parametrize("init", INITS)
-def test_every_zone_and_view_equals_base_at_init(init, base_logits):
-    model = routed(init)
+@pytest.mark.parametrize("one_product", [False, True])
+def test_every_zone_and_view_equals_base_at_init(init, one_product, base_logits):
+    model = routed(init, one_product=one_product)
     tol = model_tol(base_logits)
     for zone, (m, d) in ZONES.items():
         with torch.no_grad(), route(model, torch.full((4,), m), torch.full((4,), d)):
@@ -100,8 +101,9 @@ def test_attach_leaves_base_weights_untouched_and_factors_nonzero(init):
 
 
 @pytest.mark.parametrize("zone", ["keep", "route"])
-def test_zone_gradients_exactly_zero_where_forbidden(zone):
-    model = routed("pissa")
+@pytest.mark.parametrize("one_product", [False, True])
+def test_zone_gradients_exactly_zero_where_forbidden(zone, one_product):
+    model = routed("pissa", one_product=one_product)
     perturb_blocks(model)
     m, d = ZONES[zone]
     g = masked_grads(model, [m] * 4, [d] * 4)
@@ -118,8 +120,9 @@ def test_absorb_rows_train_both_blocks():
     assert all(torch.count_nonzero(t) > 0 for b in g for t in g[b])
 
 
-def test_mixed_batch_gradient_equals_sum_of_per_row_gradients():
-    model = routed("gaussian")
+@pytest.mark.parametrize("one_product", [False, True])
+def test_mixed_batch_gradient_equals_sum_of_per_row_gradients(one_product):
+    model = routed("gaussian", one_product=one_product)
     perturb_blocks(model)
     m, d = [0, 1, 1, 0], [0, 0, 1, 1]
     batched = masked_grads(model, m, d)
@@ -155,11 +158,13 @@ def _per_adapter_forward(layer, m, d):
     return forward
 
 
-def test_routed_forward_equals_the_per_adapter_definition():
-    """The fused two-pair forward gives PEFT's per-adapter values and gradients on every zone."""
+@pytest.mark.parametrize("one_product", [False, True])
+def test_routed_forward_equals_the_per_adapter_definition(one_product):
+    """The fused forward, per block or as one product, gives PEFT's per-adapter values
+    and gradients on every zone."""
     from vgrout.adapters.layers import lora_layers
 
-    model = routed("gaussian")
+    model = routed("gaussian", one_product=one_product)
     perturb_blocks(model)
     m, d = [0, 1, 1, 0], [0, 0, 1, 1]
     fused = masked_grads(model, m, d)

@@ -22,6 +22,7 @@ def test_every_preset_validates(name):
         (dict(unrouted_zone="route"), "unrouted_zone"),
         (dict(arm="oracle", keep_low_tail=True), "keep_low_tail"),
         (dict(plain_lora=True), "plain_lora"),
+        (dict(arm="vanilla", plain_lora=True, one_product=True), "one_product"),
         (dict(train_modes=("gt_only",)), "train_modes"),
         (dict(train_modes=("sentinel", "sentinel")), "train_modes"),
     ],

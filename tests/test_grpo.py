@@ -86,6 +86,7 @@ def test_routeA_smoke_run_writes_every_artifact(tmp_path):
         dict(arm="oracle"),
         dict(arm="oracle", placebo=True, unrouted_zone="keep"),
         dict(arm="routeA", placebo=True, gate_warmup=1),
+        dict(arm="routeA", gate_view="trained", one_product=True, gate_warmup=1),
         dict(arm="vanilla", plain_lora=True),
         dict(
             arm="oracle",

@@ -200,3 +200,17 @@ def test_retain_heal_moves_the_deployed_block_only_and_lowers_the_clean_nll():
     assert out["heal_steps"] == 6 and out["heal_loss_last"] < out["heal_loss_first"]
     with pytest.raises(ValueError, match="needs pairs"):
         retain_heal(policy, tok, [], cfg)
+
+
+@pytest.mark.parametrize("one_product", [False, True])
+def test_one_product_reaches_the_routed_forward(one_product):
+    """The config's one_product is what the adapters compute with (a run that asked for
+    one product but trained with two would report the wrong arithmetic)."""
+    from vgrout.adapters.layers import routed_info
+    from vgrout.grpo.policy import build_policy
+    from vgrout.lm.load import load_policy
+
+    base, tok = load_policy("organism")
+    cfg = preset("organism", arm="routeA", one_product=one_product)
+    policy = build_policy(cfg, base, tok, [])
+    assert routed_info(policy.model).state.one_product is one_product

@@ -110,6 +110,7 @@ def attach_routed_adapters(
     tokenizer=None,
     seed: int = 0,
     ridge: float = 1e-3,
+    one_product: bool = False,
 ):
     """Wrap `model` in a PeftModel with `deployed`, `quarantine` (trainable) and frozen
     anchors `deployed_0`, `quarantine_0` on every target Linear.
@@ -118,7 +119,9 @@ def attach_routed_adapters(
     call, so merges of bf16 bases are computed in fp32. `pairs` (objects with
     .prompt, .hack, .clean) and `tokenizer` are needed by corda/scorda/scorda_rev
     and unused by gaussian/pissa. Returns the PeftModel; the base weights are
-    not modified and every zone equals the base model at init.
+    not modified and every zone equals the base model at init. `one_product`
+    computes both blocks as one product per Linear (fewer, larger matmuls;
+    equal to the default to float rounding, see `forward.py`).
     """
     from peft import get_peft_model
 
@@ -132,9 +135,9 @@ def attach_routed_adapters(
         )
     # A list of active adapters is only accepted by the tuner model's set_adapter.
     peft_model.base_model.set_adapter(list(ALL_ADAPTERS))
-    peft_model.__dict__[INFO_ATTR] = RoutedInfo(
-        r=r, alpha=alpha, init=init, target_modules=tuple(target_modules)
-    )
+    info = RoutedInfo(r=r, alpha=alpha, init=init, target_modules=tuple(target_modules))
+    info.state.one_product = bool(one_product)
+    peft_model.__dict__[INFO_ATTR] = info
     _freeze_anchors(peft_model)
     _set_adapter_dtype(peft_model)
     if not any(True for _ in lora_layers(peft_model)):

@@ -25,6 +25,14 @@ The deployed pair is computed in the same way whether or not the quarantine
 is active, so the deployment view (quarantine inactive) equals m = 0 on every
 row bit for bit: the quarantine pair then adds exact zeros.
 
+With `one_product` (set at attach) both pairs run as one rank-4r product,
+h = x @ [A; A0; Aq; A0q]^T and out = h @ [B*s, B0*s, Bq*s, B0q*s]^T, with the
+same masks on the same columns: two matmuls a Linear instead of four, which
+on a small model is most of what a routed step costs over a plain one. Values
+then differ from the two products by float rounding (the bit-for-bit
+equality above no longer holds for the trained view), so a run keeps one
+choice throughout.
+
 Capture hooks keep working: forward hooks registered on `lora_A[adapter]`
 are called with that adapter's slice of h (and may replace it, which the
 gradient-site capture does); hooks on `lora_B[adapter]` are called with
@@ -83,12 +91,13 @@ def _active_pairs(layer: nn.Module, state: RouteState, name: str) -> list[tuple[
     return pairs
 
 
-def _bottleneck(layer: nn.Module, pair: tuple[str, str], x: Tensor) -> Tensor:
-    """h = x @ [A; A0]^T: [batch, pos, 2r]; lora_A forward hooks see (and may edit) their slice."""
-    h = F.linear(x, torch.cat([layer.lora_A[a].weight for a in pair]))
-    parts = list(h.split([layer.lora_A[a].weight.shape[0] for a in pair], dim=-1))
+def _bottleneck(layer: nn.Module, adapters: tuple[str, ...], x: Tensor) -> Tensor:
+    """h = x @ [A; A0; ...]^T: [batch, pos, r * len(adapters)]; lora_A forward hooks
+    see (and may edit) their adapter's slice."""
+    h = F.linear(x, torch.cat([layer.lora_A[a].weight for a in adapters]))
+    parts = list(h.split([layer.lora_A[a].weight.shape[0] for a in adapters], dim=-1))
     hooked = False
-    for i, adapter in enumerate(pair):
+    for i, adapter in enumerate(adapters):
         module = layer.lora_A[adapter]
         if module._forward_pre_hooks:
             raise RuntimeError(
@@ -114,27 +123,37 @@ def _observe_lora_b(layer: nn.Module, pair: tuple[str, str], h: Tensor) -> None:
                 )
 
 
-def _pair_output(
-    layer: nn.Module, state: RouteState, name: str, pair: tuple[str, str], x: Tensor
+def _product(
+    layer: nn.Module, state: RouteState, name: str, pairs: list[tuple[str, str]], x: Tensor
 ) -> Tensor:
-    """One block plus its anchor, masked: [batch, pos, d_out]."""
-    block = pair[0]
-    h = _bottleneck(layer, pair, x)
-    _observe_lora_b(layer, pair, h)
-    b = torch.cat([layer.lora_B[a].weight * layer.scaling[a] for a in pair], dim=1)  # [out, 2r]
-    if block == QUARANTINE:
-        if state.m is not None:
-            h = h * _row_mask(state.m, h, name).to(h.dtype)
-        return F.linear(h, b)
-    if state.d is None:
-        return F.linear(h, b)
-    detached = _row_mask(state.d, h, name)  # [batch, 1, 1] bool
-    if not bool(detached.any()):
-        return F.linear(h, b)
-    r = layer.lora_A[block].weight.shape[0]
-    live = torch.cat([h[..., :r].masked_fill(detached, 0.0), h[..., r:]], dim=-1)
-    dead = h[..., :r].detach().masked_fill(~detached, 0.0)
-    return F.linear(live, b) + F.linear(dead, b[:, :r].detach())
+    """The given pairs as one masked product: [batch, pos, d_out].
+
+    With one pair this is the per-block product of the module docstring; with
+    both, one rank-4r product (the quarantine's columns scaled by m, the
+    deployed block's cut on rows with d = 1), which differs from the sum of
+    the two per-block products by float rounding only.
+    """
+    adapters = tuple(a for pair in pairs for a in pair)
+    h = _bottleneck(layer, adapters, x)
+    b = torch.cat([layer.lora_B[a].weight * layer.scaling[a] for a in adapters], dim=1)
+    r = layer.lora_A[DEPLOYED].weight.shape[0]
+    parts, dead, start = [], None, 0
+    for pair in pairs:
+        part = h[..., start : start + 2 * r]  # [batch, pos, 2r]: block then anchor
+        _observe_lora_b(layer, pair, part)
+        if pair[0] == QUARANTINE and state.m is not None:
+            part = part * _row_mask(state.m, part, name).to(part.dtype)
+        elif pair[0] == DEPLOYED and state.d is not None:
+            detached = _row_mask(state.d, part, name)  # [batch, 1, 1] bool
+            if bool(detached.any()):
+                cut = part[..., :r].detach().masked_fill(~detached, 0.0)
+                dead = F.linear(cut, b[:, start : start + r].detach())
+                part = torch.cat([part[..., :r].masked_fill(detached, 0.0), part[..., r:]], -1)
+        parts.append(part)
+        start += 2 * r
+    live = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    out = F.linear(live, b)
+    return out if dead is None else out + dead
 
 
 def routed_forward(
@@ -155,7 +174,9 @@ def routed_forward(
     if not pairs:
         return result
     x = x.to(layer.lora_A[DEPLOYED].weight.dtype)
-    delta = _pair_output(layer, state, name, pairs[0], x)
+    if state.one_product:
+        return (result + _product(layer, state, name, pairs, x)).to(result.dtype)
+    delta = _product(layer, state, name, pairs[:1], x)
     for pair in pairs[1:]:
-        delta = delta + _pair_output(layer, state, name, pair, x)
+        delta = delta + _product(layer, state, name, [pair], x)
     return (result + delta).to(result.dtype)

@@ -32,11 +32,14 @@ class RouteState:
     m: [batch] float 0/1, multiplies the quarantine (and its anchor) output.
     d: [batch] bool, True rows see the deployed output detached.
     ablate: quarantine output replaced by zeros on every row (deployment view).
+    one_product: both blocks (and anchors) as one rank-4r product per Linear
+        instead of one rank-2r product per block (`forward.py`); set once, at attach.
     """
 
     m: Tensor | None = None
     d: Tensor | None = None
     ablate: bool = False
+    one_product: bool = False
 
     def any_set(self) -> bool:
         return self.m is not None or self.d is not None or self.ablate

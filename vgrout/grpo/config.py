@@ -50,6 +50,11 @@ class GRPOConfig:
     """Linear layers that get a deployed and a quarantine block."""
     plain_lora: bool = False
     """vanilla only: one plain LoRA adapter instead of the routed pair (a baseline for speed)."""
+    one_product: bool = False
+    """Routed adapters: both blocks and their anchors as one rank-4*rank product per
+    Linear instead of one product per block (vgrout.adapters.forward): two matmuls
+    a Linear instead of four. It agrees with the default to float rounding, which
+    is enough for a run's trajectory to diverge; the committed grids ran without it."""
 
     # --- data ---
     train_problems: str = "data/problems/train.jsonl"
@@ -216,6 +221,8 @@ class GRPOConfig:
         bad += self._gate_problems()
         if self.plain_lora and (self.arm != "vanilla" or self.init != "gaussian"):
             bad.append("plain_lora=True needs arm='vanilla' and init='gaussian'")
+        if self.plain_lora and self.one_product:
+            bad.append("one_product=True with plain_lora=True: a plain LoRA has one block")
         if self.arm == "vanilla" and self.gen_deploy_frac > 0:
             bad.append(
                 "gen_deploy_frac>0 with arm='vanilla': vanilla deploys the whole "

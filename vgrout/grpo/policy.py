@@ -84,5 +84,6 @@ def build_policy(cfg, base, tokenizer, pairs) -> Policy:
         pairs=pairs,
         tokenizer=tokenizer,
         seed=cfg.seed,
+        one_product=cfg.one_product,
     )
     return Policy(model, trainable_parameters(model), routed=True)
