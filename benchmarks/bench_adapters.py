@@ -1,5 +1,5 @@
 """Generate and train-step times: bare model, one plain LoRA, routed adapters
-unmerged, routed adapters merged for generation.
+unmerged, routed adapters merged for generation, routed adapters as one product.
 
     .venv/bin/python benchmarks/bench_adapters.py --model organism
     .venv/bin/python benchmarks/bench_adapters.py --model random   # organism-sized random Qwen3
@@ -159,6 +159,17 @@ def variants(kind: str, r: int):
         routed,
         params,
         lambda: merged_for_generation(routed, "deployed"),
+        masks,
+        (ids, attn, pad),
+    )
+    base, *_ = load(kind)
+    one = attach_routed_adapters(base, r=r, init="pissa", one_product=True)
+    params = [p for ps in trainable_parameters(one).values() for p in ps]
+    yield (
+        "routed, one product, unmerged",
+        one,
+        params,
+        contextlib.nullcontext,
         masks,
         (ids, attn, pad),
     )
