@@ -79,3 +79,19 @@ def test_count_check_finds_a_step_off_the_planned_count():
         steps_fewer_live=1, steps_off_count=0, flagged=pytest.approx(0.65625), hack=pytest.approx(0.35))]  # fmt: skip
     rows[0]["flagged"] = 9 / 32  # one rollout short at step 1
     assert ablation.count_check(pd.DataFrame(rows), configs)["steps_off_count"].tolist() == [1]
+
+
+@pytest.mark.parametrize("n_arms, stacked", [(4, False), (9, True)])
+def test_seeds_figure_stacks_hack_over_solve_when_arms_are_many(n_arms, stacked):
+    """Side by side, 17 arms (the monitor grid) left bars too narrow to read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = [f"arm{i}" for i in range(n_arms)]
+    fig = ablation.seeds_figure(_seeds({a: [0.1, 0.2, 0.3] for a in arms}), arms, "t")
+    hack, solve = fig.axes[:2]
+    below = bool(solve.get_position().y1 <= hack.get_position().y0)
+    assert below is stacked
+    plt.close(fig)

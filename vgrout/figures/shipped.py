@@ -91,42 +91,44 @@ def views_figure(views: pd.DataFrame, title: str):
 
     arms = list(dict.fromkeys(views["arm"]))
     splits = [s for s in ("iid", "test") if s in set(views["split"])]
-    fig, axes = plt.subplots(
-        len(splits), 2, figsize=(max(9, 1.7 * len(arms) + 4), 3.8 * len(splits)), squeeze=False
-    )
+    panels = [(split, metric) for split in splits for metric in ("hack", "solve")]
+    if len(arms) > 8:  # one panel a row: side by side, each bar would be too narrow to read
+        fig, axes = plt.subplots(
+            len(panels), 1, figsize=(0.9 * len(arms) + 3, 3.6 * len(panels)), squeeze=False
+        )
+    else:
+        fig, axes = plt.subplots(
+            len(splits), 2, figsize=(max(9, 1.7 * len(arms) + 4), 3.8 * len(splits)), squeeze=False
+        )
     x = np.arange(len(arms))
-    for r, split in enumerate(splits):
-        for c, metric in enumerate(("hack", "solve")):
-            ax = axes[r, c]
-            for j, (view, color) in enumerate((("trained", "0.65"), ("shipped", "tab:blue"))):
-                t = views[
-                    (views["split"] == split)
-                    & (views["metric"] == metric)
-                    & (views["view"] == view)
-                ]
-                t = t.set_index("arm").reindex(arms)
-                ci = t["ci"].fillna(0)  # a rate lies in [0, 1]: so does the drawn interval
-                yerr = np.vstack([np.minimum(ci, t["rate"]), np.minimum(ci, 1 - t["rate"])])
-                bars = ax.bar(
-                    x + (j - 0.5) * 0.38,
-                    t["rate"],
-                    0.38,
-                    yerr=yerr,
-                    capsize=3,
-                    color=color,
-                    label=VIEW_LABELS[view],
-                    error_kw=dict(lw=1),
-                )
-                ax.bar_label(
-                    bars, fmt="%.2f", fontsize=8, padding=2
-                )  # a zero bar is otherwise invisible
-            ax.set_xticks(x, arms, rotation=20, ha="right")
-            ax.set(
-                ylim=(0, 1.12),
-                ylabel=f"{metric} rate",
-                title=f"{metric} rate\n{SPLIT_TITLES[split]}",
+    for ax, (split, metric) in zip(axes.flat, panels):
+        for j, (view, color) in enumerate((("trained", "0.65"), ("shipped", "tab:blue"))):
+            t = views[
+                (views["split"] == split) & (views["metric"] == metric) & (views["view"] == view)
+            ]
+            t = t.set_index("arm").reindex(arms)
+            ci = t["ci"].fillna(0)  # a rate lies in [0, 1]: so does the drawn interval
+            yerr = np.vstack([np.minimum(ci, t["rate"]), np.minimum(ci, 1 - t["rate"])])
+            bars = ax.bar(
+                x + (j - 0.5) * 0.38,
+                t["rate"],
+                0.38,
+                yerr=yerr,
+                capsize=3,
+                color=color,
+                label=VIEW_LABELS[view],
+                error_kw=dict(lw=1),
             )
-            ax.title.set_fontsize(10)
+            ax.bar_label(
+                bars, fmt="%.2f", fontsize=8, padding=2
+            )  # a zero bar is otherwise invisible
+        ax.set_xticks(x, arms, rotation=20, ha="right")
+        ax.set(
+            ylim=(0, 1.12),
+            ylabel=f"{metric} rate",
+            title=f"{metric} rate\n{SPLIT_TITLES[split]}",
+        )
+        ax.title.set_fontsize(10)
     fig.suptitle(title)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     style.legend_below(fig, handles, labels, ncol=2)
