@@ -21,10 +21,6 @@ from vgrout.figures.sets import get_set
 from vgrout.grpo.sweep import run_grid
 
 
-def untimed(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("set", help="a figure set with committed run records, e.g. powered")
@@ -41,7 +37,10 @@ def main() -> int:
     same = 0
     for key, rec in sorted(new.records.items()):
         old = stored[key]
-        steps, evals = untimed(rec.steps) == untimed(old.steps), rec.evals == old.evals
+        steps, evals = (
+            retrain.untimed(rec.steps) == retrain.untimed(old.steps),
+            rec.evals == old.evals,
+        )
         same += steps and evals
         print(f"{key[0]} s{key[1]}: steps {'identical' if steps else 'DIFFER'}, "
               f"evaluations {'identical' if evals else 'DIFFER'}")  # fmt: skip

@@ -18,6 +18,7 @@ import torch
 from vgrout.grpo.config import preset
 from vgrout.grpo.loop import train
 from vgrout.grpo.rundir import open_run
+from vgrout.machine import git_revision
 
 TIMING = ("time_generate", "time_grade", "time_gate", "time_update")
 
@@ -46,6 +47,7 @@ def test_routeA_smoke_run_writes_every_artifact(tmp_path):
     machine = _rows(run / "machine.jsonl")
     assert [m["step"] for m in machine] == [0] and machine[0]["torch_threads"] == 1
     assert machine[0]["cpu"]["model"] and machine[0]["torch"] == torch.__version__
+    assert machine[0]["revision"] == git_revision()["commit"]  # which code trained it
     steps = _rows(run / "steps.jsonl")
     assert [r["step"] for r in steps] == [1, 2, 3]
     for key in (

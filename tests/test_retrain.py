@@ -9,6 +9,7 @@ must be left untouched unless asked.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -122,6 +123,36 @@ def test_a_grid_stored_part_way_is_marked_partial_and_not_replotted(tmp_path):
     retrain.store_finished(fs, later / "runs", committed)  # stored again: still one part a seed
     assert (committed / "runs.jsonl.gz").read_bytes() == stored
     assert [p["seeds"] for p in results.open_results(committed).meta["parts"]] == [[0], [1]]
+
+
+@pytest.mark.slow
+def test_a_stored_seed_keeps_its_part_and_its_run_folder_must_not_change(tmp_path):
+    """Storing from another checkout once relabelled seeds trained earlier with the
+    storing revision; a seed is stored once, and a folder trained again is refused."""
+    from vgrout.machine import git_revision
+
+    fs, committed = _toy_set(tmp_path)
+    runs = tmp_path / "runs"
+    retrain.retrain(fs, runs, tmp_path / "all")
+    (runs / "oracle" / "s1" / "result.json").rename(runs / "oracle" / "s1" / "held.json")
+    retrain.store_finished(fs, runs, committed)
+    first = results.open_results(committed).meta["parts"][0]
+    assert first["run_revisions"] == [git_revision()["commit"]]  # what trained the runs
+    assert first["run_machines"][0]["torch"]
+    meta = results.open_results(committed).meta
+    meta["parts"][0]["revision"] = "an-earlier-revision"  # as if stored by an older checkout
+    results.save_results(results.open_results(committed), committed, meta)
+    (runs / "oracle" / "s1" / "held.json").rename(runs / "oracle" / "s1" / "result.json")
+    retrain.store_finished(fs, runs, committed)
+    parts = results.open_results(committed).meta["parts"]
+    assert [(p["seeds"], p["revision"]) for p in parts][0] == ([0], "an-earlier-revision")
+    assert [p["seeds"] for p in parts] == [[0], [1]]
+    steps = runs / "vanilla" / "s0" / "steps.jsonl"
+    edited = [json.loads(r) for r in steps.read_text().splitlines()]
+    edited[-1]["loss"] = 123.0  # the folder now holds another run than the stored seed 0
+    steps.write_text("".join(json.dumps(r) + "\n" for r in edited))
+    with pytest.raises(ValueError, match="arm 'vanilla' seed 0 is stored, and its run folder"):
+        retrain.store_finished(fs, runs, committed)
 
 
 @pytest.mark.slow

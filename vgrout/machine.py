@@ -4,15 +4,19 @@ Why it is recorded: a GRPO run's trajectory depends on float rounding, and the
 rounding depends on which CPU kernels torch dispatches to (AVX2 vs AVX-512
 reduce in other orders). The same config and seed repeat a run exactly only on
 a machine that rounds the same way, so every stored result says where it came
-from, and a re-run elsewhere is read as a replication, not a repeat.
+from, and a re-run elsewhere is read as a replication, not a repeat. For the
+same reason a result says which code computed it (`git_revision`).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
+
+from vgrout.paths import REPO
 
 FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_tile")
 """CPU flags that change which matmul and reduction kernels run (so how results round)."""
@@ -61,3 +65,26 @@ def machine_record() -> dict:
     rec["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     rec["torch_threads"] = torch.get_num_threads()
     return rec
+
+
+def git_revision(repo: Path = REPO) -> dict:
+    """{"commit": sha, "dirty": bool, "dirty_files": [...]} of the repository (None without git).
+
+    dirty_files lists the tracked files that differ from the commit, so a
+    manifest written from an edited tree says which edits its figures include.
+    """
+
+    def git(*args):
+        try:
+            r = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        except FileNotFoundError:  # no git on this machine: the record says None
+            return None
+        return r.stdout if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    commit = commit.strip() if commit else None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    if status is None:
+        return {"commit": commit, "dirty": None, "dirty_files": None}
+    files = sorted(line[3:] for line in status.splitlines() if line.strip())  # "XY path"
+    return {"commit": commit, "dirty": bool(files), "dirty_files": files}

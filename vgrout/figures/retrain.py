@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 import time
 from pathlib import Path
@@ -77,9 +78,9 @@ def retrain(
     skip: planned seeds not to train (those a partial grid already stored, see
     `stored_part`).
     """
-    from vgrout.figures.runner import git_revision, organism_record
+    from vgrout.figures.runner import organism_record
     from vgrout.grpo.sweep import run_grid
-    from vgrout.machine import machine_record
+    from vgrout.machine import git_revision, machine_record
 
     train, _ = set_params(fs)
     base = base_config(train)
@@ -109,37 +110,49 @@ def retrain(
 def store_finished(
     fs: FigureSet, runs_dir: str | Path, dest: str | Path, wall_s: float | None = None
 ) -> Grid | None:
-    """Store the seeds of which every arm has finished, marked partial; None if none has.
+    """Store, as one more part, the seeds finished in every arm that `dest` does not hold.
 
     For a grid that outlasts a session: its records are committed as they land,
     while `make figures` leaves a partial grid alone, so no preregistered test is
     read before every planned seed is in. The records already at `dest` are
-    kept and extended (`stored_part`), so the run folders of an earlier session
-    need not survive; once every planned seed is in, the grid is no longer partial.
-    wall_s: the training time of this part, when known (`continue_grid` knows it).
+    kept (`stored_part`), so the run folders of an earlier session need not
+    survive, and a seed already stored is not stored again: its part keeps the
+    revision and machine it was stored with. Where its run folders are still
+    here they must hold the stored runs (`check_unchanged`). Once every planned
+    seed is in, the grid is no longer partial. A part records the revision of
+    the checkout and machine that stored it (`revision`, `machine`) and what
+    trained its runs (`run_provenance`). wall_s: the part's training time, when known
+    (`continue_grid` knows it). Returns the stored grid (None if nothing is).
     """
     from vgrout.figures.grid import discover_runs
-    from vgrout.figures.runner import git_revision, organism_record
-    from vgrout.machine import machine_record
+    from vgrout.figures.runner import organism_record
+    from vgrout.machine import git_revision, machine_record
 
     train, _ = set_params(fs)
     root = repo_path(runs_dir)
     arms, planned = list(train["arms"]), list(train["seeds"])
     done = [s for s in planned if all((root / a / f"s{s}" / "result.json").is_file() for a in arms)]
     earlier = stored_part(fs, dest)
-    if not done:
-        print(f"[retrain] {fs.name}: no seed has finished in every arm under {root}")
+    kept = dict(earlier.records) if earlier else {}
+    held = {s for _, s in kept}
+    stored_again = [s for s in done if s in held]
+    if stored_again:  # (discover_runs reads every seed when given none)
+        check_unchanged(kept, Grid.from_run_dirs(discover_runs(root, arms, stored_again)).records,
+                        str(dest))  # fmt: skip
+    fresh = [s for s in done if s not in held]
+    if not fresh:
+        print(f"[retrain] {fs.name}: no finished seed under {root} that {dest} lacks")
         return earlier
-    new = Grid.from_run_dirs(discover_runs(root, arms, done)).records
-    kept = {k: r for k, r in (earlier.records if earlier else {}).items() if k[1] not in done}
+    new = Grid.from_run_dirs(discover_runs(root, arms, fresh)).records
     check_same_configs(kept, new, str(dest))
-    seeds = sorted({s for _, s in kept} | set(done))
+    seeds = sorted(held | set(fresh))
     merged = {**kept, **new}
     grid = Grid(records={(a, s): merged[(a, s)] for a in arms for s in seeds})
-    part = {"seeds": done, "revision": git_revision()["commit"], "machine": machine_record(),
+    part = {"seeds": fresh, "revision": git_revision()["commit"],
+            **run_provenance(root, arms, fresh), "machine": machine_record(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **({"wall_s": round(wall_s, 1)} if wall_s is not None else {})}  # fmt: skip
-    parts = earlier_parts(earlier, replaced=done) + [part]
+    parts = earlier_parts(earlier) + [part]
     missing = [s for s in planned if s not in seeds]
     meta = {
         "name": fs.name, "organism": organism_record(train["model"]),
@@ -150,8 +163,50 @@ def store_finished(
         f"stored in {len(parts)} part(s) as they finished (see parts)",
     }  # fmt: skip
     save_results(grid, dest, meta)
-    print(f"[retrain] {fs.name}: stored seeds {seeds} ({len(seeds)} of {len(planned)}) in {dest}")
+    print(
+        f"[retrain] {fs.name}: stored seeds {fresh}, now {len(seeds)} of {len(planned)}, in {dest}"
+    )
     return grid
+
+
+def run_provenance(root: Path, arms: Sequence[str], seeds: Sequence[int]) -> dict:
+    """What trained these runs, from the rows their starts and resumes wrote to
+    machine.jsonl: `run_revisions` (sorted; None for a run made before runs
+    recorded theirs) and `run_machines` (each distinct machine record once)."""
+    from vgrout.grpo.rundir import read_jsonl
+
+    revisions, machines = set(), {}
+    for a in arms:
+        for s in seeds:
+            for row in read_jsonl(root / a / f"s{s}" / "machine.jsonl"):
+                revisions.add(row.get("revision"))
+                machine = {k: v for k, v in row.items() if k not in ("step", "revision", "dirty")}
+                machines[json.dumps(machine, sort_keys=True)] = machine
+    return {
+        "run_revisions": sorted(revisions, key=lambda r: (r is None, r or "")),
+        "run_machines": [machines[k] for k in sorted(machines)],
+    }
+
+
+def check_unchanged(stored: Mapping, found: Mapping, where: str) -> None:
+    """Raise when a run folder holds another run than the record stored for its seed.
+
+    A seed is stored once; a folder that was trained again (another machine,
+    a changed tree) would otherwise be silently ignored, or silently mixed in.
+    """
+    for key, rec in found.items():
+        old = stored[key]
+        if untimed(rec.steps) != untimed(old.steps) or rec.evals != old.evals:
+            raise ValueError(
+                f"{where}: arm {key[0]!r} seed {key[1]} is stored, and its run folder holds "
+                "another run (steps or evaluations differ); move the folder or the stored "
+                "seed aside before storing"
+            )
+
+
+def untimed(rows: Sequence[dict]) -> list[dict]:
+    """Step rows without their wall times (which differ between repeats of one run)."""
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows]
 
 
 def stored_part(fs: FigureSet, dest: str | Path) -> Grid | None:
@@ -174,16 +229,13 @@ def stored_part(fs: FigureSet, dest: str | Path) -> Grid | None:
     return grid
 
 
-def earlier_parts(grid: Grid | None, replaced: Sequence[int]) -> list[dict]:
-    """The parts a stored grid was trained in (one, for a grid stored before parts were
-    kept), less the seeds stored again now (`replaced`); a part left empty is dropped."""
+def earlier_parts(grid: Grid | None) -> list[dict]:
+    """The parts a stored grid was stored in (one, for a grid stored before parts were kept)."""
     if grid is None:
         return []
-    parts = grid.meta.get("parts") or [
+    return grid.meta.get("parts") or [
         {k: grid.meta.get(k) for k in ("seeds", "revision", "machine", "date")}
     ]
-    out = [{**p, "seeds": [s for s in p["seeds"] if s not in replaced]} for p in parts]
-    return [p for p in out if p["seeds"]]
 
 
 RUN_FIELDS = ("seed", "run_dir", "resume")

@@ -31,7 +31,6 @@ import argparse
 import ast
 import datetime as dt
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, Sequence
 
 from vgrout import cli
 from vgrout.files import save_json
+from vgrout.machine import git_revision
 from vgrout.paths import REPO, repo_path
 from vgrout.procs import stop_on_signals
 
@@ -130,26 +130,6 @@ def load_params(notebook: Path, params_dir: str | Path) -> dict:
             f"{path}: {owned} is set by vgrout.figures.runner, remove it from the yaml"
         )
     return params
-
-
-def git_revision(repo: Path = REPO) -> dict:
-    """{"commit": sha, "dirty": bool, "dirty_files": [...]} of the repository (None without git).
-
-    dirty_files lists the tracked files that differ from the commit, so a
-    manifest written from an edited tree says which edits its figures include.
-    """
-
-    def git(*args):
-        r = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-        return r.stdout if r.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    commit = commit.strip() if commit else None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    if status is None:
-        return {"commit": commit, "dirty": None, "dirty_files": None}
-    files = sorted(line[3:] for line in status.splitlines() if line.strip())  # "XY path"
-    return {"commit": commit, "dirty": bool(files), "dirty_files": files}
 
 
 def organism_record(model: str = "organism") -> dict | None:

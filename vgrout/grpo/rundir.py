@@ -155,11 +155,16 @@ def record_machine(run: RunDir, step: int) -> None:
 
     A trajectory depends on the CPU's float rounding (which kernels torch picks,
     how many threads reduce), so a run says where each stretch of it was computed,
-    and a run resumed elsewhere says from which step. Called after the threads are set.
+    and a run resumed elsewhere says from which step; and with which code
+    (`revision`: the commit, `dirty`: whether tracked files differed from it), so a
+    grid stored by another checkout than trained it still says what trained it.
+    Called after the threads are set.
     """
-    from vgrout.machine import machine_record
+    from vgrout.machine import git_revision, machine_record
 
-    run.log("machine", {"step": step, **machine_record()})
+    rev = git_revision()
+    row = {"step": step, **machine_record(), "revision": rev["commit"], "dirty": rev["dirty"]}
+    run.log("machine", row)
 
 
 def adapter_state(model) -> dict:
