@@ -6,7 +6,7 @@ Layout of runs/<run_id>/:
   rollouts.jsonl  every rollout (text, labels, score, zone)
   eval.jsonl      one row per (step, split, view) evaluation
   machine.jsonl   one row per start or resume: its step, CPU model and flags, torch,
-                  its kernels and threads (vgrout.machine)
+                  its kernels and threads, and the code's git revision (vgrout.machine)
   ckpt.pt         newest checkpoint (adapters, optimizer, scheduler, RNG, gate)
   result.json     written when the run finishes
 
