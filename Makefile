@@ -49,7 +49,7 @@ figures: $(STAMP)
 	$(BIN)/python -m vgrout.figures
 
 # Trains one committed grid again into out/retrain/$(GRID) (hours on 2 cores; resumable)
-# and compares it with results/$(GRID): make grid GRID=primary|secondary|replication
+# and compares it with results/$(GRID): make grid GRID=primary|secondary|replication|powered|monitors
 GRID ?= primary
 grid: $(STAMP)
 	$(BIN)/python -m vgrout.figures.retrain $(GRID)
