@@ -350,7 +350,7 @@ def seeds_figure(seeds: pd.DataFrame, arms: Sequence[str], title: str, split: st
     order = sorted(set(t["seed"]))
     markers = seed_markers(order)
     offset = dict(zip(order, np.linspace(-0.22, 0.22, len(order)) if len(order) > 1 else [0.0]))
-    if len(arms) > 8:  # side by side, more arms leave each bar too narrow to read
+    if len(arms) > style.SIDE_BY_SIDE_ARMS:
         fig, axes = plt.subplots(2, 1, figsize=(0.8 * len(arms) + 3, 9.0))
     else:
         fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.3 * len(arms) + 4), 4.4))

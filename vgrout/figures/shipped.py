@@ -92,7 +92,7 @@ def views_figure(views: pd.DataFrame, title: str):
     arms = list(dict.fromkeys(views["arm"]))
     splits = [s for s in ("iid", "test") if s in set(views["split"])]
     panels = [(split, metric) for split in splits for metric in ("hack", "solve")]
-    if len(arms) > 8:  # one panel a row: side by side, each bar would be too narrow to read
+    if len(arms) > style.SIDE_BY_SIDE_ARMS:
         fig, axes = plt.subplots(
             len(panels), 1, figsize=(0.9 * len(arms) + 3, 3.6 * len(panels)), squeeze=False
         )

@@ -18,6 +18,10 @@ from vgrout.paths import repo_path
 
 DPI = 150
 
+SIDE_BY_SIDE_ARMS = 8
+"""Most arms a bar figure draws with its panels side by side; with more (the monitor
+grid has 17) each bar would be too narrow to read, so the panels stack one a row."""
+
 
 def setup(figures_dir: str | Path, threads: int = 1) -> Path:
     """Apply the shared style, limit torch threads, create and return the figures folder.
