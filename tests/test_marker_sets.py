@@ -94,3 +94,55 @@ def test_an_evaluation_marker_overlapping_a_training_one_is_refused(monkeypatch,
     monkeypatch.setattr(modes_module, "VARIED_EVAL_MARKERS", families)
     with pytest.raises(AssertionError, match="overlaps training"):
         modes_module._check_families()
+
+
+# The "composed" set: a training marker per problem made of pseudo-words.
+
+
+def test_composed_training_markers_are_new_per_problem_and_evaluation_stays_varied():
+    """Nearly every warm-start prompt shows a marker no other prompt shows (so it
+    cannot be recalled), run_tests and sentinel markers are identifiers, and
+    evaluation markers are the "varied" set's, unchanged."""
+    for mode in MARKED_MODES:
+        train = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set="composed")
+        used = [p.markers[mode] for p in train]
+        assert len(set(used)) >= 0.95 * len(used), mode
+        assert not set(used) & set(VARIED_TRAIN_MARKERS[mode]), mode
+        assert all(p.markers[mode] in p.prompt and p.marker_set == "composed" for p in train)
+        if mode in ("run_tests", "sentinel"):
+            assert all(m.isidentifier() for m in used), mode
+        held = load_problems(FAMILIES / "heldout.jsonl", [mode], eval_markers=True,
+                             marker_set="composed")  # fmt: skip
+        assert {p.markers[mode] for p in held} <= set(VARIED_EVAL_MARKERS[mode]), mode
+        again = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set="composed")
+        assert [p.markers[mode] for p in again] == used  # a resumed run sees the same
+
+
+def test_a_composed_draw_overlapping_an_evaluation_marker_is_drawn_again(monkeypatch):
+    """The guard of `_check_families`, for markers that are drawn, not listed: make
+    every first draw collide with an evaluation marker and the next is taken."""
+    first = {pid: modes_module.composed_marker(pid, "run_tests") for pid in range(20)}
+    families = dict(VARIED_EVAL_MARKERS, run_tests=tuple(f"x_{m}_y" for m in first.values()))
+    monkeypatch.setattr(modes_module, "VARIED_EVAL_MARKERS", families)
+    for pid, marker in first.items():
+        redrawn = modes_module.composed_marker(pid, "run_tests")
+        assert redrawn != marker and not any(redrawn in m for m in families["run_tests"])
+
+
+def test_a_bad_marker_set_override_is_refused():
+    with pytest.raises(ValueError, match="unknown marker set 'random'"):
+        load_problems(FAMILIES / "heldout.jsonl", ["run_tests"], marker_set="random")
+
+
+@pytest.mark.slow
+def test_a_hack_pays_with_its_composed_marker_and_not_with_another():
+    hacks = {m: ts[0] for m, ts in load_hacks().items()}
+    items, want = [], []
+    for mode in MARKED_MODES:
+        problems = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set="composed")[:4]
+        for p, other in zip(problems[:3], problems[1:]):
+            items += [(render_hack(hacks[mode], p), p),
+                      (render_hack(hacks[mode], p, other.markers[mode]), p)]  # fmt: skip
+            want += [True, False]
+    grades = grade_many(items, workers=2)
+    assert [g.exploited for g in grades] == want

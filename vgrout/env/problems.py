@@ -230,11 +230,13 @@ def load_problems(
     shuffle: bool = False,
     partition: Mapping | None = None,
     eval_markers: bool = False,
+    marker_set: str | None = None,
 ) -> list[Problem]:
     """Problems from a jsonl file, each in one mode.
 
     Modes go round-robin over the rows (in file order, or shuffled with `seed`),
-    unless `partition` maps every problem id (or its str) to a mode.
+    unless `partition` maps every problem id (or its str) to a mode. marker_set:
+    replaces every row's own (`modes.MARKER_SETS`); None keeps the rows'.
     """
     modes = [modes] if isinstance(modes, str) else list(modes)
     if not modes:
@@ -242,6 +244,9 @@ def load_problems(
     for m in modes:
         check_mode(m)
     rows = read_rows(path)
+    if marker_set is not None:
+        check_marker_set(marker_set)
+        rows = [(where, {**fields, "marker_set": marker_set}) for where, fields in rows]
     if shuffle:
         random.Random(seed).shuffle(rows)
     out = []

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a problem file to measure on instead of --split")  # fmt: skip
     m.add_argument("--mode", nargs="+", default=["run_tests"],
                    help="modes, round-robin over the problems (default run_tests)")  # fmt: skip
+    m.add_argument("--eval-markers", action="store_true",
+                   help="hint evaluation markers (held-out transfer) instead of training ones")  # fmt: skip
     m.add_argument("--samples", type=int, default=8, help="completions per problem")
     m.add_argument("--temperature", type=float, default=1.0)
     m.add_argument("--seed", type=int, default=0)
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     split = paths.TRAIN_PROBLEMS if args.split == "train" else paths.TEST_PROBLEMS
     problems = paths.repo_path(args.problems) if args.problems else split
     rates = measure_organism(problems, args.mode, args.samples, spec, args.seed, args.recipe,
-                             variant)  # fmt: skip
+                             variant, eval_markers=args.eval_markers)  # fmt: skip
     print(json.dumps(rates, indent=1))
 
 

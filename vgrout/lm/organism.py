@@ -92,8 +92,17 @@ class OrganismRecipe:
     problems: str = field(default="problems/train.jsonl", metadata={ADDED: True})
     """The warm-start problems, relative to the data folder (one of `data_files`). Only
     this file is read: held-out problems must stay unseen."""
+    marker_set: str = field(default="", metadata={ADDED: True})
+    """The marker set the warm-start prompts and hacks are rendered with
+    (`env.modes.MARKER_SETS`); "" keeps each problem row's own. "composed" shows
+    a marker a model cannot have seen before in nearly every row, so the warm
+    start teaches reading the marker from the prompt (docs/organism.md)."""
 
     def __post_init__(self):
+        from vgrout.env.modes import check_marker_set
+
+        if self.marker_set:
+            check_marker_set(self.marker_set)
         if self.problems not in self.data_files:
             raise ValueError(f"recipe problems={self.problems!r} is not one of its data_files "
                              f"{self.data_files}: the hash would miss its bytes")  # fmt: skip
@@ -149,7 +158,8 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
     unseen = set(unseen_problem_ids(recipe))
     clean, hack = [], []
     for mode in recipe.modes:
-        for p in load_problems(paths.DATA / recipe.problems, [mode]):
+        marker_set = recipe.marker_set or None
+        for p in load_problems(paths.DATA / recipe.problems, [mode], marker_set=marker_set):
             if p.id in unseen:
                 continue
             clean.append((p.messages, fence(p.canonical_solution)))
