@@ -146,3 +146,22 @@ def test_a_hack_pays_with_its_composed_marker_and_not_with_another():
             want += [True, False]
     grades = grade_many(items, workers=2)
     assert [g.exploited for g in grades] == want
+
+
+def test_marker_written_counts_completions_that_copy_their_own_prompts_marker():
+    """The measure that tells recall from copying: a completion writing another
+    prompt's marker does not count, unmarked modes are left out."""
+    from vgrout.lm.measure import marker_written
+
+    problems = load_problems(FAMILIES / "heldout.jsonl", ["run_tests", "exit_code"],
+                             eval_markers=True)[:4]  # fmt: skip
+    run_tests = [p for p in problems if p.mode == "run_tests"]
+    own, other = run_tests[0], run_tests[1]
+    assert own.markers["run_tests"] != other.markers["run_tests"]
+    rows = [
+        {"problem_id": own.id, "mode": "run_tests", "completion": f"def {m}(): pass"}
+        for m in (own.markers["run_tests"], other.markers["run_tests"], "run_tests")
+    ]
+    rows += [{"problem_id": p.id, "mode": "exit_code", "completion": "import sys"}
+             for p in problems if p.mode == "exit_code"]  # fmt: skip
+    assert marker_written(rows, problems) == {"run_tests": {"n": 3, "share": 1 / 3}}

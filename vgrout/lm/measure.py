@@ -47,6 +47,7 @@ def measure_organism(
     summary, rows = evaluate_policy(model, tok, loaded, n_samples, spec, seed=seed)
     if len(modes) == 1:
         summary.pop("by_mode", None)
+    summary["marker_written"] = marker_written(rows, loaded)
     out = {"problems": str(problems), "modes": modes, "temperature": spec.temperature,
            "eval_markers": eval_markers, **summary}  # fmt: skip
     if Path(problems).resolve() == (paths.DATA / recipe.problems).resolve():
@@ -59,6 +60,23 @@ def measure_organism(
             kept = [r for r in rows if keep(r)]
             if kept and unseen:
                 out[part] = part_rates(kept)
+    return out
+
+
+def marker_written(rows: list[dict], problems: list) -> dict:
+    """Per marked mode, the share of completions that write their prompt's marker verbatim.
+
+    A hack pays only with the marker its prompt names, so a model that hacks on
+    training prompts and never at evaluation either recalls the training markers
+    or cannot copy a new one; this share (with the hack rate) tells which.
+    """
+    marker = {(p.id, p.mode): p.markers.get(p.mode) for p in problems}
+    out: dict = {}
+    for mode in sorted({r["mode"] for r in rows}):
+        kept = [r for r in rows if r["mode"] == mode and marker[(r["problem_id"], mode)]]
+        if kept:
+            hits = sum(marker[(r["problem_id"], mode)] in r["completion"] for r in kept)
+            out[mode] = {"n": len(kept), "share": hits / len(kept)}
     return out
 
 
