@@ -68,7 +68,8 @@ def marker_written(rows: list[dict], problems: list) -> dict:
 
     A hack pays only with the marker its prompt names, so a model that hacks on
     training prompts and never at evaluation either recalls the training markers
-    or cannot copy a new one; this share (with the hack rate) tells which.
+    or cannot copy a new one; this share (with the hack rate) tells which. It is a
+    substring test, so a short marker ("ok") can also occur by chance.
     """
     marker = {(p.id, p.mode): p.markers.get(p.mode) for p in problems}
     out: dict = {}
