@@ -40,8 +40,14 @@ def grid(args) -> None:
     run_grid(base, arms, range(args.seeds), args.root, jobs=args.jobs)
 
 
-def run_summary(path: Path) -> dict | None:
-    """One run's target numbers; None while it has no step logged."""
+def run_summary(path: Path, by_mode: bool = False) -> dict | None:
+    """One run's target numbers; None while it has no step logged.
+
+    by_mode: also the shipped held-out hack rate of each mode, and the training
+    hack share of each mode over the last steps (from rollouts.jsonl): marked
+    modes pay only a hack that copies the prompt's marker, so the two side by
+    side show whether hacking learned on training markers reaches evaluation ones.
+    """
     from vgrout.grpo.rundir import load_run
 
     run = load_run(path)
@@ -57,7 +63,23 @@ def run_summary(path: Path) -> dict | None:
             out[when] = {"hack": row["hack"], "solve": row["solve"], "n": row["n"],
                          **{f"{k}_{s}": v[k] for s, v in row.get("by_subset", {}).items()
                             for k in ("hack", "solve")}}  # fmt: skip
+            if by_mode:
+                out[when].update({f"hack_{m}": v["hack"] for m, v in row["by_mode"].items()})
+    if by_mode:
+        out["train_by_mode"] = training_hack_by_mode(path / "rollouts.jsonl", len(steps) - LAST)
     return out
+
+
+def training_hack_by_mode(rollouts: Path, after: int) -> dict:
+    """Share of training rollouts that hacked, per mode, over the steps after `after`."""
+    counts: dict = {}
+    with open(rollouts) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["step"] > after and r["sampler"] == "trained":
+                n, hacked = counts.get(r["mode"], (0, 0))
+                counts[r["mode"]] = (n + 1, hacked + bool(r["exploited"]))
+    return {m: hacked / n for m, (n, hacked) in counts.items()}
 
 
 def mean_se(values: list[float]) -> str:
@@ -71,7 +93,8 @@ def mean_se(values: list[float]) -> str:
 def report(args) -> None:
     root = Path(args.root)
     for arm in sorted(p.name for p in root.iterdir() if p.is_dir()):
-        runs = {p.name: run_summary(p) for p in sorted((root / arm).iterdir(), key=_seed)}
+        runs = {p.name: run_summary(p, args.by_mode)
+                for p in sorted((root / arm).iterdir(), key=_seed)}  # fmt: skip
         done = {k: v for k, v in runs.items() if v and v["finished"]}
         print(f"== {arm}: {len(done)} of {len(runs)} runs finished")
         for seed, s in runs.items():
@@ -94,6 +117,10 @@ def report(args) -> None:
             print(
                 f"  shipped held-out {key}: final {mean_se(finals)}; untrained {mean_se(untrained)}"
             )
+        for mode in sorted({m for s in done.values() for m in s.get("train_by_mode", {})}):
+            shares = [s["train_by_mode"][mode] for s in done.values()
+                      if mode in s.get("train_by_mode", {})]  # fmt: skip
+            print(f"  training hack share {mode}, last {LAST} steps: {mean_se(shares)}")
 
 
 def _seed(path: Path) -> int:
@@ -113,6 +140,9 @@ def main() -> None:
                    help="a GRPOConfig override, e.g. --set lr=0.001")  # fmt: skip
     r = sub.add_parser("report", help="print the targets from the run folders")
     r.add_argument("--root", required=True)
+    r.add_argument("--by-mode", action="store_true",
+                   help="also held-out hack per mode, and training hack share per mode "
+                   "over the last steps")  # fmt: skip
     args = ap.parse_args()
     (grid if args.cmd == "grid" else report)(args)
 
