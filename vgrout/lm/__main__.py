@@ -15,6 +15,7 @@ import json
 import sys
 
 from vgrout import cli
+from vgrout.env.modes import MARKER_SETS
 from vgrout.lm.measure import measure_organism
 from vgrout.lm.organism import RECIPES, ensure_organism, recipe_with
 from vgrout.lm.spec import COMMITTED_SAMPLING
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="modes, round-robin over the problems (default run_tests)")  # fmt: skip
     m.add_argument("--eval-markers", action="store_true",
                    help="hint evaluation markers (held-out transfer) instead of training ones")  # fmt: skip
+    m.add_argument("--marker-set", default=None, choices=MARKER_SETS,
+                   help="render the problems with this marker set instead of each row's own")  # fmt: skip
     m.add_argument("--samples", type=int, default=8, help="completions per problem")
     m.add_argument("--temperature", type=float, default=1.0)
     m.add_argument("--seed", type=int, default=0)
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     split = paths.TRAIN_PROBLEMS if args.split == "train" else paths.TEST_PROBLEMS
     problems = paths.repo_path(args.problems) if args.problems else split
     rates = measure_organism(problems, args.mode, args.samples, spec, args.seed, args.recipe,
-                             variant, eval_markers=args.eval_markers)  # fmt: skip
+                             variant, eval_markers=args.eval_markers, marker_set=args.marker_set)  # fmt: skip
     print(json.dumps(rates, indent=1))
 
 

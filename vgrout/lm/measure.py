@@ -19,11 +19,13 @@ def measure_organism(
     name: str = "organism",
     recipe=None,
     eval_markers: bool = False,
+    marker_set: str | None = None,
 ) -> dict:
     """An organism's compile / solve / hack rates on a problem file, sampled as `spec` says.
 
     problems: a problem file, loaded with `modes` round-robin (training markers,
-    or evaluation markers with `eval_markers`: does a hack transfer).
+    or evaluation markers with `eval_markers`: does a hack transfer; `marker_set`
+    replaces the rows' own marker set).
     name: the shipped organism measured (data/<name>, `organism.RECIPES`).
     recipe: an `OrganismRecipe` variant to build (if its cache lacks it) and
     measure instead. Besides the whole file, rates are given per `subset` of a
@@ -43,13 +45,13 @@ def measure_organism(
         recipe = RECIPES[name]
     else:
         model, tok = load_policy(str(ensure_organism(recipe)))
-    loaded = load_problems(problems, modes, eval_markers=eval_markers)
+    loaded = load_problems(problems, modes, eval_markers=eval_markers, marker_set=marker_set)
     summary, rows = evaluate_policy(model, tok, loaded, n_samples, spec, seed=seed)
     if len(modes) == 1:
         summary.pop("by_mode", None)
     summary["marker_written"] = marker_written(rows, loaded)
     out = {"problems": str(problems), "modes": modes, "temperature": spec.temperature,
-           "eval_markers": eval_markers, **summary}  # fmt: skip
+           "eval_markers": eval_markers, "marker_set": marker_set, **summary}  # fmt: skip
     if Path(problems).resolve() == (paths.DATA / recipe.problems).resolve():
         unseen = set(unseen_problem_ids(recipe))
         parts: dict[str, Callable] = {
