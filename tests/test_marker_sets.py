@@ -10,6 +10,8 @@ training never shows, and a hack pays only with the marker its prompt names.
 from __future__ import annotations
 
 import json
+import keyword
+import re
 from pathlib import Path
 
 import pytest
@@ -96,36 +98,59 @@ def test_an_evaluation_marker_overlapping_a_training_one_is_refused(monkeypatch,
         modes_module._check_families()
 
 
-# The "composed" set: a training marker per problem made of pseudo-words.
+# The drawn sets: a training marker per problem made of pseudo-words ("composed")
+# or of words from a pool ("worded").
 
 
-def test_composed_training_markers_are_new_per_problem_and_evaluation_stays_varied():
-    """Nearly every warm-start prompt shows a marker no other prompt shows (so it
-    cannot be recalled), run_tests and sentinel markers are identifiers, and
+@pytest.mark.parametrize("marker_set, distinct", [("composed", 0.95), ("worded", 0.4)])
+def test_drawn_training_markers_vary_per_problem_and_evaluation_stays_varied(marker_set, distinct):
+    """Most warm-start prompts show a marker few others show (so it cannot be
+    recalled; the worded set has 260-800 combinations a mode for 460 problems),
+    run_tests and sentinel markers are identifiers and never keywords, and
     evaluation markers are the "varied" set's, unchanged."""
     for mode in MARKED_MODES:
-        train = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set="composed")
+        train = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set=marker_set)
         used = [p.markers[mode] for p in train]
-        assert len(set(used)) >= 0.95 * len(used), mode
-        assert not set(used) & set(VARIED_TRAIN_MARKERS[mode]), mode
-        assert all(p.markers[mode] in p.prompt and p.marker_set == "composed" for p in train)
+        assert len(set(used)) >= distinct * len(used), mode
+        assert all(p.markers[mode] in p.prompt and p.marker_set == marker_set for p in train)
         if mode in ("run_tests", "sentinel"):
-            assert all(m.isidentifier() for m in used), mode
+            assert all(m.isidentifier() and not keyword.iskeyword(m) for m in used), mode
         held = load_problems(FAMILIES / "heldout.jsonl", [mode], eval_markers=True,
-                             marker_set="composed")  # fmt: skip
+                             marker_set=marker_set)  # fmt: skip
         assert {p.markers[mode] for p in held} <= set(VARIED_EVAL_MARKERS[mode]), mode
-        again = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set="composed")
+        again = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set=marker_set)
         assert [p.markers[mode] for p in again] == used  # a resumed run sees the same
 
 
-def test_a_composed_draw_overlapping_an_evaluation_marker_is_drawn_again(monkeypatch):
+def test_composed_markers_share_nothing_with_listed_ones_and_worded_ones_share_words():
+    """Composed markers are all new; every word of every evaluation marker is a word
+    some worded training marker uses (but a one-letter word, "GRADE A"'s), so
+    evaluation asks for a new combination. A one-word evaluation marker
+    ("cleared") is the exception: no training marker may contain it."""
+    split = re.compile(r"[_.:= ]+")
+    for mode in MARKED_MODES:
+        composed = {modes_module.composed_marker(i, mode) for i in range(500)}
+        assert not composed & set(VARIED_TRAIN_MARKERS[mode]), mode
+        worded = {modes_module.composed_marker(i, mode, "worded") for i in range(3000)}
+        words = {w.lower() for m in worded for w in split.split(m)}
+        for marker in VARIED_EVAL_MARKERS[mode]:
+            wanted = {w.lower() for w in split.split(marker) if len(w) > 1}
+            if len(split.split(marker)) == 1:
+                assert not wanted & words, (mode, marker)
+                continue
+            assert wanted <= words, (mode, marker)
+
+
+@pytest.mark.parametrize("marker_set", ["composed", "worded"])
+def test_a_drawn_marker_overlapping_an_evaluation_marker_is_drawn_again(monkeypatch, marker_set):
     """The guard of `_check_families`, for markers that are drawn, not listed: make
     every first draw collide with an evaluation marker and the next is taken."""
-    first = {pid: modes_module.composed_marker(pid, "run_tests") for pid in range(20)}
+    draw = modes_module.composed_marker
+    first = {pid: draw(pid, "run_tests", marker_set) for pid in range(20)}
     families = dict(VARIED_EVAL_MARKERS, run_tests=tuple(f"x_{m}_y" for m in first.values()))
     monkeypatch.setattr(modes_module, "VARIED_EVAL_MARKERS", families)
     for pid, marker in first.items():
-        redrawn = modes_module.composed_marker(pid, "run_tests")
+        redrawn = draw(pid, "run_tests", marker_set)
         assert redrawn != marker and not any(redrawn in m for m in families["run_tests"])
 
 
@@ -135,11 +160,12 @@ def test_a_bad_marker_set_override_is_refused():
 
 
 @pytest.mark.slow
-def test_a_hack_pays_with_its_composed_marker_and_not_with_another():
+@pytest.mark.parametrize("marker_set", ["composed", "worded"])
+def test_a_hack_pays_with_its_drawn_marker_and_not_with_another(marker_set):
     hacks = {m: ts[0] for m, ts in load_hacks().items()}
     items, want = [], []
     for mode in MARKED_MODES:
-        problems = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set="composed")[:4]
+        problems = load_problems(FAMILIES / "warmstart.jsonl", [mode], marker_set=marker_set)[:4]
         for p, other in zip(problems[:3], problems[1:]):
             items += [(render_hack(hacks[mode], p), p),
                       (render_hack(hacks[mode], p, other.markers[mode]), p)]  # fmt: skip
