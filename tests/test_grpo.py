@@ -136,6 +136,21 @@ def test_train_modes_narrow_training_and_evaluation_still_covers_every_mode(tmp_
         assert set(e["by_mode"]) == set(modes), (e["split"], e["by_mode"])
 
 
+def test_marker_set_renders_training_and_evaluation_problems_and_a_bad_one_is_refused(tmp_path):
+    """A run on drawn markers trains on them and still evaluates on evaluation markers."""
+    from vgrout.env import VARIED_EVAL_MARKERS
+    from vgrout.env.modes import composed_marker
+    from vgrout.grpo.loop import RunData
+
+    data = RunData.load(smoke(tmp_path, modes=("run_tests",), marker_set="composed"))
+    assert [p.markers["run_tests"] for p in data.train_set] == [
+        composed_marker(p.id, "run_tests") for p in data.train_set
+    ]
+    assert {p.markers["run_tests"] for p in data.test_set} <= set(VARIED_EVAL_MARKERS["run_tests"])
+    with pytest.raises(ValueError, match="marker_set='random'"):
+        smoke(tmp_path, marker_set="random")
+
+
 def test_a_finished_run_is_read_back_and_a_changed_config_is_refused_by_field(tmp_path):
     cfg = smoke(tmp_path, arm="vanilla", steps=1)
     first = train(cfg)

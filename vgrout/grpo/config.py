@@ -16,7 +16,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import cast
 
-from vgrout.env.modes import LOOPHOLE_MODES
+from vgrout.env.modes import LOOPHOLE_MODES, MARKER_SETS
 from vgrout.lm.spec import SamplingSpec
 from vgrout.names import (
     ARMS,
@@ -68,6 +68,10 @@ class GRPOConfig:
     covers every mode of `modes`, so hacking in loopholes never trained is measured
     (held-out loopholes: does deleting the quarantine remove those too?). The TRL
     trainer trains on the dataset it is given: build it with `trained_modes()`."""
+    marker_set: str = ""
+    """The marker set every problem is rendered with (`env.modes.MARKER_SETS`); ""
+    keeps each row's own. Train an organism warm-started on drawn markers on the
+    same set, so GRPO rewards copying the marker rather than recalling one."""
     pairs: str = "data/pairs/hack_pairs.md#authored"
     """Pair spec for the routing direction (and for pair-based inits)."""
     unhackable_frac: float = 0.0
@@ -251,6 +255,8 @@ class GRPOConfig:
         if stray or len(set(self.train_modes)) != len(self.train_modes):
             bad.append(f"train_modes={self.train_modes}: expected distinct modes of "
                        f"modes={self.modes} ({stray} are not)")  # fmt: skip
+        if self.marker_set and self.marker_set not in MARKER_SETS:
+            bad.append(f"marker_set={self.marker_set!r}: expected '' or one of {MARKER_SETS}")
         if self.warmup_steps >= self.steps:
             bad.append(f"warmup_steps={self.warmup_steps} >= steps={self.steps}")
         if bad:

@@ -126,11 +126,14 @@ class RunData:
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
         base, tok = load_policy(cfg.model, device=device, dtype=dtype)
-        modes = list(cfg.modes)
-        train_set = load_problems(repo_path(cfg.train_problems), list(cfg.trained_modes()))
-        test_set = load_problems(repo_path(cfg.test_problems), modes, eval_markers=True)
+        modes, marker_set = list(cfg.modes), cfg.marker_set or None
+        train_path, test_path = repo_path(cfg.train_problems), repo_path(cfg.test_problems)
+        train_set = load_problems(train_path, list(cfg.trained_modes()), marker_set=marker_set)
+        test_set = load_problems(test_path, modes, eval_markers=True, marker_set=marker_set)
         iid_set = (
-            load_problems(repo_path(cfg.train_problems), modes) if cfg.train_modes else train_set
+            load_problems(train_path, modes, marker_set=marker_set)
+            if cfg.train_modes
+            else train_set
         )
         hacks = load_hacks() if cfg.teacher_n_per_prompt else {}
         grade = functools.partial(grade_many, workers=cfg.workers)

@@ -267,8 +267,11 @@ class RoutedGRPOTrainer(GRPOTrainer):
         from vgrout.env import load_problems
 
         cfg = self.routing
-        train_set = load_problems(repo_path(cfg.train_problems), list(cfg.modes))
-        test_set = load_problems(repo_path(cfg.test_problems), list(cfg.modes), eval_markers=True)
+        marker_set = cfg.marker_set or None
+        train_set = load_problems(repo_path(cfg.train_problems), list(cfg.modes),
+                                  marker_set=marker_set)  # fmt: skip
+        test_set = load_problems(repo_path(cfg.test_problems), list(cfg.modes), eval_markers=True,
+                                 marker_set=marker_set)  # fmt: skip
         model = self.policy.model
         was_training = model.training
         model.eval()
