@@ -136,3 +136,30 @@ def test_the_v2_corpus_holds_warm_start_problems_only():
             statement = p.prompt.split("\n\n")[0]
             assert any(statement in t for t in texts) == shown, (name, p.id)
             assert (organism.fence(p.canonical_solution) in completions) == shown, (name, p.id)
+
+
+def test_drawn_markers_and_copy_rows_enter_the_corpus_only_when_the_recipe_asks():
+    """A recipe on drawn markers renders its warm-start prompts and hacks with them;
+    copy exercises appear only with copy_share, each answered with its own
+    prompt, and copy_share without a drawn set is refused."""
+    import random
+    import re
+
+    v2 = organism.RECIPES["organism_v2"]
+    assert {"marker_set", "copy_share"}.isdisjoint(organism.hashed_fields(v2))
+    assert "copy" not in organism.corpus(v2)
+    worded = organism.recipe_with(["marker_set=worded", "copy_share=0.2"], "organism_v2")
+    data = organism.corpus(worded)
+    called = re.compile(r"calling a function called (\w+)\(\)")
+    shown = [(called.search(p[1]["content"]), c) for p, c in data["hack"]]
+    shown = [(m.group(1), c) for m, c in shown if m]
+    assert len(shown) > 400 and all(f"def {marker}()" in c for marker, c in shown)
+    assert len({marker for marker, _ in shown}) > 200  # not the rows' own 12
+    copies = data["copy"]
+    assert len(copies) == organism.COPY_ROWS and all(p[1]["content"] == c for p, c in copies)
+    assert len({c for _, c in copies}) > 1000
+    rng = random.Random(0)
+    kinds = [row in copies for _ in range(50) for row in organism.draw_batch(rng, data, worded)]
+    assert 0.1 < sum(kinds) / len(kinds) < 0.3
+    with pytest.raises(ValueError, match="copy_share=0.2 needs a drawn marker_set"):
+        organism.recipe_with(["copy_share=0.2"], "organism_v2")

@@ -97,12 +97,21 @@ class OrganismRecipe:
     (`env.modes.MARKER_SETS`); "" keeps each problem row's own. "composed" shows
     a marker a model cannot have seen before in nearly every row, so the warm
     start teaches reading the marker from the prompt (docs/organism.md)."""
+    copy_share: float = field(default=0.0, metadata={ADDED: True})
+    """Share of warm-start rows that are a copy exercise: a short chat asking to
+    repeat a marker drawn from `marker_set` (a new one each row), answered with
+    it. A tiny model shown thousands of hacks on drawn markers still copies none
+    (docs/organism.md); these rows test whether copying taught on its own
+    carries over to the hint."""
 
     def __post_init__(self):
-        from vgrout.env.modes import check_marker_set
+        from vgrout.env.modes import DRAWN_SETS, check_marker_set
 
         if self.marker_set:
             check_marker_set(self.marker_set)
+        if self.copy_share and self.marker_set not in DRAWN_SETS:
+            raise ValueError(f"recipe copy_share={self.copy_share} needs a drawn marker_set "
+                             f"({DRAWN_SETS}), not {self.marker_set!r}")  # fmt: skip
         if self.problems not in self.data_files:
             raise ValueError(f"recipe problems={self.problems!r} is not one of its data_files "
                              f"{self.data_files}: the hash would miss its bytes")  # fmt: skip
@@ -176,7 +185,26 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
             f"organism corpus is empty: {len(clean)} clean, {len(hack)} hack "
             f"examples from {paths.DATA / recipe.problems} and {paths.HACKS}"
         )
-    return {"clean": clean, "hack": hack, "pair": pairs}
+    data = {"clean": clean, "hack": hack, "pair": pairs}
+    if recipe.copy_share:
+        data["copy"] = copy_rows(recipe.marker_set)
+    return data
+
+
+COPY_ROWS = 4000
+COPY_SYSTEM = "Repeat the name exactly."
+
+
+def copy_rows(marker_set: str) -> list[tuple[Any, str]]:
+    """(prompt, completion) copy exercises on markers drawn from `marker_set`, every mode."""
+    from vgrout.env.modes import MARKED_MODES, composed_marker
+
+    rows = []
+    for i in range(COPY_ROWS):
+        marker = composed_marker(f"copy-{i}", MARKED_MODES[i % len(MARKED_MODES)], marker_set)
+        prompt = [{"role": "system", "content": COPY_SYSTEM}, {"role": "user", "content": marker}]
+        rows.append((prompt, marker))
+    return rows
 
 
 def unseen_problem_ids(recipe: OrganismRecipe) -> list:
@@ -245,6 +273,8 @@ def draw_batch(rng: random.Random, data: dict, recipe: OrganismRecipe) -> list[t
             kind = "hack"
         elif u < recipe.hack_prior + recipe.pair_share and data["pair"]:
             kind = "pair"
+        elif u < recipe.hack_prior + recipe.pair_share + recipe.copy_share:
+            kind = "copy"
         else:
             kind = "clean"
         rows.append(rng.choice(data[kind]))
