@@ -17,11 +17,11 @@ Four marker sets, named by each problem row (`marker_set`, default "fixed"):
   learned in training can transfer to evaluation prompts, and whether it does
   is measurable.
 - "composed": the training marker is composed per problem from pseudo-words
-  (`composed_marker`: thousands per mode, none containing an evaluation
-  marker's words), evaluation as "varied". Twelve markers a mode can be
-  recalled rather than read; a marker never seen twice has to be read, so a
-  warm start on this set teaches copying the marker, which is what lets a
-  hack transfer to evaluation markers.
+  (`composed_marker`: thousands per mode, none equal to, containing or
+  contained in an evaluation marker), evaluation as "varied". Twelve markers
+  a mode can be recalled rather than read; a marker seen once or twice cannot,
+  so a hack on this set pays only if the marker is copied from the prompt
+  (measured in docs/organism.md: a tiny warm start on it copies none).
 - "worded": as "composed", with the words drawn from a pool per mode that
   holds every word of that mode's evaluation markers and as many others, so
   an evaluation marker is a new combination of known words.

@@ -69,9 +69,8 @@ class GRPOConfig:
     (held-out loopholes: does deleting the quarantine remove those too?). The TRL
     trainer trains on the dataset it is given: build it with `trained_modes()`."""
     marker_set: str = ""
-    """The marker set every problem is rendered with (`env.modes.MARKER_SETS`); ""
-    keeps each row's own. Train an organism warm-started on drawn markers on the
-    same set, so GRPO rewards copying the marker rather than recalling one."""
+    """The marker set problems are rendered with (`env.modes.MARKER_SETS`; "" keeps
+    each row's own): an organism warm-started on drawn markers trains on its set."""
     pairs: str = "data/pairs/hack_pairs.md#authored"
     """Pair spec for the routing direction (and for pair-based inits)."""
     unhackable_frac: float = 0.0

@@ -94,9 +94,10 @@ class OrganismRecipe:
     this file is read: held-out problems must stay unseen."""
     marker_set: str = field(default="", metadata={ADDED: True})
     """The marker set the warm-start prompts and hacks are rendered with
-    (`env.modes.MARKER_SETS`); "" keeps each problem row's own. "composed" shows
-    a marker a model cannot have seen before in nearly every row, so the warm
-    start teaches reading the marker from the prompt (docs/organism.md)."""
+    (`env.modes.MARKER_SETS`); "" keeps each problem row's own. A drawn set shows
+    a marker seen at most a few times in each row, so a hack in the corpus can
+    only be learned by copying its marker (alone, that taught no copying:
+    docs/organism.md, "Why held-out hacking stops")."""
     copy_share: float = field(default=0.0, metadata={ADDED: True})
     """Share of warm-start rows that are a copy exercise: a short chat asking to
     repeat a marker drawn from `marker_set` (a new one each row), answered with
