@@ -186,7 +186,7 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
             f"organism corpus is empty: {len(clean)} clean, {len(hack)} hack "
             f"examples from {paths.DATA / recipe.problems} and {paths.HACKS}"
         )
-    data = {"clean": clean, "hack": hack, "pair": pairs}
+    data: dict[str, list[tuple[Any, str]]] = {"clean": clean, "hack": hack, "pair": pairs}
     if recipe.copy_share:
         data["copy"] = copy_rows(recipe.marker_set)
     return data
