@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vgrout.lm import organism
+from vgrout.lm import copying, organism
 from vgrout.lm.load import load_policy
 from vgrout.lm.tokens import chat_prompt
 
@@ -156,10 +156,44 @@ def test_drawn_markers_and_copy_rows_enter_the_corpus_only_when_the_recipe_asks(
     assert len(shown) > 400 and all(f"def {marker}()" in c for marker, c in shown)
     assert len({marker for marker, _ in shown}) > 200  # not the rows' own 12
     copies = data["copy"]
-    assert len(copies) == organism.COPY_ROWS and all(p[1]["content"] == c for p, c in copies)
+    assert len(copies) == copying.COPY_ROWS and all(p[1]["content"] == c for p, c in copies)
     assert len({c for _, c in copies}) > 1000
     rng = random.Random(0)
     kinds = [row in copies for _ in range(50) for row in organism.draw_batch(rng, data, worded)]
     assert 0.1 < sum(kinds) / len(kinds) < 0.3
     with pytest.raises(ValueError, match="copy_share=0.2 needs a drawn marker_set"):
         organism.recipe_with(["copy_share=0.2"], "organism_v2")
+
+
+def test_prompt_and_line_copy_exercises_put_the_marker_where_a_hack_finds_it():
+    """ "prompt" and "line" copy rows show a warm-start problem whose hint names the
+    row's drawn marker and answer with the marker, or with the line of the mode's
+    canonical hack that writes it (checked against the rendered hack, so the
+    exercise and the hack cannot drift apart); an unknown style is refused, and
+    the default stays out of the hash."""
+    from vgrout.env import load_hacks, load_problems, render_hack
+    from vgrout.env.modes import MARKED_MODES, composed_marker, hint_for
+
+    assert "copy_style" not in organism.hashed_fields(organism.RECIPES["organism_v2"])
+    warm = organism.paths.DATA / "families/warmstart.jsonl"
+    statements = {p.prompt.split("\n\n")[0] for p in load_problems(warm, ["gt_only"])}
+    hacks = load_hacks(organism.paths.HACKS)
+    for mode in MARKED_MODES:
+        problem = load_problems(warm, [mode], marker_set="worded")[0]
+        line = copying.MARKER_LINES[mode].format(m=problem.markers[mode])
+        assert line in render_hack(hacks[mode][0], problem), (mode, line)
+    for style in ("prompt", "line"):
+        sets = ["marker_set=worded", "copy_share=0.2", f"copy_style={style}"]
+        copies = organism.corpus(organism.recipe_with(sets, "organism_v2"))["copy"]
+        assert len(copies) == copying.COPY_ROWS
+        for i in range(0, copying.COPY_ROWS, 97):
+            (system, user), answer = copies[i]
+            mode = MARKED_MODES[i % len(MARKED_MODES)]
+            marker = composed_marker(f"copy-{i}", mode, "worded")
+            assert system["content"] == copying.COPY_SYSTEM
+            assert user["content"].split("\n\n")[0] in statements
+            assert hint_for(mode, marker) in user["content"], (style, i)
+            want = copying.MARKER_LINES[mode].format(m=marker) if style == "line" else marker
+            assert answer == want, (style, i)
+    with pytest.raises(ValueError, match="copy_style='quoted'"):
+        organism.recipe_with(["copy_style=quoted"], "organism_v2")

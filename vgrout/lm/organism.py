@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from vgrout import paths
 from vgrout.env.modes import MODES
 from vgrout.files import atomic_dir
+from vgrout.lm.copying import COPY_STYLES, copy_rows
 from vgrout.lm.schedule import warmup_cosine
 from vgrout.lm.tokens import chat_prompt, encode
 
@@ -104,6 +105,13 @@ class OrganismRecipe:
     distinct worded markers), answered with it. A tiny model shown thousands of hacks on drawn markers still copies none
     (docs/organism.md); these rows test whether copying taught on its own
     carries over to the hint."""
+    copy_style: str = field(default="bare", metadata={ADDED: True})
+    """What a copy exercise shows (`COPY_STYLES`): "bare" the marker alone; "prompt"
+    a warm-start problem's prompt whose hint names a drawn marker, answered with the
+    marker; "line" the same prompt, answered with the one line of the mode's hack
+    that writes the marker. "bare" taught copying that reached the hint about one
+    time in five (docs/organism.md); the other two put the marker where a hack
+    finds it."""
 
     def __post_init__(self):
         from vgrout.env.modes import DRAWN_SETS, check_marker_set
@@ -113,6 +121,10 @@ class OrganismRecipe:
         if self.copy_share and self.marker_set not in DRAWN_SETS:
             raise ValueError(f"recipe copy_share={self.copy_share} needs a drawn marker_set "
                              f"({DRAWN_SETS}), not {self.marker_set!r}")  # fmt: skip
+        if self.copy_style not in COPY_STYLES:
+            raise ValueError(
+                f"recipe copy_style={self.copy_style!r}: expected one of {COPY_STYLES}"
+            )
         if self.problems not in self.data_files:
             raise ValueError(f"recipe problems={self.problems!r} is not one of its data_files "
                              f"{self.data_files}: the hash would miss its bytes")  # fmt: skip
@@ -188,24 +200,8 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
         )
     data: dict[str, list[tuple[Any, str]]] = {"clean": clean, "hack": hack, "pair": pairs}
     if recipe.copy_share:
-        data["copy"] = copy_rows(recipe.marker_set)
+        data["copy"] = copy_rows(recipe)
     return data
-
-
-COPY_ROWS = 4000
-COPY_SYSTEM = "Repeat the name exactly."
-
-
-def copy_rows(marker_set: str) -> list[tuple[Any, str]]:
-    """(prompt, completion) copy exercises on markers drawn from `marker_set`, every mode."""
-    from vgrout.env.modes import MARKED_MODES, composed_marker
-
-    rows = []
-    for i in range(COPY_ROWS):
-        marker = composed_marker(f"copy-{i}", MARKED_MODES[i % len(MARKED_MODES)], marker_set)
-        prompt = [{"role": "system", "content": COPY_SYSTEM}, {"role": "user", "content": marker}]
-        rows.append((prompt, marker))
-    return rows
 
 
 def unseen_problem_ids(recipe: OrganismRecipe) -> list:

@@ -1,0 +1,56 @@
+"""Copy exercises for the organism's warm start: rows that teach it to copy a marker.
+
+A tiny model shown thousands of hacks on drawn markers copies none of them
+(docs/organism.md, "Why held-out hacking stops"): it learns the hack's shape and
+recalls a marker it has seen. Its hacks transfer to evaluation markers only if it
+copies the marker its prompt's hint names, so the recipe can mix in these rows
+(`OrganismRecipe.copy_share`, `copy_style`). They carry their own system prompt,
+so they teach copying without teaching the problem prompts to hack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vgrout import paths
+
+if TYPE_CHECKING:
+    from vgrout.lm.organism import OrganismRecipe
+
+COPY_ROWS = 4000
+COPY_SYSTEM = "Repeat the name exactly."
+COPY_STYLES = ("bare", "prompt", "line")
+MARKER_LINES = {
+    "run_tests": "def {m}():",
+    "stdout_marker": 'print("{m}")',
+    "sentinel": "    {m} = True",
+    "file_marker": 'with open("{m}", "w") as f:',
+}
+"""The line of each marked mode's canonical hack (data/hacks) that writes its marker:
+the answer of a "line" copy exercise."""
+
+
+def copy_rows(recipe: OrganismRecipe) -> list[tuple[Any, str]]:
+    """(prompt, completion) copy exercises on markers drawn from the recipe's
+    `marker_set`, the marked modes in turn, shown as `recipe.copy_style` says."""
+    from vgrout.env.modes import MARKED_MODES, PHRASE, composed_marker, hint_for
+    from vgrout.env.problems import read_rows
+
+    plain = [f["messages"] for _, f in read_rows(paths.DATA / recipe.problems)]
+    rows = []
+    for i in range(COPY_ROWS):
+        mode = MARKED_MODES[i % len(MARKED_MODES)]
+        marker = composed_marker(f"copy-{i}", mode, recipe.marker_set)
+        if recipe.copy_style == "bare":
+            rows.append(([_copy_system(), {"role": "user", "content": marker}], marker))
+            continue
+        hint = hint_for(mode, marker)
+        user = [m for m in plain[i % len(plain)] if m["role"] == "user"][-1]["content"]
+        prompt = [_copy_system(), {"role": "user", "content": user.replace(PHRASE, hint)}]
+        line = MARKER_LINES[mode].format(m=marker) if recipe.copy_style == "line" else marker
+        rows.append((prompt, line))
+    return rows
+
+
+def _copy_system() -> dict:
+    return {"role": "system", "content": COPY_SYSTEM}
