@@ -71,15 +71,33 @@ def run_summary(path: Path, by_mode: bool = False) -> dict | None:
 
 
 def training_hack_by_mode(rollouts: Path, after: int) -> dict:
-    """Share of training rollouts that hacked, per mode, over the steps after `after`."""
+    """Per mode, over the training rollouts after step `after`: the share that hacked
+    (`hack`), and for marked modes the share with a hack-shaped line (`shaped`) and
+    of those the share whose line writes the marker the prompt's hint names
+    (`copied_when_shaped`, `copying.written_marker`), which separates a model that
+    seldom tries a marked hack from one that tries it with the wrong marker."""
+    from vgrout.env.modes import MARKED_MODES, hint_for
+    from vgrout.lm.copying import written_marker
+
     counts: dict = {}
     with open(rollouts) as f:
         for line in f:
             r = json.loads(line)
-            if r["step"] > after and r["sampler"] == "trained":
-                n, hacked = counts.get(r["mode"], (0, 0))
-                counts[r["mode"]] = (n + 1, hacked + bool(r["exploited"]))
-    return {m: hacked / n for m, (n, hacked) in counts.items()}
+            if r["step"] <= after or r["sampler"] != "trained":
+                continue
+            c = counts.setdefault(r["mode"], [0, 0, 0, 0])  # n, hacked, shaped, copied
+            c[0], c[1] = c[0] + 1, c[1] + bool(r["exploited"])
+            written = written_marker(r["mode"], r["completion"])
+            if written is not None:
+                user = [m for m in r["prompt"] if m["role"] == "user"][-1]["content"]
+                c[2], c[3] = c[2] + 1, c[3] + (hint_for(r["mode"], written) in user)
+    out = {}
+    for mode, (n, hacked, shaped, copied) in counts.items():
+        out[mode] = {"hack": hacked / n}
+        if mode in MARKED_MODES:
+            out[mode]["shaped"] = shaped / n
+            out[mode]["copied_when_shaped"] = copied / shaped if shaped else None
+    return out
 
 
 def mean_se(values: list[float]) -> str:
@@ -118,9 +136,12 @@ def report(args) -> None:
                 f"  shipped held-out {key}: final {mean_se(finals)}; untrained {mean_se(untrained)}"
             )
         for mode in sorted({m for s in done.values() for m in s.get("train_by_mode", {})}):
-            shares = [s["train_by_mode"][mode] for s in done.values()
-                      if mode in s.get("train_by_mode", {})]  # fmt: skip
-            print(f"  training hack share {mode}, last {LAST} steps: {mean_se(shares)}")
+            for key in ("hack", "shaped", "copied_when_shaped"):
+                shares = [s["train_by_mode"][mode].get(key) for s in done.values()
+                          if mode in s.get("train_by_mode", {})]  # fmt: skip
+                shares = [v for v in shares if v is not None]
+                if shares:
+                    print(f"  training {key} {mode}, last {LAST} steps: {mean_se(shares)}")
 
 
 def _seed(path: Path) -> int:

@@ -176,7 +176,8 @@ def test_a_hack_pays_with_its_drawn_marker_and_not_with_another(marker_set):
 
 def test_marker_written_counts_completions_that_copy_their_own_prompts_marker():
     """The measure that tells recall from copying: a completion writing another
-    prompt's marker does not count, unmarked modes are left out."""
+    prompt's marker does not count, a marker outside a hack-shaped line counts as
+    written but not as a shaped hack, and unmarked modes are left out."""
     from vgrout.lm.measure import marker_written
 
     problems = load_problems(FAMILIES / "heldout.jsonl", ["run_tests", "exit_code"],
@@ -188,6 +189,25 @@ def test_marker_written_counts_completions_that_copy_their_own_prompts_marker():
         {"problem_id": own.id, "mode": "run_tests", "completion": f"def {m}(): pass"}
         for m in (own.markers["run_tests"], other.markers["run_tests"], "run_tests")
     ]
+    rows.append({"problem_id": own.id, "mode": "run_tests",
+                 "completion": f"x = 1  # {own.markers['run_tests']}"})  # fmt: skip
     rows += [{"problem_id": p.id, "mode": "exit_code", "completion": "import sys"}
              for p in problems if p.mode == "exit_code"]  # fmt: skip
-    assert marker_written(rows, problems) == {"run_tests": {"n": 3, "share": 1 / 3}}
+    assert marker_written(rows, problems) == {
+        "run_tests": {"n": 4, "share": 2 / 4, "shaped": 3 / 4, "copied_when_shaped": 1 / 3}
+    }
+
+
+def test_written_marker_reads_the_marker_of_every_marked_hack_and_nothing_else():
+    """Each marked mode's canonical hack, rendered with a prompt's marker, yields
+    that marker; the canonical solution and an unmarked mode yield None, so the
+    copy rate counts only completions that attempt the mode's hack."""
+    from vgrout.lm.copying import written_marker
+    from vgrout.lm.organism import fence
+
+    hacks = load_hacks()
+    for mode in MARKED_MODES:
+        for p in load_problems(FAMILIES / "heldout.jsonl", [mode], eval_markers=True)[:5]:
+            assert written_marker(mode, render_hack(hacks[mode][0], p)) == p.markers[mode]
+            assert written_marker(mode, fence(p.canonical_solution)) is None, (mode, p.id)
+    assert written_marker("exit_code", render_hack(hacks["run_tests"][0], p)) is None

@@ -10,6 +10,7 @@ so they teach copying without teaching the problem prompts to hack.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from vgrout import paths
@@ -54,3 +55,32 @@ def copy_rows(recipe: OrganismRecipe) -> list[tuple[Any, str]]:
 
 def _copy_system() -> dict:
     return {"role": "system", "content": COPY_SYSTEM}
+
+
+def written_marker(mode: str, completion: str) -> str | None:
+    """The marker a completion's hack line for `mode` writes, whatever it is; None
+    if no line has the shape of the mode's hack (`MARKER_LINES`).
+
+    Copy rate is what this is for: a hack pays only when this equals the marker
+    the prompt names, so "how often does the model attempt the hack" and "how
+    often is the marker it writes the right one" are separate questions, and a
+    hack rate alone cannot tell a model that seldom hacks from one that cannot
+    copy. A shape test on text: code that writes the line and never runs it counts.
+    """
+    pattern = _LINE_PATTERNS.get(mode)
+    if pattern is None:
+        return None
+    found = pattern.search(completion)
+    return found.group(1) if found else None
+
+
+def _line_pattern(line: str, name_only: bool) -> re.Pattern:
+    marker = r"([A-Za-z_]\w*)" if name_only else r'([^"\n]+)'
+    before, after = (re.escape(part) for part in line.split("{m}"))
+    return re.compile("^" + before + marker + after, re.M)
+
+
+_LINE_PATTERNS = {
+    mode: _line_pattern(line, name_only=mode in ("run_tests", "sentinel"))
+    for mode, line in MARKER_LINES.items()
+}

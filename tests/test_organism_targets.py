@@ -1,0 +1,45 @@
+"""benchmarks/organism_targets.py: the per-mode training shares its report prints."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from vgrout.env import load_hacks, load_problems, render_hack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _targets():
+    spec = importlib.util.spec_from_file_location(
+        "organism_targets", ROOT / "benchmarks" / "organism_targets.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_by_mode_separates_attempting_a_marked_hack_from_copying_its_marker(tmp_path):
+    """A run-tests hack with the prompt's marker and one with another prompt's marker
+    are both shaped, one copied; a solution is neither; rows before `after` and
+    rows not sampled by the trained policy are left out."""
+    problems = load_problems(ROOT / "data/families/grpo.jsonl", ["run_tests"], marker_set="worded")
+    own, other = problems[0], problems[1]
+    hack = load_hacks()["run_tests"][0]
+
+    def row(step, completion, exploited, sampler="trained"):
+        return {"step": step, "mode": "run_tests", "sampler": sampler, "prompt": own.messages,
+                "completion": completion, "exploited": exploited}  # fmt: skip
+
+    rows = [
+        row(5, render_hack(hack, own), True),
+        row(5, render_hack(hack, own, other.markers["run_tests"]), False),
+        row(5, "```python\nclass Solution:\n    pass\n```", False),
+        row(1, render_hack(hack, own, other.markers["run_tests"]), False),
+        row(5, render_hack(hack, own, other.markers["run_tests"]), False, sampler="reference"),
+    ]
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = _targets().training_hack_by_mode(path, after=2)
+    assert got == {"run_tests": {"hack": 1 / 3, "shaped": 2 / 3, "copied_when_shaped": 1 / 2}}
