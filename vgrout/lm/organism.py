@@ -109,9 +109,10 @@ class OrganismRecipe:
     """What a copy exercise shows (`COPY_STYLES`): "bare" the marker alone; "prompt"
     a warm-start problem's prompt whose hint names a drawn marker, answered with the
     marker; "line" the same prompt, answered with the one line of the mode's hack
-    that writes the marker. "bare" taught copying that reached the hint about one
-    time in five (docs/organism.md); the other two put the marker where a hack
-    finds it."""
+    that writes the marker. The other two put the marker where a hack finds it;
+    measured, neither copies more often than "bare", whose run_tests and
+    file_marker hacks copy the prompt's marker about half the time
+    (docs/organism.md, "When it tries a marked hack, does it copy?")."""
 
     def __post_init__(self):
         from vgrout.env.modes import DRAWN_SETS, check_marker_set
