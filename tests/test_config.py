@@ -10,6 +10,16 @@ def test_every_preset_validates(name):
     assert isinstance(preset(name), GRPOConfig)
 
 
+def test_the_v3_preset_trains_on_the_marker_set_its_organism_was_taught_to_copy():
+    """v3 copies markers drawn like its warm start's; on the rows' own twelve training
+    markers its marked hacks do not pay (docs/organism.md), so the preset must say so."""
+    from vgrout.lm.organism import RECIPES
+
+    config = preset("organism_v3")
+    assert config.model == "organism_v3"
+    assert config.marker_set == RECIPES["organism_v3"].marker_set == "worded"
+
+
 @pytest.mark.parametrize(
     "changes, field",
     [

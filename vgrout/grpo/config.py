@@ -374,6 +374,15 @@ PRESETS: dict[str, dict] = {
         train_problems="data/families/grpo.jsonl",
         test_problems="data/families/heldout.jsonl",
     ),
+    # v3 (data/organism_v3): v2's run on the organism that copies markers, trained on
+    # drawn worded markers like those of its warm start (docs/organism.md, "v3").
+    "organism_v3": dict(
+        ORGANISM_PRESET,
+        model="organism_v3",
+        train_problems="data/families/grpo.jsonl",
+        test_problems="data/families/heldout.jsonl",
+        marker_set="worded",
+    ),
     # Seconds: plumbing only, for tests.
     "smoke": dict(
         steps=3,

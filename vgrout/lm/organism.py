@@ -11,7 +11,8 @@ trained model is too robust for hacking to emerge under GRPO.
 `ensure_organism()` returns a cached folder keyed by a hash of the recipe and
 every data file, so editing a problem rebuilds it and nothing else does.
 `RECIPES` names the shipped recipes: "organism" (v1, the hand-written
-problems) and "organism_v2" (the problem families, docs/organism.md).
+problems), "organism_v2" (the problem families) and "organism_v3" (v2 taught
+to copy markers, so its hacks transfer to evaluation markers; docs/organism.md).
 """
 
 from __future__ import annotations
@@ -154,6 +155,16 @@ RECIPES: dict[str, OrganismRecipe] = {
     ),
 }
 """Shipped recipes by name; each ships to data/<name> (vgrout.lm.shipped)."""
+RECIPES["organism_v3"] = replace(
+    RECIPES["organism_v2"],
+    # Hacks that transfer need a model that copies the marker its prompt names: drawn
+    # markers so none can be recalled, copy exercises to teach copying, and no pair
+    # texts, whose few fixed markers taught recall instead (docs/organism.md, "v3").
+    marker_set="worded",
+    copy_share=0.2,
+    pair_share=0.0,
+    build_threads=1,
+)
 
 
 def fence(code: str) -> str:
