@@ -18,8 +18,9 @@ def load_policy(
 ):
     """Return (model, tokenizer) ready for sampling and training.
 
-    "organism" is the shipped CPU organism in data/organism, "organism_v2" the
-    one in data/organism_v2 (a name of `organism.RECIPES`; never built here:
+    "organism" is the shipped CPU organism in data/organism, "organism_v2" and
+    "organism_v3" the ones in data/organism_v2 and data/organism_v3 (a name of
+    `organism.RECIPES`; never built here:
     `python -m vgrout.lm build` rebuilds them); anything else is passed to
     `from_pretrained` (a hub id or a local folder). Defaults: fp32 on CPU,
     bf16 on CUDA. The tokenizer always pads on the left, since batched

@@ -79,7 +79,9 @@ class OrganismRecipe:
     variant dilutes how often the organism sees any one hack: with all 23, no
     hack was learned by step 200 and none emerged."""
     pair_share: float = 0.05
-    """Share of rows drawn from authored pair texts (both sides, equally)."""
+    """Share of rows drawn from authored pair texts (both sides, equally). Their hacks
+    write a few fixed markers, so a recipe whose hacks must copy their marker sets
+    it to 0 (v3: with them the model recalls those markers; docs/organism.md)."""
     modes: tuple[str, ...] = MODES
     seed: int = 0
     version: int = 4

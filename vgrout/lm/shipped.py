@@ -3,7 +3,7 @@
 Builds are not reproducible across machines: a rebuild that differs only in
 float rounding moves solve by ~0.05 and the step at which hacking takes off by
 tens of steps (docs/organism.md). So the project ships one build of each named
-recipe (`organism.RECIPES`: data/organism, data/organism_v2) and every figure
+recipe (`organism.RECIPES`: data/organism, data/organism_v2, ...) and every figure
 starts from one; `load_policy("organism")` loads it and never builds.
 
 The folder holds the weights, tokenizer and config beside `organism.json`:
