@@ -374,15 +374,6 @@ PRESETS: dict[str, dict] = {
         train_problems="data/families/grpo.jsonl",
         test_problems="data/families/heldout.jsonl",
     ),
-    # v3 (data/organism_v3): v2's run on the organism that copies markers, trained on
-    # drawn worded markers like those of its warm start (docs/organism.md, "v3").
-    "organism_v3": dict(
-        ORGANISM_PRESET,
-        model="organism_v3",
-        train_problems="data/families/grpo.jsonl",
-        test_problems="data/families/heldout.jsonl",
-        marker_set="worded",
-    ),
     # Seconds: plumbing only, for tests.
     "smoke": dict(
         steps=3,
@@ -428,6 +419,8 @@ PRESETS: dict[str, dict] = {
         eval_samples=4,
     ),
 }
+# v2's run on v3 (data/organism_v3), which copies markers: on worded ones like its warm start's.
+PRESETS["organism_v3"] = dict(PRESETS["organism_v2"], model="organism_v3", marker_set="worded")
 
 
 def preset(name: str, **overrides) -> GRPOConfig:
