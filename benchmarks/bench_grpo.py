@@ -25,8 +25,9 @@ import time
 
 import torch
 
-from vgrout.grpo.config import GRPOConfig, preset
+from vgrout.grpo.config import GRPOConfig
 from vgrout.grpo.loop import train
+from vgrout.grpo.presets import preset
 from vgrout.names import DECODERS, FORWARDS
 
 ARMS = {

@@ -58,7 +58,7 @@ def step_times(
 
     from vgrout import paths
     from vgrout.env.trl import problem_dataset, reward_function
-    from vgrout.grpo.config import preset
+    from vgrout.grpo.presets import preset
     from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
     from vgrout.lm.load import load_policy
 

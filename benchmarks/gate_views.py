@@ -24,8 +24,8 @@ import torch
 
 from vgrout.directions.metrics import auroc
 from vgrout.grpo import loop
-from vgrout.grpo.config import preset
 from vgrout.grpo.passes import trained_features
+from vgrout.grpo.presets import preset
 from vgrout.grpo.router import Router
 
 

@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from vgrout.grpo.config import preset
 from vgrout.grpo.loop import train
+from vgrout.grpo.presets import preset
 from vgrout.lm.load import load_policy
 
 QWEN3_4B = dict(

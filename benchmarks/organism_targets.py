@@ -31,7 +31,7 @@ ARMS = {"vanilla": dict(arm="vanilla"), "oracle": dict(arm="oracle")}
 
 
 def grid(args) -> None:
-    from vgrout.grpo.config import preset
+    from vgrout.grpo.presets import preset
     from vgrout.grpo.sweep import run_grid
 
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}

@@ -2,7 +2,8 @@
 
 import pytest
 
-from vgrout.grpo.config import PRESETS, GRPOConfig, preset
+from vgrout.grpo.config import GRPOConfig
+from vgrout.grpo.presets import PRESETS, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -374,7 +374,7 @@ def test_generate_samples_with_the_decoder_its_spec_names_fused_by_default(monke
 
 
 def test_the_config_names_a_bad_decoder():
-    from vgrout.grpo.config import preset
+    from vgrout.grpo.presets import preset
 
     # the default everywhere: lean's cache, few ops, rows drop out
     assert preset("smoke").decoder == SamplingSpec().decoder == "fused"

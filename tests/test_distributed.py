@@ -27,7 +27,7 @@ import pytest
 import torch
 from helpers import rounding_tol
 
-from vgrout.grpo.config import preset
+from vgrout.grpo.presets import preset
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAM_EPS = 1e-8  # torch.optim.AdamW's default, which the loop uses

@@ -6,7 +6,7 @@ import contextlib
 from types import SimpleNamespace
 
 from vgrout.grpo import evaluate
-from vgrout.grpo.config import preset
+from vgrout.grpo.presets import preset
 
 
 class _Policy:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vgrout.grpo.config import preset
 from vgrout.grpo.loop import train
+from vgrout.grpo.presets import preset
 from vgrout.grpo.rundir import open_run
 from vgrout.machine import git_revision
 

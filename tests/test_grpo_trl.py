@@ -29,7 +29,7 @@ from trl_fixtures import completions_for, grads_of, organism  # noqa: E402
 from vgrout import paths  # noqa: E402
 from vgrout.env import LOOPHOLE_MODES, grade_many, load_hacks, load_problems  # noqa: E402
 from vgrout.env.trl import CHAT_TEMPLATE_KWARGS, problem_dataset, reward_function  # noqa: E402
-from vgrout.grpo.config import preset  # noqa: E402
+from vgrout.grpo.presets import preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_NEW = 128

@@ -21,7 +21,7 @@ from trl_fixtures import completions_for, organism, routed_organism  # noqa: E40
 from vgrout import paths  # noqa: E402
 from vgrout.env import LOOPHOLE_MODES, load_hacks, load_problems  # noqa: E402
 from vgrout.env.trl import reward_function  # noqa: E402
-from vgrout.grpo.config import preset  # noqa: E402
+from vgrout.grpo.presets import preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vgrout.grpo.config import preset
+from vgrout.grpo.presets import preset
 from vgrout.grpo.rollouts import Group, Rollout, hint_free_slots, split_group
 from vgrout.grpo.router import Router
 from vgrout.grpo.rundir import RunDir

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vgrout.grpo.config import preset
 from vgrout.grpo.gate import Gated
 from vgrout.grpo.loss import grpo_loss
 from vgrout.grpo.monitor import use_flags
+from vgrout.grpo.presets import preset
 from vgrout.grpo.rollouts import Group, Rollout
 from vgrout.grpo.update import advantages
 from vgrout.grpo.zones import zones_by_count

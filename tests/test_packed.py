@@ -19,7 +19,6 @@ from helpers import (
 )
 
 from vgrout.adapters import attach_routed_adapters, route, trainable_parameters
-from vgrout.grpo.config import preset
 from vgrout.grpo.gate import Gated
 from vgrout.grpo.passes import (
     deployed_pass,
@@ -29,6 +28,7 @@ from vgrout.grpo.passes import (
     packed_forward_ok,
 )
 from vgrout.grpo.policy import Policy
+from vgrout.grpo.presets import preset
 from vgrout.grpo.rollouts import Group, Rollout
 from vgrout.grpo.update import group_backward, packed_backward
 from vgrout.grpo.zones import zone_masks

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from vgrout.grpo.config import PRESETS, preset
+from vgrout.grpo.presets import PRESETS, preset
 from vgrout.grpo.update import lr_factor
 from vgrout.lm.organism import OrganismRecipe, warm_start_lr
 from vgrout.lm.schedule import warmup_cosine

@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 GRID = """
-    from vgrout.grpo.config import preset
+    from vgrout.grpo.presets import preset
     from vgrout.grpo.sweep import run_grid
 
     if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 from helpers import perturb_blocks
 
 from vgrout.env import render_hack
-from vgrout.grpo.config import preset
+from vgrout.grpo.presets import preset
 
 
 def organism():

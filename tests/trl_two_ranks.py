@@ -19,7 +19,7 @@ def main(out: Path) -> None:
     from vgrout import paths
     from vgrout.adapters import trainable_parameters
     from vgrout.env.trl import problem_dataset, reward_function
-    from vgrout.grpo.config import preset
+    from vgrout.grpo.presets import preset
     from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
     from vgrout.lm.load import load_policy
 

@@ -78,8 +78,8 @@ def run_all(arms: list[str], forwards, decoders, seed: int) -> dict:
     import torch
 
     import vgrout
-    from vgrout.grpo.config import preset
     from vgrout.grpo.loop import train
+    from vgrout.grpo.presets import preset
 
     print(f"vgrout from {Path(vgrout.__file__).parent}", flush=True)
     torch.set_num_threads(1)

@@ -60,7 +60,7 @@ def set_params(fs: FigureSet) -> tuple[dict, dict]:
 
 def base_config(train: Mapping):
     """The GRPOConfig every arm of a set's grid starts from (its 03 parameters `train`)."""
-    from vgrout.grpo.config import preset
+    from vgrout.grpo.presets import preset
 
     return preset(train["preset"], model=train["model"], steps=train["steps"],
                   device=train["device"], **train["overrides"])  # fmt: skip

@@ -13,7 +13,8 @@ import sys
 import typing
 
 from vgrout import cli
-from vgrout.grpo.config import PRESETS, GRPOConfig, field_docs, preset
+from vgrout.grpo.config import GRPOConfig, field_docs
+from vgrout.grpo.presets import PRESETS, preset
 
 
 def _parser(prog: str = "python -m vgrout.grpo", doc: str = __doc__) -> argparse.ArgumentParser:

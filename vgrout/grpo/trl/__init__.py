@@ -1,7 +1,7 @@
 """Routed GRPO inside TRL: `RoutedGRPOTrainer`, a GRPOTrainer with the gate, zones and quarantine.
 
     from vgrout.env.trl import problem_dataset, reward_function
-    from vgrout.grpo.config import preset
+    from vgrout.grpo.presets import preset
     from vgrout.grpo.trl import RoutedGRPOTrainer, trl_args
 
     routing = preset("organism", arm="routeA", seed=0)
