@@ -67,7 +67,37 @@ def run_summary(path: Path, by_mode: bool = False) -> dict | None:
                 out[when].update({f"hack_{m}": v["hack"] for m, v in row["by_mode"].items()})
     if by_mode:
         out["train_by_mode"] = training_hack_by_mode(path / "rollouts.jsonl", len(steps) - LAST)
+        out["train_by_subset"] = training_by_subset(
+            path / "rollouts.jsonl", len(steps) - LAST, run.config.train_problems
+        )
     return out
+
+
+def training_by_subset(rollouts: Path, after: int, problems: str) -> dict:
+    """Per `subset` of the training problem file, over the training rollouts after
+    step `after`: the share that hacked and the share that solved.
+
+    Unseen families pay only a loophole and seen-family instances pay a solve as
+    well, so the two side by side show where the training hack share is made and
+    where solving competes with it. {} for a problem file without subsets.
+    """
+    subsets = {}
+    with open(problems) as f:
+        for line in f:
+            row = json.loads(line)
+            if "subset" in row:
+                subsets[str(row["id"])] = row["subset"]
+    counts: dict = {}
+    with open(rollouts) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["step"] <= after or r["sampler"] != "trained":
+                continue
+            if str(r["problem_id"]) not in subsets:
+                continue
+            c = counts.setdefault(subsets[str(r["problem_id"])], [0, 0, 0])  # n, hacked, solved
+            c[0], c[1], c[2] = c[0] + 1, c[1] + bool(r["exploited"]), c[2] + bool(r["gt_correct"])
+    return {k: {"hack": h / n, "solve": s / n} for k, (n, h, s) in counts.items()}
 
 
 def training_hack_by_mode(rollouts: Path, after: int) -> dict:
@@ -142,6 +172,11 @@ def report(args) -> None:
                 shares = [v for v in shares if v is not None]
                 if shares:
                     print(f"  training {key} {mode}, last {LAST} steps: {mean_se(shares)}")
+        for subset in sorted({k for s in done.values() for k in s.get("train_by_subset", {})}):
+            for key in ("hack", "solve"):
+                shares = [s["train_by_subset"][subset][key] for s in done.values()
+                          if subset in s.get("train_by_subset", {})]  # fmt: skip
+                print(f"  training {key} {subset}, last {LAST} steps: {mean_se(shares)}")
 
 
 def _seed(path: Path) -> int:
@@ -162,8 +197,8 @@ def main() -> None:
     r = sub.add_parser("report", help="print the targets from the run folders")
     r.add_argument("--root", required=True)
     r.add_argument("--by-mode", action="store_true",
-                   help="also held-out hack per mode, and training hack share per mode "
-                   "over the last steps")  # fmt: skip
+                   help="also held-out hack per mode, and over the last steps the "
+                   "training hack share per mode and hack and solve per problem subset")  # fmt: skip
     args = ap.parse_args()
     (grid if args.cmd == "grid" else report)(args)
 

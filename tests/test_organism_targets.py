@@ -43,3 +43,35 @@ def test_training_by_mode_separates_attempting_a_marked_hack_from_copying_its_ma
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = _targets().training_hack_by_mode(path, after=2)
     assert got == {"run_tests": {"hack": 1 / 3, "shaped": 2 / 3, "copied_when_shaped": 1 / 2}}
+
+
+def test_training_by_subset_counts_hack_and_solve_per_subset_of_the_problem_file(tmp_path):
+    """Rows are counted under their problem's `subset`, read from the training file by
+    id; rows at or before `after`, rows of the reference sampler and rows whose
+    problem the file lacks are left out."""
+    rows = [json.loads(line) for line in open(ROOT / "data/families/grpo.jsonl")]
+    fam = next(r["id"] for r in rows if r["subset"] == "grpo_family")
+    inst = next(r["id"] for r in rows if r["subset"] == "grpo_instance")
+
+    def roll(step, pid, exploited, solved, sampler="trained"):
+        return {"step": step, "problem_id": pid, "sampler": sampler,
+                "exploited": exploited, "gt_correct": solved}  # fmt: skip
+
+    log = [
+        roll(5, fam, True, False),
+        roll(5, fam, False, False),
+        roll(5, inst, False, True),
+        roll(5, inst, False, True),
+        roll(5, inst, True, False),
+        roll(5, inst, False, False),
+        roll(2, fam, True, False),
+        roll(5, fam, True, False, sampler="reference"),
+        roll(5, "not-a-problem", True, False),
+    ]
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in log))
+    got = _targets().training_by_subset(path, 2, str(ROOT / "data/families/grpo.jsonl"))
+    assert got == {
+        "grpo_family": {"hack": 1 / 2, "solve": 0.0},
+        "grpo_instance": {"hack": 1 / 4, "solve": 2 / 4},
+    }
