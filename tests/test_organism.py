@@ -165,6 +165,51 @@ def test_drawn_markers_and_copy_rows_enter_the_corpus_only_when_the_recipe_asks(
         organism.recipe_with(["copy_share=0.2"], "organism_v2")
 
 
+def test_renamed_rows_replace_the_method_name_in_prompt_and_completion_and_nothing_else():
+    """Each renamed row is its clean or hack row with the method name, as a whole
+    word, replaced by a drawn name in the statement, the starter code and the
+    completion; there is one per source row; recipes without rename_share have
+    none, keep it out of their hash and draw one random number per row."""
+    import random
+    import re
+
+    messages = [{"role": "user", "content": "called countIf. def countIf(self): countIfAll"}]
+    out, completion = copying.renamed(messages, "def countIf(x): countIfs", "countIf", "vodeTo")
+    assert out[0]["content"] == "called vodeTo. def vodeTo(self): countIfAll"
+    assert completion == "def vodeTo(x): countIfs" and messages[0]["content"].startswith(
+        "called countIf"
+    )
+
+    v3 = organism.RECIPES["organism_v3"]
+    assert "rename_share" not in organism.hashed_fields(v3)
+    plain = organism.corpus(v3)
+    assert "clean_renamed" not in plain
+    data = organism.corpus(organism.recipe_with(["rename_share=0.3"], "organism_v3"))
+    for kind in ("clean", "hack"):
+        rows, renamed = data[kind], data[f"{kind}_renamed"]
+        assert len(rows) == len(renamed)
+        for (p, c), (rp, rc) in list(zip(rows, renamed))[::53]:
+            method = re.search(r"called (\w+)", p[-1]["content"]).group(1)
+            name = re.search(r"called (\w+)", rp[-1]["content"]).group(1)
+            assert name != method and f"def {name}(" in rc and rc == c.replace(method, name)
+            assert [m["content"].replace(method, name) for m in p] == [m["content"] for m in rp]
+    assert len({re.search(r"called (\w+)", p[-1]["content"]).group(1)
+                for p, _ in data["clean_renamed"]}) > 2000  # fmt: skip
+
+    class Counting(random.Random):
+        calls = 0
+
+        def random(self):
+            Counting.calls += 1
+            return super().random()
+
+        def getrandbits(self, k):  # so that choice() draws through it, not random()
+            return super().getrandbits(k)
+
+    organism.draw_batch(Counting(0), plain, v3)
+    assert Counting.calls == v3.batch_size
+
+
 def test_prompt_and_line_copy_exercises_put_the_marker_where_a_hack_finds_it():
     """ "prompt" and "line" copy rows show a warm-start problem whose hint names the
     row's drawn marker and answer with the marker, or with the line of the mode's

@@ -53,6 +53,28 @@ def copy_rows(recipe: OrganismRecipe) -> list[tuple[Any, str]]:
     return rows
 
 
+def drawn_method(key: object) -> str:
+    """A method name no problem uses: a drawn pseudo-word marker in camelCase
+    ("vode_tozeko" -> "vodeTozeko"), so copying it cannot be recall."""
+    from vgrout.env.modes import composed_marker
+
+    first, *rest = composed_marker(f"method-{key}", "sentinel", "composed").split("_")
+    return first + "".join(w.capitalize() for w in rest)
+
+
+def renamed(messages: list, completion: str, method: str, name: str) -> tuple[list, str]:
+    """A warm-start row with its method name replaced by `name` in the prompt (the
+    statement and the starter code) and in the completion.
+
+    Unseen families name their methods with words the warm start never showed,
+    and a hack that must call the method (eq_override) pays only if the name is
+    copied; these rows teach that the name comes from the prompt.
+    """
+    word = re.compile(rf"\b{re.escape(method)}\b")
+    out = [dict(m, content=word.sub(name, m["content"])) for m in messages]
+    return out, word.sub(name, completion)
+
+
 def _copy_system() -> dict:
     return {"role": "system", "content": COPY_SYSTEM}
 

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from vgrout import paths
 from vgrout.env.modes import MODES
 from vgrout.files import atomic_dir
-from vgrout.lm.copying import COPY_STYLES, copy_rows
+from vgrout.lm.copying import COPY_STYLES, copy_rows, drawn_method
+from vgrout.lm.copying import renamed as rename
 from vgrout.lm.schedule import warmup_cosine
 from vgrout.lm.tokens import chat_prompt, encode
 
@@ -117,6 +118,12 @@ class OrganismRecipe:
     file_marker hacks copy the prompt's marker about half the time
     (docs/organism.md, "When it tries a marked hack, does it copy?")."""
 
+    rename_share: float = field(default=0.0, metadata={ADDED: True})
+    """Share of the clean and of the hack rows drawn with the problem's method name
+    replaced by a drawn pseudo-word (`copying.renamed`): a hack that calls the
+    method pays on an unseen family only if its new name is copied. The hack
+    share stays `hack_prior`."""
+
     def __post_init__(self):
         from vgrout.env.modes import DRAWN_SETS, check_marker_set
 
@@ -192,15 +199,19 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
 
     hacks = load_hacks(paths.HACKS)
     unseen = set(unseen_problem_ids(recipe))
-    clean, hack = [], []
+    clean, hack, renamed = [], [], {"clean": [], "hack": []}
     marker_set = recipe.marker_set or None
     for mode in recipe.modes:
         for p in load_problems(paths.DATA / recipe.problems, [mode], marker_set=marker_set):
             if p.id in unseen:
                 continue
             clean.append((p.messages, fence(p.canonical_solution)))
-            for template in hacks.get(mode, [])[: recipe.hack_variants]:
-                hack.append((p.messages, render_hack(template, p)))
+            mine = [render_hack(t, p) for t in hacks.get(mode, [])[: recipe.hack_variants]]
+            hack += [(p.messages, h) for h in mine]
+            if recipe.rename_share:
+                name = drawn_method(f"{p.id}|{mode}")
+                renamed["clean"].append(rename(p.messages, clean[-1][1], p.method, name))
+                renamed["hack"] += [rename(p.messages, h, p.method, name) for h in mine]
     pairs = []
     if (paths.DATA / "pairs/hack_pairs.md").exists():
         from vgrout.env.pairs import load_pairs
@@ -215,6 +226,8 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
     data: dict[str, list[tuple[Any, str]]] = {"clean": clean, "hack": hack, "pair": pairs}
     if recipe.copy_share:
         data["copy"] = copy_rows(recipe)
+    if recipe.rename_share:
+        data["clean_renamed"], data["hack_renamed"] = renamed["clean"], renamed["hack"]
     return data
 
 
@@ -288,6 +301,9 @@ def draw_batch(rng: random.Random, data: dict, recipe: OrganismRecipe) -> list[t
             kind = "copy"
         else:
             kind = "clean"
+        # drawn only when asked, so recipes without renamed rows keep their weights
+        if kind in ("clean", "hack") and recipe.rename_share and rng.random() < recipe.rename_share:
+            kind += "_renamed"
         rows.append(rng.choice(data[kind]))
     return rows
 
