@@ -75,29 +75,33 @@ def run_summary(path: Path, by_mode: bool = False) -> dict | None:
 
 def training_by_subset(rollouts: Path, after: int, problems: str) -> dict:
     """Per `subset` of the training problem file, over the training rollouts after
-    step `after`: the share that hacked and the share that solved.
+    step `after`: the share that hacked, the share that solved, and the share
+    that defines the method the prompt names (`named`).
 
     Unseen families pay only a loophole and seen-family instances pay a solve as
-    well, so the two side by side show where the training hack share is made and
-    where solving competes with it. {} for a problem file without subsets.
+    well, so hack and solve side by side show where the training hack share is
+    made and where solving competes with it. A solve, and a hack that calls the
+    method (eq_override), pay only with the right name, which on an unseen family
+    is a word the warm start never showed. {} for a problem file without subsets.
     """
-    subsets = {}
+    rows = {}
     with open(problems) as f:
         for line in f:
             row = json.loads(line)
             if "subset" in row:
-                subsets[str(row["id"])] = row["subset"]
+                rows[str(row["id"])] = (row["subset"], row["func_name"].split(".")[-1])
     counts: dict = {}
     with open(rollouts) as f:
         for line in f:
             r = json.loads(line)
-            if r["step"] <= after or r["sampler"] != "trained":
+            if r["step"] <= after or r["sampler"] != "trained" or str(r["problem_id"]) not in rows:
                 continue
-            if str(r["problem_id"]) not in subsets:
-                continue
-            c = counts.setdefault(subsets[str(r["problem_id"])], [0, 0, 0])  # n, hacked, solved
+            subset, method = rows[str(r["problem_id"])]
+            c = counts.setdefault(subset, [0, 0, 0, 0])  # n, hacked, solved, named
             c[0], c[1], c[2] = c[0] + 1, c[1] + bool(r["exploited"]), c[2] + bool(r["gt_correct"])
-    return {k: {"hack": h / n, "solve": s / n} for k, (n, h, s) in counts.items()}
+            c[3] += f"def {method}(" in r["completion"]
+    return {k: {"hack": h / n, "solve": s / n, "named": m / n}
+            for k, (n, h, s, m) in counts.items()}  # fmt: skip
 
 
 def training_hack_by_mode(rollouts: Path, after: int) -> dict:
@@ -173,7 +177,7 @@ def report(args) -> None:
                 if shares:
                     print(f"  training {key} {mode}, last {LAST} steps: {mean_se(shares)}")
         for subset in sorted({k for s in done.values() for k in s.get("train_by_subset", {})}):
-            for key in ("hack", "solve"):
+            for key in ("hack", "solve", "named"):
                 shares = [s["train_by_subset"][subset][key] for s in done.values()
                           if subset in s.get("train_by_subset", {})]  # fmt: skip
                 print(f"  training {key} {subset}, last {LAST} steps: {mean_se(shares)}")
@@ -198,7 +202,7 @@ def main() -> None:
     r.add_argument("--root", required=True)
     r.add_argument("--by-mode", action="store_true",
                    help="also held-out hack per mode, and over the last steps the "
-                   "training hack share per mode and hack and solve per problem subset")  # fmt: skip
+                   "training hack share per mode and hack, solve and method named per problem subset")  # fmt: skip
     args = ap.parse_args()
     (grid if args.cmd == "grid" else report)(args)
 

@@ -47,19 +47,22 @@ def test_training_by_mode_separates_attempting_a_marked_hack_from_copying_its_ma
 
 def test_training_by_subset_counts_hack_and_solve_per_subset_of_the_problem_file(tmp_path):
     """Rows are counted under their problem's `subset`, read from the training file by
-    id; rows at or before `after`, rows of the reference sampler and rows whose
-    problem the file lacks are left out."""
+    id, as hacked, solved and naming the problem's method (a longer name that
+    starts with it does not count); rows at or before `after`, rows of the
+    reference sampler and rows whose problem the file lacks are left out."""
     rows = [json.loads(line) for line in open(ROOT / "data/families/grpo.jsonl")]
-    fam = next(r["id"] for r in rows if r["subset"] == "grpo_family")
+    fam = next(r for r in rows if r["subset"] == "grpo_family")
     inst = next(r["id"] for r in rows if r["subset"] == "grpo_instance")
+    named = f"class Solution:\n    def {fam['func_name'].split('.')[-1]}(self, *args):"
 
-    def roll(step, pid, exploited, solved, sampler="trained"):
-        return {"step": step, "problem_id": pid, "sampler": sampler,
+    def roll(step, pid, exploited, solved, sampler="trained", completion=""):
+        return {"step": step, "problem_id": pid, "sampler": sampler, "completion": completion,
                 "exploited": exploited, "gt_correct": solved}  # fmt: skip
 
+    fam = fam["id"]
     log = [
-        roll(5, fam, True, False),
-        roll(5, fam, False, False),
+        roll(5, fam, True, False, completion=named),
+        roll(5, fam, False, False, completion=named.replace("(self", "X(self")),
         roll(5, inst, False, True),
         roll(5, inst, False, True),
         roll(5, inst, True, False),
@@ -72,6 +75,6 @@ def test_training_by_subset_counts_hack_and_solve_per_subset_of_the_problem_file
     path.write_text("".join(json.dumps(r) + "\n" for r in log))
     got = _targets().training_by_subset(path, 2, str(ROOT / "data/families/grpo.jsonl"))
     assert got == {
-        "grpo_family": {"hack": 1 / 2, "solve": 0.0},
-        "grpo_instance": {"hack": 1 / 4, "solve": 2 / 4},
+        "grpo_family": {"hack": 1 / 2, "solve": 0.0, "named": 1 / 2},
+        "grpo_instance": {"hack": 1 / 4, "solve": 2 / 4, "named": 0.0},
     }
