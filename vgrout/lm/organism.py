@@ -122,7 +122,8 @@ class OrganismRecipe:
     """Share of the clean and of the hack rows drawn with the problem's method name
     replaced by a drawn pseudo-word (`copying.renamed`): a hack that calls the
     method pays on an unseen family only if its new name is copied. The hack
-    share stays `hack_prior`."""
+    share stays `hack_prior`. Measured at 0.3, the model learns that a name may be
+    any syllables, not to copy it (docs/organism.md, "Renamed methods")."""
 
     def __post_init__(self):
         from vgrout.env.modes import DRAWN_SETS, check_marker_set
@@ -199,7 +200,9 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
 
     hacks = load_hacks(paths.HACKS)
     unseen = set(unseen_problem_ids(recipe))
-    clean, hack, renamed = [], [], {"clean": [], "hack": []}
+    clean: list[tuple[Any, str]] = []
+    hack: list[tuple[Any, str]] = []
+    renamed: dict[str, list[tuple[Any, str]]] = {"clean": [], "hack": []}
     marker_set = recipe.marker_set or None
     for mode in recipe.modes:
         for p in load_problems(paths.DATA / recipe.problems, [mode], marker_set=marker_set):
