@@ -66,17 +66,28 @@ def run_summary(path: Path, by_mode: bool = False) -> dict | None:
             if by_mode:
                 out[when].update({f"hack_{m}": v["hack"] for m, v in row["by_mode"].items()})
     if by_mode:
-        out["train_by_mode"] = training_hack_by_mode(path / "rollouts.jsonl", len(steps) - LAST)
-        out["train_by_subset"] = training_by_subset(
-            path / "rollouts.jsonl", len(steps) - LAST, run.config.train_problems
-        )
+        late = trained_rollouts(path / "rollouts.jsonl", len(steps) - LAST)
+        out["train_by_mode"] = training_hack_by_mode(late)
+        out["train_by_subset"] = training_by_subset(late, run.config.train_problems)
     return out
 
 
-def training_by_subset(rollouts: Path, after: int, problems: str) -> dict:
-    """Per `subset` of the training problem file, over the training rollouts after
-    step `after`: the share that hacked, the share that solved, and the share
-    that defines the method the prompt names (`named`).
+def trained_rollouts(rollouts: Path, after: int) -> list[dict]:
+    """The rollouts the trained policy sampled after step `after` (read once, for
+    both per-mode and per-subset shares; the reference sampler's are left out)."""
+    rows = []
+    with open(rollouts) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["step"] > after and r["sampler"] == "trained":
+                rows.append(r)
+    return rows
+
+
+def training_by_subset(rollouts: list[dict], problems: str) -> dict:
+    """Per `subset` of the training problem file, over `rollouts` (`trained_rollouts`):
+    the share that hacked, the share that solved, and the share that defines the
+    method the prompt names (`named`).
 
     Unseen families pay only a loophole and seen-family instances pay a solve as
     well, so hack and solve side by side show where the training hack share is
@@ -91,21 +102,19 @@ def training_by_subset(rollouts: Path, after: int, problems: str) -> dict:
             if "subset" in row:
                 rows[str(row["id"])] = (row["subset"], row["func_name"].split(".")[-1])
     counts: dict = {}
-    with open(rollouts) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["step"] <= after or r["sampler"] != "trained" or str(r["problem_id"]) not in rows:
-                continue
-            subset, method = rows[str(r["problem_id"])]
-            c = counts.setdefault(subset, [0, 0, 0, 0])  # n, hacked, solved, named
-            c[0], c[1], c[2] = c[0] + 1, c[1] + bool(r["exploited"]), c[2] + bool(r["gt_correct"])
-            c[3] += f"def {method}(" in r["completion"]
+    for r in rollouts:
+        if str(r["problem_id"]) not in rows:
+            continue
+        subset, method = rows[str(r["problem_id"])]
+        c = counts.setdefault(subset, [0, 0, 0, 0])  # n, hacked, solved, named
+        c[0], c[1], c[2] = c[0] + 1, c[1] + bool(r["exploited"]), c[2] + bool(r["gt_correct"])
+        c[3] += f"def {method}(" in r["completion"]
     return {k: {"hack": h / n, "solve": s / n, "named": m / n}
             for k, (n, h, s, m) in counts.items()}  # fmt: skip
 
 
-def training_hack_by_mode(rollouts: Path, after: int) -> dict:
-    """Per mode, over the training rollouts after step `after`: the share that hacked
+def training_hack_by_mode(rollouts: list[dict]) -> dict:
+    """Per mode, over `rollouts` (`trained_rollouts`): the share that hacked
     (`hack`), and for marked modes the share with a hack-shaped line (`shaped`) and
     of those the share whose line writes the marker the prompt's hint names
     (`copied_when_shaped`, `copying.written_marker`), which separates a model that
@@ -114,17 +123,13 @@ def training_hack_by_mode(rollouts: Path, after: int) -> dict:
     from vgrout.lm.copying import written_marker
 
     counts: dict = {}
-    with open(rollouts) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["step"] <= after or r["sampler"] != "trained":
-                continue
-            c = counts.setdefault(r["mode"], [0, 0, 0, 0])  # n, hacked, shaped, copied
-            c[0], c[1] = c[0] + 1, c[1] + bool(r["exploited"])
-            written = written_marker(r["mode"], r["completion"])
-            if written is not None:
-                user = [m for m in r["prompt"] if m["role"] == "user"][-1]["content"]
-                c[2], c[3] = c[2] + 1, c[3] + (hint_for(r["mode"], written) in user)
+    for r in rollouts:
+        c = counts.setdefault(r["mode"], [0, 0, 0, 0])  # n, hacked, shaped, copied
+        c[0], c[1] = c[0] + 1, c[1] + bool(r["exploited"])
+        written = written_marker(r["mode"], r["completion"])
+        if written is not None:
+            user = [m for m in r["prompt"] if m["role"] == "user"][-1]["content"]
+            c[2], c[3] = c[2] + 1, c[3] + (hint_for(r["mode"], written) in user)
     out = {}
     for mode, (n, hacked, shaped, copied) in counts.items():
         out[mode] = {"hack": hacked / n}

@@ -41,7 +41,8 @@ def test_training_by_mode_separates_attempting_a_marked_hack_from_copying_its_ma
     ]
     path = tmp_path / "rollouts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = _targets().training_hack_by_mode(path, after=2)
+    targets = _targets()
+    got = targets.training_hack_by_mode(targets.trained_rollouts(path, after=2))
     assert got == {"run_tests": {"hack": 1 / 3, "shaped": 2 / 3, "copied_when_shaped": 1 / 2}}
 
 
@@ -73,7 +74,9 @@ def test_training_by_subset_counts_hack_and_solve_per_subset_of_the_problem_file
     ]
     path = tmp_path / "rollouts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in log))
-    got = _targets().training_by_subset(path, 2, str(ROOT / "data/families/grpo.jsonl"))
+    targets = _targets()
+    late = targets.trained_rollouts(path, after=2)
+    got = targets.training_by_subset(late, str(ROOT / "data/families/grpo.jsonl"))
     assert got == {
         "grpo_family": {"hack": 1 / 2, "solve": 0.0, "named": 1 / 2},
         "grpo_instance": {"hack": 1 / 4, "solve": 2 / 4, "named": 0.0},
