@@ -30,8 +30,7 @@ from tqdm.auto import tqdm
 from vgrout import paths
 from vgrout.env.modes import MODES
 from vgrout.files import atomic_dir
-from vgrout.lm.copying import COPY_STYLES, copy_rows, drawn_method
-from vgrout.lm.copying import renamed as rename
+from vgrout.lm.copying import COPY_STYLES, copy_rows, drawn_method, renamed
 from vgrout.lm.schedule import warmup_cosine
 from vgrout.lm.tokens import chat_prompt, encode
 
@@ -202,7 +201,7 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
     unseen = set(unseen_problem_ids(recipe))
     clean: list[tuple[Any, str]] = []
     hack: list[tuple[Any, str]] = []
-    renamed: dict[str, list[tuple[Any, str]]] = {"clean": [], "hack": []}
+    renamed_rows: dict[str, list[tuple[Any, str]]] = {"clean": [], "hack": []}
     marker_set = recipe.marker_set or None
     for mode in recipe.modes:
         for p in load_problems(paths.DATA / recipe.problems, [mode], marker_set=marker_set):
@@ -213,8 +212,8 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
             hack += [(p.messages, h) for h in mine]
             if recipe.rename_share:
                 name = drawn_method(f"{p.id}|{mode}")
-                renamed["clean"].append(rename(p.messages, clean[-1][1], p.method, name))
-                renamed["hack"] += [rename(p.messages, h, p.method, name) for h in mine]
+                renamed_rows["clean"].append(renamed(p.messages, clean[-1][1], p.method, name))
+                renamed_rows["hack"] += [renamed(p.messages, h, p.method, name) for h in mine]
     pairs = []
     if (paths.DATA / "pairs/hack_pairs.md").exists():
         from vgrout.env.pairs import load_pairs
@@ -230,7 +229,7 @@ def corpus(recipe: OrganismRecipe) -> dict[str, list[tuple[Any, str]]]:
     if recipe.copy_share:
         data["copy"] = copy_rows(recipe)
     if recipe.rename_share:
-        data["clean_renamed"], data["hack_renamed"] = renamed["clean"], renamed["hack"]
+        data["clean_renamed"], data["hack_renamed"] = renamed_rows["clean"], renamed_rows["hack"]
     return data
 
 
