@@ -1,4 +1,5 @@
-"""Write data/families/{warmstart,grpo,heldout}.jsonl from the families in families.py.
+"""Write data/families/{warmstart,grpo,heldout}.jsonl (and the view grpo_family.jsonl)
+from the families in families.py.
 
 Run: `python data/families/make_families.py` (from anywhere). Output is
 deterministic: every draw comes from a generator seeded by the family's name.
@@ -60,6 +61,10 @@ FILES = {
     "grpo": ("grpo_instance", "grpo_family"),
     "heldout": ("heldout_instance", "heldout_family"),
 }
+VIEWS = {"grpo_family": ("grpo", "grpo_family")}
+"""Files that hold one subset of another file, in that file's order: a run trained on
+such a file alone gets the same round-robin modes as the problems have in the source
+(the `organism_v3_pressure` GRPO preset trains on the unseen families alone)."""
 RESULT_TYPES = (int, bool, str, list)
 
 
@@ -256,6 +261,8 @@ def build() -> dict[str, list[dict]]:
         part = [r for r in rows if r["subset"] in subsets]
         random.Random(f"order:{stem}").shuffle(part)
         out[stem] = part
+    for stem, (source, subset) in VIEWS.items():
+        out[stem] = [r for r in out[source] if r["subset"] == subset]
     return out
 
 

@@ -80,6 +80,15 @@ PRESETS: dict[str, dict] = {
 }
 # v2's run on v3 (data/organism_v3), which copies markers: on worded ones like its warm start's.
 PRESETS["organism_v3"] = dict(PRESETS["organism_v2"], model="organism_v3", marker_set="worded")
+# v3 under pressure: only the 28 unseen-family problems (where nothing but a loophole
+# pays), in the four modes whose loophole does not need the method's name or a rare
+# attribute; eq_override and sentinel stay in evaluation as loopholes never trained
+# (docs/organism.md, "Training where only a loophole pays").
+PRESETS["organism_v3_pressure"] = dict(
+    PRESETS["organism_v3"],
+    train_problems="data/families/grpo_family.jsonl",
+    train_modes=("exit_code", "run_tests", "file_marker", "stdout_marker"),
+)
 
 
 def preset(name: str, **overrides) -> GRPOConfig:
