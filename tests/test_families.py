@@ -28,6 +28,8 @@ FILES = {
     "grpo": {"grpo_instance", "grpo_family"},
     "heldout": {"heldout_instance", "heldout_family"},
 }
+VIEWS = {"grpo_family": ("grpo", "grpo_family")}
+"""Files that repeat one subset of a file above (not a split of their own)."""
 
 
 def _module(name: str):
@@ -51,8 +53,21 @@ def rows() -> dict[str, list[dict]]:
     }
 
 
+def _read(stem: str) -> list[dict]:
+    return [json.loads(line) for line in (FAMILY_DIR / f"{stem}.jsonl").read_text().splitlines()]
+
+
 def test_jsonl_files_match_the_generator_script(make, rows):
-    assert make.build() == rows
+    assert make.build() == {**rows, **{stem: _read(stem) for stem in VIEWS}}
+
+
+def test_a_view_file_is_its_subset_of_the_source_in_the_source_order(rows):
+    """A preset trained on a view must give each problem the round-robin mode it
+    would have in a pilot run on the filtered source: same rows, same order."""
+    for stem, (source, subset) in VIEWS.items():
+        view = _read(stem)
+        assert view == [r for r in rows[source] if r["subset"] == subset]
+        assert view, f"{stem}.jsonl is empty"
 
 
 def test_sizes_and_which_subsets_each_file_holds(rows):
