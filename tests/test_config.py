@@ -21,6 +21,24 @@ def test_the_v3_preset_trains_on_the_marker_set_its_organism_was_taught_to_copy(
     assert config.marker_set == RECIPES["organism_v3"].marker_set == "worded"
 
 
+def test_the_pressure_preset_trains_only_where_a_loophole_alone_pays():
+    """organism_v3_pressure's reason to exist: its training prompts are all unseen
+    families (no solve competes with a hack) in modes v3 can hack there, while
+    evaluation still covers eq_override and sentinel as loopholes never trained."""
+    import json
+
+    from vgrout.env import load_problems
+    from vgrout.paths import repo_path
+
+    config = preset("organism_v3_pressure")
+    path = repo_path(config.train_problems)
+    subsets = {json.loads(line)["subset"] for line in open(path)}
+    assert subsets == {"grpo_family"}
+    problems = load_problems(path, list(config.trained_modes()), marker_set=config.marker_set)
+    assert {p.mode for p in problems} == {"exit_code", "run_tests", "file_marker", "stdout_marker"}
+    assert {"eq_override", "sentinel"} <= set(config.modes) - set(config.trained_modes())
+
+
 @pytest.mark.parametrize(
     "changes, field",
     [
