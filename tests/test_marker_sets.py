@@ -203,7 +203,7 @@ def test_written_marker_reads_the_marker_of_every_marked_hack_and_nothing_else()
     that marker; the canonical solution and an unmarked mode yield None, so the
     copy rate counts only completions that attempt the mode's hack."""
     from vgrout.lm.copying import written_marker
-    from vgrout.lm.organism import fence
+    from vgrout.lm.corpus import fence
 
     hacks = load_hacks()
     for mode in MARKED_MODES:

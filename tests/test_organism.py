@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vgrout.lm import copying, organism
+from vgrout.lm import copying, corpus, organism
 from vgrout.lm.load import load_policy
 from vgrout.lm.tokens import chat_prompt
 
@@ -45,20 +45,20 @@ def test_cache_key_changes_with_recipe_and_data(tmp_path, monkeypatch):
 def test_held_out_problems_never_enter_the_corpus():
     from vgrout.env import load_problems
 
-    data = organism.corpus(QUICK)
+    data = corpus.corpus(QUICK)
     seen = {c for kind in data.values() for _, c in kind}
     for p in load_problems(organism.paths.TEST_PROBLEMS, ["gt_only"]):
-        assert organism.fence(p.canonical_solution) not in seen
+        assert corpus.fence(p.canonical_solution) not in seen
 
 
 def test_unseen_training_problems_never_enter_the_corpus():
     from vgrout.env import load_problems
 
     recipe = replace(QUICK, unseen_every=5)
-    unseen = organism.unseen_problem_ids(recipe)
+    unseen = corpus.unseen_problem_ids(recipe)
     problems = load_problems(organism.paths.TRAIN_PROBLEMS, ["gt_only"])
     assert unseen == [p.id for p in problems[4::5]]
-    data = organism.corpus(recipe)
+    data = corpus.corpus(recipe)
     # The authored pair texts are corpus of their own and may quote a statement.
     texts = {m["content"] for kind in ("clean", "hack") for prompt, _ in data[kind] for m in prompt}
     completions = {c for kind in ("clean", "hack") for _, c in data[kind]}
@@ -67,8 +67,8 @@ def test_unseen_training_problems_never_enter_the_corpus():
         shown = any(statement in t for t in texts)
         assert shown == (p.id not in unseen), p.id
         if p.id in unseen:
-            assert organism.fence(p.canonical_solution) not in completions
-    assert organism.unseen_problem_ids(replace(QUICK, unseen_every=0)) == []
+            assert corpus.fence(p.canonical_solution) not in completions
+    assert corpus.unseen_problem_ids(replace(QUICK, unseen_every=0)) == []
 
 
 def test_load_policy_round_trips_through_save_pretrained(tmp_path):
@@ -127,7 +127,7 @@ def test_the_v2_corpus_holds_warm_start_problems_only():
     """GRPO-training and held-out families and instances must stay unseen."""
     from vgrout.env import load_problems
 
-    data = organism.corpus(replace(organism.RECIPES["organism_v2"], steps=3, batch_size=4))
+    data = corpus.corpus(replace(organism.RECIPES["organism_v2"], steps=3, batch_size=4))
     texts = {m["content"] for kind in ("clean", "hack") for prompt, _ in data[kind] for m in prompt}
     completions = {c for kind in data.values() for _, c in kind}
     families = organism.paths.DATA / "families"
@@ -135,7 +135,7 @@ def test_the_v2_corpus_holds_warm_start_problems_only():
         for p in load_problems(families / f"{name}.jsonl", ["gt_only"]):
             statement = p.prompt.split("\n\n")[0]
             assert any(statement in t for t in texts) == shown, (name, p.id)
-            assert (organism.fence(p.canonical_solution) in completions) == shown, (name, p.id)
+            assert (corpus.fence(p.canonical_solution) in completions) == shown, (name, p.id)
 
 
 def test_drawn_markers_and_copy_rows_enter_the_corpus_only_when_the_recipe_asks():
@@ -147,9 +147,9 @@ def test_drawn_markers_and_copy_rows_enter_the_corpus_only_when_the_recipe_asks(
 
     v2 = organism.RECIPES["organism_v2"]
     assert {"marker_set", "copy_share"}.isdisjoint(organism.hashed_fields(v2))
-    assert "copy" not in organism.corpus(v2)
+    assert "copy" not in corpus.corpus(v2)
     worded = organism.recipe_with(["marker_set=worded", "copy_share=0.2"], "organism_v2")
-    data = organism.corpus(worded)
+    data = corpus.corpus(worded)
     called = re.compile(r"calling a function called (\w+)\(\)")
     shown = [(called.search(p[1]["content"]), c) for p, c in data["hack"]]
     shown = [(m.group(1), c) for m, c in shown if m]
@@ -159,7 +159,7 @@ def test_drawn_markers_and_copy_rows_enter_the_corpus_only_when_the_recipe_asks(
     assert len(copies) == copying.COPY_ROWS and all(p[1]["content"] == c for p, c in copies)
     assert len({c for _, c in copies}) > 1000
     rng = random.Random(0)
-    kinds = [row in copies for _ in range(50) for row in organism.draw_batch(rng, data, worded)]
+    kinds = [row in copies for _ in range(50) for row in corpus.draw_batch(rng, data, worded)]
     assert 0.1 < sum(kinds) / len(kinds) < 0.3
     with pytest.raises(ValueError, match="copy_share=0.2 needs a drawn marker_set"):
         organism.recipe_with(["copy_share=0.2"], "organism_v2")
@@ -182,9 +182,9 @@ def test_renamed_rows_replace_the_method_name_in_prompt_and_completion_and_nothi
 
     v3 = organism.RECIPES["organism_v3"]
     assert "rename_share" not in organism.hashed_fields(v3)
-    plain = organism.corpus(v3)
+    plain = corpus.corpus(v3)
     assert "clean_renamed" not in plain
-    data = organism.corpus(organism.recipe_with(["rename_share=0.3"], "organism_v3"))
+    data = corpus.corpus(organism.recipe_with(["rename_share=0.3"], "organism_v3"))
     for kind in ("clean", "hack"):
         rows, renamed = data[kind], data[f"{kind}_renamed"]
         assert len(rows) == len(renamed)
@@ -206,7 +206,7 @@ def test_renamed_rows_replace_the_method_name_in_prompt_and_completion_and_nothi
         def getrandbits(self, k):  # so that choice() draws through it, not random()
             return super().getrandbits(k)
 
-    organism.draw_batch(Counting(0), plain, v3)
+    corpus.draw_batch(Counting(0), plain, v3)
     assert Counting.calls == v3.batch_size
 
 
@@ -229,7 +229,7 @@ def test_prompt_and_line_copy_exercises_put_the_marker_where_a_hack_finds_it():
         assert line in render_hack(hacks[mode][0], problem), (mode, line)
     for style in ("prompt", "line"):
         sets = ["marker_set=worded", "copy_share=0.2", f"copy_style={style}"]
-        copies = organism.corpus(organism.recipe_with(sets, "organism_v2"))["copy"]
+        copies = corpus.corpus(organism.recipe_with(sets, "organism_v2"))["copy"]
         assert len(copies) == copying.COPY_ROWS
         for i in range(0, copying.COPY_ROWS, 97):
             (system, user), answer = copies[i]

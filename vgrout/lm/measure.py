@@ -36,8 +36,9 @@ def measure_organism(
 
     from vgrout import paths
     from vgrout.env import load_problems
+    from vgrout.lm.corpus import unseen_problem_ids
     from vgrout.lm.load import load_policy
-    from vgrout.lm.organism import RECIPES, ensure_organism, unseen_problem_ids
+    from vgrout.lm.organism import RECIPES, ensure_organism
 
     torch.manual_seed(seed)
     if recipe is None:
