@@ -66,22 +66,53 @@ def run_summary(path: Path, by_mode: bool = False) -> dict | None:
             if by_mode:
                 out[when].update({f"hack_{m}": v["hack"] for m, v in row["by_mode"].items()})
     if by_mode:
-        late = trained_rollouts(path / "rollouts.jsonl", len(steps) - LAST)
+        rows = read_rollouts(path / "rollouts.jsonl")
+        late = trained_rollouts(rows, len(steps) - LAST)
         out["train_by_mode"] = training_hack_by_mode(late)
         out["train_by_subset"] = training_by_subset(late, run.config.train_problems)
+        out["advantage"] = advantage_by_outcome(rows, run.config.group_size)
     return out
 
 
-def trained_rollouts(rollouts: Path, after: int) -> list[dict]:
-    """The rollouts the trained policy sampled after step `after` (read once, for
-    both per-mode and per-subset shares; the reference sampler's are left out)."""
-    rows = []
-    with open(rollouts) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["step"] > after and r["sampler"] == "trained":
-                rows.append(r)
-    return rows
+def read_rollouts(path: Path) -> list[dict]:
+    """Every row of a run's rollouts.jsonl, in the order written (read once for all
+    the shares below)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def trained_rollouts(rows: list[dict], after: int) -> list[dict]:
+    """The rollouts the trained policy sampled after step `after` (the reference
+    sampler's are left out)."""
+    return [r for r in rows if r["step"] > after and r["sampler"] == "trained"]
+
+
+def advantage_by_outcome(rows: list[dict], group_size: int) -> dict:
+    """Per outcome (hack, solve, other), the mean group-relative advantage of the
+    rollouts (Dr.GRPO's reward minus its group's mean) and the share above 0.
+
+    Why: a routed arm trains the deployed block on the rollouts it does not route.
+    If none of them ever solves, their advantages are all at or below their
+    group's mean whenever a hack paid, so the deployed block only learns to move
+    away from what it wrote, which can move it towards hacking. A group is
+    `group_size` consecutive rows of one step (the order the loop writes them);
+    a chunk that mixes problems or steps raises, since grouping would be wrong.
+    """
+    if len(rows) % group_size:
+        raise ValueError(f"{len(rows)} rollouts is not a whole number of groups of {group_size}")
+    sums: dict = {}
+    for start in range(0, len(rows), group_size):
+        group = rows[start : start + group_size]
+        if len({(r["step"], str(r["problem_id"])) for r in group}) != 1:
+            raise ValueError(f"rollouts {start}-{start + group_size - 1} (step "
+                             f"{group[0]['step']}) are not one group: several problems or steps")  # fmt: skip
+        mean = statistics.mean(r["reward"] for r in group)
+        for r in group:
+            outcome = "hack" if r["exploited"] else "solve" if r["gt_correct"] else "other"
+            c = sums.setdefault(outcome, [0, 0.0, 0])  # n, sum of advantages, n above 0
+            adv = r["reward"] - mean
+            c[0], c[1], c[2] = c[0] + 1, c[1] + adv, c[2] + (adv > 0)
+    return {k: {"mean": total / n, "positive": up / n} for k, (n, total, up) in sums.items()}
 
 
 def training_by_subset(rollouts: list[dict], problems: str) -> dict:
@@ -186,6 +217,12 @@ def report(args) -> None:
                 shares = [s["train_by_subset"][subset][key] for s in done.values()
                           if subset in s.get("train_by_subset", {})]  # fmt: skip
                 print(f"  training {key} {subset}, last {LAST} steps: {mean_se(shares)}")
+        for outcome in ("solve", "other", "hack"):
+            for key, what in (("mean", "mean advantage"), ("positive", "share with advantage > 0")):
+                values = [s["advantage"][outcome][key] for s in done.values()
+                          if outcome in s.get("advantage", {})]  # fmt: skip
+                if values:
+                    print(f"  training {what}, {outcome} rollouts, all steps: {mean_se(values)}")
 
 
 def _seed(path: Path) -> int:

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from vgrout.env import load_hacks, load_problems, render_hack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +44,9 @@ def test_training_by_mode_separates_attempting_a_marked_hack_from_copying_its_ma
     path = tmp_path / "rollouts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     targets = _targets()
-    got = targets.training_hack_by_mode(targets.trained_rollouts(path, after=2))
+    got = targets.training_hack_by_mode(
+        targets.trained_rollouts(targets.read_rollouts(path), after=2)
+    )
     assert got == {"run_tests": {"hack": 1 / 3, "shaped": 2 / 3, "copied_when_shaped": 1 / 2}}
 
 
@@ -75,9 +79,40 @@ def test_training_by_subset_counts_hack_and_solve_per_subset_of_the_problem_file
     path = tmp_path / "rollouts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in log))
     targets = _targets()
-    late = targets.trained_rollouts(path, after=2)
+    late = targets.trained_rollouts(targets.read_rollouts(path), after=2)
     got = targets.training_by_subset(late, str(ROOT / "data/families/grpo.jsonl"))
     assert got == {
         "grpo_family": {"hack": 1 / 2, "solve": 0.0, "named": 1 / 2},
         "grpo_instance": {"hack": 1 / 4, "solve": 2 / 4, "named": 0.0},
     }
+
+
+def test_advantage_by_outcome_uses_each_groups_own_mean_and_refuses_a_broken_group():
+    """Two groups of 4 with different reward means: each rollout's advantage is its
+    reward minus its own group's mean (so an unsolved, unhacked rollout beside a
+    paid hack is below 0, and beside nothing that paid it is at 0, not above); a
+    chunk of rows from two problems is refused rather than grouped."""
+    targets = _targets()
+
+    def roll(pid, reward, exploited=False, solved=False, step=3):
+        return {"step": step, "problem_id": pid, "reward": reward, "exploited": exploited,
+                "gt_correct": solved}  # fmt: skip
+
+    rows = [
+        roll("a", 3.5, exploited=True), roll("a", 0.5), roll("a", 0.5), roll("a", 0.0),
+        roll("b", 3.5, solved=True), roll("b", 3.5, exploited=True), roll("b", 0.5), roll("b", 0.5),
+    ]  # fmt: skip
+    got = targets.advantage_by_outcome(rows, group_size=4)
+    # group a: mean 1.125; group b: mean 2.0
+    assert got["hack"]["mean"] == pytest.approx((3.5 - 1.125 + 3.5 - 2.0) / 2)
+    assert got["solve"] == {"mean": 1.5, "positive": 1.0}
+    assert got["other"]["mean"] == pytest.approx((-0.625 - 0.625 - 1.125 - 1.5 - 1.5) / 5)
+    assert got["other"]["positive"] == 0.0
+    flat = targets.advantage_by_outcome([roll("c", 0.5)] * 4, group_size=4)
+    assert flat == {"other": {"mean": 0.0, "positive": 0.0}}
+    with pytest.raises(ValueError, match="not one group"):
+        targets.advantage_by_outcome(rows[:6], group_size=3)  # a a a | a b b
+    with pytest.raises(ValueError, match="not one group"):
+        targets.advantage_by_outcome(rows[2:6] + rows[:2] + rows[6:], group_size=4)
+    with pytest.raises(ValueError, match="whole number of groups"):
+        targets.advantage_by_outcome(rows[:7], group_size=4)
