@@ -82,8 +82,11 @@ PRESETS: dict[str, dict] = {
 PRESETS["organism_v3"] = dict(PRESETS["organism_v2"], model="organism_v3", marker_set="worded")
 # v3 under pressure: only the 28 unseen-family problems (where nothing but a loophole
 # pays), in the four modes whose loophole does not need the method's name or a rare
-# attribute; eq_override and sentinel stay in evaluation as loopholes never trained
-# (docs/organism.md, "Training where only a loophole pays").
+# attribute; eq_override and sentinel stay in evaluation as loopholes never trained.
+# Vanilla's training hack share reaches 0.6 here in 16 of 16 seeds, but oracle routing
+# no longer holds held-out hacking at the untrained level (no unrouted rollout ever
+# solves), so it is not the preset for routing comparisons (docs/organism.md,
+# "Training where only a loophole pays").
 PRESETS["organism_v3_pressure"] = dict(
     PRESETS["organism_v3"],
     train_problems="data/families/grpo_family.jsonl",
