@@ -92,9 +92,9 @@ def advantage_by_outcome(rows: list[dict], group_size: int) -> dict:
     rollouts (Dr.GRPO's reward minus its group's mean) and the share above 0.
 
     Why: a routed arm trains the deployed block on the rollouts it does not route.
-    If none of them ever solves, their advantages are all at or below their
-    group's mean whenever a hack paid, so the deployed block only learns to move
-    away from what it wrote, which can move it towards hacking. A group is
+    If none of them ever solves, the only ones above their group's mean are those
+    that compiled where others did not, so the deployed block is mostly told to
+    move away from what it wrote, which can move it towards hacking. A group is
     `group_size` consecutive rows of one step (the order the loop writes them);
     a chunk that mixes problems or steps raises, since grouping would be wrong.
     """
