@@ -170,6 +170,23 @@ def training_hack_by_mode(rollouts: list[dict]) -> dict:
     return out
 
 
+def paired_change(summaries: list[dict], key: str) -> tuple[float, float, float, float] | None:
+    """The shipped held-out `key` at the end minus the same run's untrained value,
+    paired over seeds: (mean, 95% t-interval low, high, two-sided sign-flip p).
+
+    Why paired: each run's step-0 evaluation is its own untrained baseline (same
+    seed, same sampling), so "did training move it?" is a question about the
+    per-seed differences, not about two means' separate standard errors.
+    None with fewer than 2 runs that have both."""
+    from vgrout.figures.stats import paired_ci, sign_flip_p
+
+    d = [s["final"][key] - s["untrained"][key] for s in summaries
+         if key in s.get("final", {}) and key in s.get("untrained", {})]  # fmt: skip
+    if len(d) < 2:
+        return None
+    return (*paired_ci(d), sign_flip_p(d, "two-sided"))
+
+
 def mean_se(values: list[float]) -> str:
     if not values:
         return "-"
@@ -205,6 +222,12 @@ def report(args) -> None:
             print(
                 f"  shipped held-out {key}: final {mean_se(finals)}; untrained {mean_se(untrained)}"
             )
+        for key in ("hack", "solve"):
+            change = paired_change(list(done.values()), key)
+            if change:
+                m, lo, hi, p = change
+                print(f"  shipped held-out {key}, final - untrained over seeds: {m:+.3f} "
+                      f"(95% CI {lo:+.3f} to {hi:+.3f}; sign-flip p = {p:.2g})")  # fmt: skip
         for mode in sorted({m for s in done.values() for m in s.get("train_by_mode", {})}):
             for key in ("hack", "shaped", "copied_when_shaped"):
                 shares = [s["train_by_mode"][mode].get(key) for s in done.values()

@@ -116,3 +116,23 @@ def test_advantage_by_outcome_uses_each_groups_own_mean_and_refuses_a_broken_gro
         targets.advantage_by_outcome(rows[2:6] + rows[:2] + rows[6:], group_size=4)
     with pytest.raises(ValueError, match="whole number of groups"):
         targets.advantage_by_outcome(rows[:7], group_size=4)
+
+
+def test_paired_change_differences_each_run_against_its_own_untrained_value():
+    """Final minus untrained per seed, not the difference of the two means of
+    different seed sets: a run without its step-0 value drops out; under
+    2 runs there is nothing to test."""
+    targets = _targets()
+    runs = [
+        {"final": {"hack": 0.30}, "untrained": {"hack": 0.10}},
+        {"final": {"hack": 0.25}, "untrained": {"hack": 0.15}},
+        {"final": {"hack": 0.35}, "untrained": {"hack": 0.12}},
+        {"final": {"hack": 0.90}},  # no untrained value: must not count
+    ]
+    m, lo, hi, p = targets.paired_change(runs, "hack")
+    d = [0.20, 0.10, 0.23]
+    assert m == pytest.approx(sum(d) / 3)
+    assert lo < m < hi
+    assert p == pytest.approx(2 / 8)  # all 3 positive: 1 of 8 sign vectors each side
+    assert targets.paired_change(runs[:1], "hack") is None
+    assert targets.paired_change(runs, "solve") is None
