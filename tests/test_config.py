@@ -72,6 +72,16 @@ def test_json_round_trip_keeps_tuples():
     assert back == cfg
 
 
+def test_a_config_from_json_overrides_equals_the_one_its_run_folder_reads_back():
+    """Overrides parsed from JSON (`organism_targets.py grid --set
+    'train_modes=[...]'`) arrive as lists; the run folder's config.json reads back
+    tuples, so unless the config keeps tuples a resumed grid refuses its own runs
+    as "a run of a different config"."""
+    cfg = preset("smoke", train_modes=["run_tests"], modes=["run_tests", "sentinel"])
+    assert cfg.train_modes == ("run_tests",) and cfg.modes == ("run_tests", "sentinel")
+    assert GRPOConfig.from_json(cfg.to_json()) == cfg
+
+
 def test_every_field_has_a_docstring_and_the_command_line_shows_it():
     import dataclasses
 

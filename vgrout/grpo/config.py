@@ -330,10 +330,13 @@ class GRPOConfig:
         return "deployed"
 
     def replace(self, **changes) -> "GRPOConfig":
+        """A copy with `changes`; lists become tuples, as `from_json` makes them, so a
+        run started from JSON overrides (`--set train_modes=[...]`) equals the config
+        its folder reads back, and resuming it is not refused as another config."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown GRPOConfig field(s): {sorted(unknown)}")
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **_lists_as_tuples(changes))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -345,10 +348,13 @@ class GRPOConfig:
         unknown = set(raw) - set(names)
         if unknown:
             raise ValueError(f"{source}: unknown GRPOConfig field(s) {sorted(unknown)}")
-        for k, v in raw.items():
-            if isinstance(v, list):
-                raw[k] = tuple(v)
-        return cls(**raw)
+        return cls(**_lists_as_tuples(raw))
+
+
+def _lists_as_tuples(fields: dict) -> dict:
+    """JSON has no tuple: the config's sequence fields are tuples (hashable, and equal
+    only to tuples), so every list that reaches a config becomes one."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
 
 
 def field_docs(cls: type = GRPOConfig) -> dict[str, str]:
