@@ -70,7 +70,9 @@ def run_summary(path: Path, by_mode: bool = False) -> dict | None:
         late = trained_rollouts(rows, len(steps) - LAST)
         out["train_by_mode"] = training_hack_by_mode(late)
         out["train_by_subset"] = training_by_subset(late, run.config.train_problems)
-        out["advantage"] = advantage_by_outcome(rows, run.config.group_size)
+        out["advantage"] = advantage_by_outcome(
+            rows, run.config.group_size, run.config.std_normalise
+        )
     return out
 
 
@@ -87,9 +89,11 @@ def trained_rollouts(rows: list[dict], after: int) -> list[dict]:
     return [r for r in rows if r["step"] > after and r["sampler"] == "trained"]
 
 
-def advantage_by_outcome(rows: list[dict], group_size: int) -> dict:
+def advantage_by_outcome(rows: list[dict], group_size: int, std_normalise: bool = False) -> dict:
     """Per outcome (hack, solve, other), the mean group-relative advantage of the
-    rollouts (Dr.GRPO's reward minus its group's mean) and the share above 0.
+    rollouts, as the loop computes it (`grpo.update.advantages`: reward minus the
+    group's mean, Dr.GRPO's, unless the run normalised by the std), and the share
+    above 0.
 
     Why: a routed arm trains the deployed block on the rollouts it does not route.
     If none of them ever solves, the only ones above their group's mean are those
@@ -100,17 +104,20 @@ def advantage_by_outcome(rows: list[dict], group_size: int) -> dict:
     """
     if len(rows) % group_size:
         raise ValueError(f"{len(rows)} rollouts is not a whole number of groups of {group_size}")
+    import torch
+
+    from vgrout.grpo.update import advantages
+
     sums: dict = {}
     for start in range(0, len(rows), group_size):
         group = rows[start : start + group_size]
         if len({(r["step"], str(r["problem_id"])) for r in group}) != 1:
             raise ValueError(f"rollouts {start}-{start + group_size - 1} (step "
                              f"{group[0]['step']}) are not one group: several problems or steps")  # fmt: skip
-        mean = statistics.mean(r["reward"] for r in group)
-        for r in group:
+        rewards = torch.tensor([r["reward"] for r in group], dtype=torch.float64)
+        for r, adv in zip(group, advantages(rewards, std_normalise).tolist()):
             outcome = "hack" if r["exploited"] else "solve" if r["gt_correct"] else "other"
             c = sums.setdefault(outcome, [0, 0.0, 0])  # n, sum of advantages, n above 0
-            adv = r["reward"] - mean
             c[0], c[1], c[2] = c[0] + 1, c[1] + adv, c[2] + (adv > 0)
     return {k: {"mean": total / n, "positive": up / n} for k, (n, total, up) in sums.items()}
 
